@@ -1,0 +1,173 @@
+//! The command line: every command and flag with its help text. Parsed once, then turned into settings.
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+/// Reload a Python web app in a VM or container the instant its code changes on the host.
+#[derive(Debug, Parser)]
+#[command(name = "touchwire", version, about, max_term_width = 100)]
+pub struct Cli {
+    /// Options every command takes.
+    #[command(flatten)]
+    pub global: Global,
+    /// The command to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every command takes.
+#[derive(Debug, Args)]
+pub struct Global {
+    /// Read this config file instead of the repository's .touchwire.json [env: TOUCHWIRE_CONFIG]
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// File holding the shared token [env: TOUCHWIRE_TOKEN_FILE]
+    #[arg(long, global = true, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// Say more (repeat for even more)
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Say nothing but errors
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Guest: listen for triggers and run the target's action for each authenticated one
+    Listen(ListenArgs),
+    /// Host: send one trigger and wait for every guest's acknowledgement
+    Send(SendArgs),
+    /// Host: write .touchwire.json and a fresh token for this repository
+    Init(InitArgs),
+    /// Show the configuration, where each value came from, and ping every remote
+    Status(StatusArgs),
+    /// Print a shell completion script
+    Completions(CompletionsArgs),
+}
+
+/// `touchwire listen`.
+#[derive(Debug, Args)]
+pub struct ListenArgs {
+    /// Address to bind, HOST:PORT (port 0 picks a free one; the bound address is printed first)
+    #[arg(long, value_name = "ADDR")]
+    pub addr: Option<String>,
+    /// Name of the target defined by the action flags below
+    #[arg(long, value_name = "NAME", default_value = crate::config::DEFAULT_TARGET_NAME)]
+    pub target: String,
+    /// Action: advance this file's mtime (for uWSGI touch-reload)
+    #[arg(long, value_name = "PATH", group = "action")]
+    pub touch: Option<PathBuf>,
+    /// Action: write a command to this uWSGI master FIFO
+    #[arg(long, value_name = "PATH", group = "action")]
+    pub fifo: Option<PathBuf>,
+    /// Command written to the FIFO: r (graceful reload), c (chain reload), ...
+    #[arg(long, value_name = "CMD", requires = "fifo", default_value = crate::config::DEFAULT_FIFO_COMMAND)]
+    pub fifo_command: String,
+    /// Do not poke uWSGI's master after the FIFO command (slower reloads)
+    #[arg(long, requires = "fifo")]
+    pub no_poke: bool,
+    /// Action: send this signal to the pid in --pidfile (HUP, USR1, TERM, ...)
+    #[arg(long, value_name = "SIG", requires = "pidfile")]
+    pub signal: Option<String>,
+    /// Action: signal the process whose pid this file holds (default signal HUP)
+    #[arg(long, value_name = "PATH", group = "action")]
+    pub pidfile: Option<PathBuf>,
+    /// Action: run this program with its arguments, no shell (put it last)
+    #[arg(long, value_name = "CMD", num_args = 1.., allow_hyphen_values = true, group = "action")]
+    pub exec: Option<Vec<String>>,
+    /// Kill an --exec program that runs longer than this
+    #[arg(long, value_name = "MS", requires = "exec", default_value_t = 10_000)]
+    pub exec_timeout: u64,
+    /// Coalescing window per target: triggers within it cost one more action at its end
+    #[arg(long, value_name = "MS")]
+    pub settle: Option<u64>,
+    /// Allow binding a non-loopback address without a token (anyone who can reach it can reload)
+    #[arg(long)]
+    pub allow_unauthenticated: bool,
+    /// Most connections served at once; more get an error line and are closed
+    #[arg(long, value_name = "N", default_value_t = 128)]
+    pub max_connections: usize,
+    /// Print events as JSON lines on stdout
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `touchwire send`.
+#[derive(Debug, Args)]
+pub struct SendArgs {
+    /// Guest address HOST[:PORT]; repeat to reach several guests at once [env: TOUCHWIRE_TO]
+    #[arg(long = "to", value_name = "ADDR")]
+    pub to: Vec<String>,
+    /// Target to reload (the guest's default target when absent)
+    #[arg(long, value_name = "NAME")]
+    pub target: Option<String>,
+    /// Why: shown in the guest's log
+    #[arg(long, value_name = "TEXT", default_value = "manual")]
+    pub reason: String,
+    /// Give up on a guest that has not answered within this time
+    #[arg(long, value_name = "MS", default_value_t = 1000)]
+    pub timeout: u64,
+    /// Print the result per guest as a JSON line on stdout
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `touchwire init`.
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Repository to set up (default: the one holding the current directory)
+    #[arg(long, value_name = "DIR")]
+    pub repo: Option<PathBuf>,
+    /// Guest address written as "remote"
+    #[arg(long = "to", value_name = "ADDR", default_value = "127.0.0.1:9001")]
+    pub to: String,
+    /// File the guest's default target touches (its directory must exist in the guest)
+    #[arg(long, value_name = "PATH", default_value = "/tmp/touchwire-app.reload")]
+    pub touch: PathBuf,
+    /// Overwrite an existing .touchwire.json
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// `touchwire status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Guest address HOST[:PORT] to ping instead of the configured remotes
+    #[arg(long = "to", value_name = "ADDR")]
+    pub to: Vec<String>,
+    /// Give up on a guest that has not answered within this time
+    #[arg(long, value_name = "MS", default_value_t = 1000)]
+    pub timeout: u64,
+}
+
+/// `touchwire completions`.
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// Shell to print the completion script for
+    pub shell: clap_complete::Shell,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn exec_takes_the_rest_of_the_line() {
+        let cli = Cli::try_parse_from(["touchwire", "listen", "--exec", "sh", "-c", "exit 3"]).unwrap();
+        let Command::Listen(args) = cli.command else { panic!() };
+        assert_eq!(args.exec.unwrap(), vec!["sh", "-c", "exit 3"]);
+    }
+
+    #[test]
+    fn one_action_at_a_time() {
+        assert!(Cli::try_parse_from(["touchwire", "listen", "--touch", "a", "--fifo", "b"]).is_err());
+    }
+}

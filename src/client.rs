@@ -1,0 +1,235 @@
+//! The host side of wire protocol v1: connect, check the greeting, authenticate, request, read
+//! the reply. Every failure is one sentence naming the remote. Used by `send`, `status` and the watcher.
+
+use crate::auth::Token;
+use crate::protocol::{self, DEFAULT_PORT, Greeting, MAX_LINE, Reply, Request};
+use anyhow::{Result, anyhow, bail};
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// How a client proves it holds the token: the token and the file it came from (for messages).
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    /// The token, if one is configured.
+    pub token: Option<Token>,
+    /// The file it was read from, named in "wrong token" messages.
+    pub file: Option<PathBuf>,
+}
+
+/// An open, greeted connection to one receiver; it may carry many requests.
+pub struct Connection {
+    remote: String,
+    reader: BufReader<TcpStream>,
+    writer: TcpStream,
+    greeting: Greeting,
+    mac: Option<String>,
+    token_file: Option<PathBuf>,
+}
+
+/// Adds the default port to an address without one (`guest`, `10.0.0.2`, `::1`).
+pub fn with_default_port(remote: &str) -> String {
+    let remote = remote.trim();
+    if remote.parse::<SocketAddr>().is_ok() {
+        return remote.to_string();
+    }
+    if let Ok(ip) = remote.trim_start_matches('[').trim_end_matches(']').parse::<std::net::IpAddr>() {
+        return SocketAddr::new(ip, DEFAULT_PORT).to_string();
+    }
+    match remote.rsplit_once(':') {
+        Some((_, port)) if port.parse::<u16>().is_ok() => remote.to_string(),
+        _ => format!("{remote}:{DEFAULT_PORT}"),
+    }
+}
+
+impl Connection {
+    /// Connects to `remote` and reads its greeting, all within `timeout`.
+    pub fn open(remote: &str, credentials: &Credentials, timeout: Duration) -> Result<Connection> {
+        let deadline = Instant::now() + timeout;
+        let addr = with_default_port(remote);
+        let addrs: Vec<SocketAddr> =
+            addr.to_socket_addrs().map_err(|err| anyhow!("{remote}: cannot resolve address: {err}"))?.collect();
+        let mut last_error = None;
+        let mut stream = None;
+        for a in &addrs {
+            let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
+            match TcpStream::connect_timeout(a, left) {
+                Ok(s) => {
+                    stream = Some(s);
+                    break;
+                }
+                Err(err) => last_error = Some(err),
+            }
+        }
+        let Some(stream) = stream else {
+            let err = last_error.map(|e| connect_failure(&e, timeout)).unwrap_or_else(|| "no address".into());
+            bail!("{remote}: {err}");
+        };
+        stream.set_nodelay(true)?;
+        let writer = stream.try_clone()?;
+        let mut reader = BufReader::new(stream);
+        let line = read_line(&mut reader, deadline, timeout).map_err(|err| anyhow!("{remote}: {err}"))?;
+        let greeting: Greeting = match serde_json::from_str(&line) {
+            Ok(greeting) => greeting,
+            Err(_) => match serde_json::from_str::<Reply>(&line) {
+                Ok(Reply { ok: false, error: Some(error), .. }) => bail!("{remote}: {error}"),
+                _ => bail!("{remote}: not a touchwire receiver (it said {:?})", truncate(&line, 80)),
+            },
+        };
+        if greeting.touchwire != protocol::VERSION {
+            bail!(
+                "{remote}: speaks touchwire protocol v{}, this touchwire speaks v{}",
+                greeting.touchwire,
+                protocol::VERSION
+            );
+        }
+        let mac = match (&credentials.token, greeting.auth) {
+            (Some(token), _) => Some(token.mac(&greeting.nonce)),
+            (None, true) => bail!(
+                "{remote}: requires a token and none is configured: copy the guest's token file and pass \
+                 --token-file, or set token_file in .touchwire.json (`touchwire init` creates one)"
+            ),
+            (None, false) => None,
+        };
+        Ok(Connection {
+            remote: remote.to_string(),
+            reader,
+            writer,
+            greeting,
+            mac,
+            token_file: credentials.file.clone(),
+        })
+    }
+
+    /// Whether the receiver asked for authentication.
+    pub fn auth_required(&self) -> bool {
+        self.greeting.auth
+    }
+
+    /// Sends `request` (signed when a token is configured) and waits up to `timeout` for the reply.
+    /// A reply with `ok:false` is an error carrying the receiver's message.
+    pub fn request(&mut self, mut request: Request, timeout: Duration) -> Result<Reply> {
+        let remote = &self.remote;
+        let deadline = Instant::now() + timeout;
+        request.mac = self.mac.clone();
+        self.writer.set_write_timeout(Some(timeout))?;
+        self.writer
+            .write_all(protocol::to_line(&request).as_bytes())
+            .map_err(|err| anyhow!("{remote}: cannot send the request: {err}"))?;
+        let line = read_line(&mut self.reader, deadline, timeout).map_err(|err| anyhow!("{remote}: {err}"))?;
+        let reply: Reply =
+            serde_json::from_str(&line).map_err(|_| anyhow!("{remote}: unreadable reply {:?}", truncate(&line, 80)))?;
+        if !reply.ok {
+            let error = reply.error.unwrap_or_else(|| "failed without saying why".into());
+            if error.starts_with("unauthorized") {
+                let file =
+                    self.token_file.as_ref().map(|p| format!(" ({} differs from the guest's token)", p.display()));
+                bail!("{remote}: {error}{}", file.unwrap_or_default());
+            }
+            bail!("{remote}: {error}");
+        }
+        Ok(reply)
+    }
+}
+
+fn connect_failure(err: &std::io::Error, timeout: Duration) -> String {
+    match err.kind() {
+        ErrorKind::ConnectionRefused => "connection refused (is `touchwire listen` running there?)".into(),
+        ErrorKind::TimedOut | ErrorKind::WouldBlock => {
+            format!("no answer within {} ms (is the guest up and the port open?)", timeout.as_millis())
+        }
+        _ => format!("cannot connect: {err}"),
+    }
+}
+
+/// Reads one line before `deadline`.
+fn read_line(reader: &mut BufReader<TcpStream>, deadline: Instant, timeout: Duration) -> Result<String> {
+    let mut buf = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            bail!("no answer within {} ms", timeout.as_millis());
+        }
+        reader.get_ref().set_read_timeout(Some(left))?;
+        let limit = (MAX_LINE + 1).saturating_sub(buf.len()) as u64;
+        match reader.by_ref().take(limit).read_until(b'\n', &mut buf) {
+            Ok(0) if buf.is_empty() => bail!("the receiver closed the connection"),
+            Ok(_) if buf.last() == Some(&b'\n') => {
+                buf.pop();
+                return String::from_utf8(buf).map_err(|_| anyhow!("the receiver sent bytes that are not UTF-8"));
+            }
+            Ok(0) => bail!("the receiver closed the connection mid-line"),
+            Ok(_) if buf.len() > MAX_LINE => bail!("the receiver sent a line longer than {MAX_LINE} bytes"),
+            Ok(_) => {}
+            Err(err) if matches!(err.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                bail!("no answer within {} ms", timeout.as_millis())
+            }
+            Err(err) if err.kind() == ErrorKind::Interrupted => {}
+            Err(err) => bail!("connection failed: {err}"),
+        }
+    }
+}
+
+fn truncate(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((i, _)) => format!("{}…", &text[..i]),
+        None => text.to_string(),
+    }
+}
+
+/// One request to one remote on a fresh connection, within `timeout` overall. Returns the reply and the round trip.
+pub fn exchange(
+    remote: &str,
+    credentials: &Credentials,
+    request: &Request,
+    timeout: Duration,
+) -> Result<(Reply, Duration)> {
+    let start = Instant::now();
+    let mut connection = Connection::open(remote, credentials, timeout)?;
+    let left = timeout.saturating_sub(start.elapsed()).max(Duration::from_millis(1));
+    let reply = connection.request(request.clone(), left)?;
+    Ok((reply, start.elapsed()))
+}
+
+/// [`exchange`] with every remote in parallel; results in the order of `remotes`.
+pub fn fan_out(
+    remotes: &[String],
+    credentials: &Credentials,
+    request: &Request,
+    timeout: Duration,
+) -> Vec<Result<(Reply, Duration)>> {
+    if let [only] = remotes {
+        return vec![exchange(only, credentials, request, timeout)];
+    }
+    std::thread::scope(|scope| {
+        let handles: Vec<_> =
+            remotes.iter().map(|remote| scope.spawn(move || exchange(remote, credentials, request, timeout))).collect();
+        handles
+            .into_iter()
+            .zip(remotes)
+            .map(|(handle, remote)| handle.join().unwrap_or_else(|_| Err(anyhow!("{remote}: internal error"))))
+            .collect()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_port_is_added_only_when_missing() {
+        assert_eq!(with_default_port("guest"), "guest:9001");
+        assert_eq!(with_default_port("guest:7000"), "guest:7000");
+        assert_eq!(with_default_port("10.0.0.2"), "10.0.0.2:9001");
+        assert_eq!(with_default_port("::1"), "[::1]:9001");
+        assert_eq!(with_default_port("[::1]"), "[::1]:9001");
+        assert_eq!(with_default_port("[::1]:7000"), "[::1]:7000");
+    }
+
+    #[test]
+    fn truncate_counts_characters() {
+        assert_eq!(truncate("ééé", 2), "éé…");
+        assert_eq!(truncate("ab", 5), "ab");
+    }
+}

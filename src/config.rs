@@ -1,0 +1,485 @@
+//! Configuration: `.touchwire.json` discovery, layering (flags > environment > repo file > user
+//! file > defaults) and validation. Every resolved value remembers where it came from.
+
+use crate::UsageError;
+use crate::protocol::DEFAULT_PORT;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Name of the per-repository configuration file.
+pub const FILE_NAME: &str = ".touchwire.json";
+/// Target name used for a target given by flags, and by the built-in default.
+pub const DEFAULT_TARGET_NAME: &str = "app";
+
+/// Where a setting's value came from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Source {
+    /// Built into touchwire.
+    Default,
+    /// The user's own config file.
+    UserFile(PathBuf),
+    /// The repository's `.touchwire.json`, or the file given by `--config`/`TOUCHWIRE_CONFIG`.
+    File(PathBuf),
+    /// An environment variable.
+    Env(&'static str),
+    /// A command-line flag.
+    Flag,
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Source::Default => f.write_str("built-in default"),
+            Source::UserFile(p) => write!(f, "user config {}", p.display()),
+            Source::File(p) => write!(f, "{}", p.display()),
+            Source::Env(name) => write!(f, "environment {name}"),
+            Source::Flag => f.write_str("command line"),
+        }
+    }
+}
+
+/// A value and where it came from.
+#[derive(Debug, Clone)]
+pub struct Setting<T> {
+    /// The value in force.
+    pub value: T,
+    /// Where it was set.
+    pub source: Source,
+}
+
+impl<T> Setting<T> {
+    fn default(value: T) -> Self {
+        Setting { value, source: Source::Default }
+    }
+    /// Replaces the value, recording that a flag set it.
+    pub fn set_by_flag(&mut self, value: T) {
+        *self = Setting { value, source: Source::Flag };
+    }
+}
+
+/// What a target does when triggered, as configured in the guest.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ActionSpec {
+    /// Advance the mtime of a file (uWSGI `touch-reload`).
+    Touch { path: PathBuf },
+    /// Write a command to uWSGI's master FIFO, then poke it until the reload is under way.
+    Fifo { path: PathBuf, command: String, poke: bool },
+    /// Send a signal to the process whose PID the pidfile holds.
+    Signal { pidfile: PathBuf, signal: Signal },
+    /// Run a program (no shell), bounded by a timeout.
+    Exec { argv: Vec<String>, timeout: Duration },
+}
+
+impl ActionSpec {
+    /// The action's kind, as named on the wire.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ActionSpec::Touch { .. } => "touch",
+            ActionSpec::Fifo { .. } => "fifo",
+            ActionSpec::Signal { .. } => "signal",
+            ActionSpec::Exec { .. } => "exec",
+        }
+    }
+}
+
+impl fmt::Display for ActionSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ActionSpec::Touch { path } => write!(f, "touch {}", path.display()),
+            ActionSpec::Fifo { path, command, poke } => {
+                write!(f, "fifo {} ({command:?}{})", path.display(), if *poke { ", poke" } else { "" })
+            }
+            ActionSpec::Signal { pidfile, signal } => {
+                write!(f, "signal {} to pid in {}", signal.name, pidfile.display())
+            }
+            ActionSpec::Exec { argv, timeout } => write!(f, "exec {:?} (timeout {} ms)", argv, timeout.as_millis()),
+        }
+    }
+}
+
+/// A signal by number and name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Signal {
+    /// The signal number.
+    pub number: i32,
+    /// Its name without `SIG`.
+    pub name: &'static str,
+}
+
+const SIGNALS: &[(&str, i32)] = &[
+    ("HUP", libc::SIGHUP),
+    ("INT", libc::SIGINT),
+    ("QUIT", libc::SIGQUIT),
+    ("TERM", libc::SIGTERM),
+    ("USR1", libc::SIGUSR1),
+    ("USR2", libc::SIGUSR2),
+    ("TTIN", libc::SIGTTIN),
+    ("TTOU", libc::SIGTTOU),
+    ("WINCH", libc::SIGWINCH),
+    ("KILL", libc::SIGKILL),
+];
+
+impl std::str::FromStr for Signal {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let upper = s.trim().to_ascii_uppercase();
+        let bare = upper.strip_prefix("SIG").unwrap_or(&upper);
+        SIGNALS.iter().find(|(name, _)| *name == bare).map(|&(name, number)| Signal { number, name }).ok_or_else(|| {
+            let names: Vec<_> = SIGNALS.iter().map(|(n, _)| *n).collect();
+            format!("unknown signal {s:?} (known: {})", names.join(", "))
+        })
+    }
+}
+
+/// A target as written in a config file; exactly one of `touch`, `fifo`, `pidfile`, `exec`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TargetFile {
+    touch: Option<PathBuf>,
+    fifo: Option<PathBuf>,
+    command: Option<String>,
+    poke: Option<bool>,
+    pidfile: Option<PathBuf>,
+    signal: Option<String>,
+    exec: Option<Vec<String>>,
+    timeout_ms: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+/// The content of one config file. Unknown keys are errors.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigFile {
+    remote: Option<OneOrMany>,
+    listen: Option<String>,
+    token_file: Option<PathBuf>,
+    targets: Option<BTreeMap<String, TargetFile>>,
+    default_target: Option<String>,
+    extensions: Option<Vec<String>>,
+    debounce_ms: Option<u64>,
+    settle_ms: Option<u64>,
+}
+
+/// Default fifo command: uWSGI's graceful reload.
+pub const DEFAULT_FIFO_COMMAND: &str = "r";
+/// Default timeout of an `exec` action.
+pub const DEFAULT_EXEC_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The resolved configuration of both ends.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Config files read, lowest precedence first.
+    pub files: Vec<PathBuf>,
+    /// Guests that `send` and `status` talk to.
+    pub remotes: Setting<Vec<String>>,
+    /// Address `listen` binds.
+    pub listen: Setting<String>,
+    /// The shared token's file; no file means no authentication.
+    pub token_file: Setting<Option<PathBuf>>,
+    /// Named targets and their actions (guest side).
+    pub targets: Setting<BTreeMap<String, ActionSpec>>,
+    /// Target used when a request names none.
+    pub default_target: Setting<Option<String>>,
+    /// Extensions of relevant files (watcher).
+    pub extensions: Setting<Vec<String>>,
+    /// Quiet time that ends a burst on the host, in ms.
+    pub debounce_ms: Setting<u64>,
+    /// Coalescing window per target on the guest, in ms.
+    pub settle_ms: Setting<u64>,
+}
+
+/// Where to look for configuration: what `--config` and `--token-file` said, and the directory to start from.
+#[derive(Debug, Clone, Default)]
+pub struct Locate {
+    /// `--config FILE`.
+    pub config: Option<PathBuf>,
+    /// `--token-file FILE`.
+    pub token_file: Option<PathBuf>,
+    /// Where discovery starts (the current directory).
+    pub cwd: PathBuf,
+}
+
+impl Config {
+    /// Built-in defaults only.
+    pub fn defaults() -> Config {
+        let default_touch = std::env::temp_dir().join("touchwire-app.reload");
+        Config {
+            files: Vec::new(),
+            remotes: Setting::default(vec![format!("127.0.0.1:{DEFAULT_PORT}")]),
+            listen: Setting::default(format!("127.0.0.1:{DEFAULT_PORT}")),
+            token_file: Setting::default(None),
+            targets: Setting::default(BTreeMap::from([(
+                DEFAULT_TARGET_NAME.to_string(),
+                ActionSpec::Touch { path: default_touch },
+            )])),
+            default_target: Setting::default(None),
+            extensions: Setting::default(vec!["py".into()]),
+            debounce_ms: Setting::default(30),
+            settle_ms: Setting::default(200),
+        }
+    }
+
+    /// Loads defaults, the user's file, the repo's (or `--config`) file, then the environment and `--token-file`.
+    pub fn load(locate: &Locate) -> Result<Config, UsageError> {
+        let mut config = Config::defaults();
+        if let Some(user) = user_config_file().filter(|p| p.is_file()) {
+            let file = read_file(&user)?;
+            config.apply(file, &user, Source::UserFile(user.clone()))?;
+        }
+        let explicit = match &locate.config {
+            Some(path) => Some((path.clone(), Source::Flag)),
+            None => std::env::var_os("TOUCHWIRE_CONFIG").map(|p| (PathBuf::from(p), Source::Env("TOUCHWIRE_CONFIG"))),
+        };
+        let repo_file = match explicit {
+            Some((path, source)) => {
+                if !path.is_file() {
+                    return Err(UsageError(format!("config file {} (from {source}) does not exist", path.display())));
+                }
+                Some(path)
+            }
+            None => discover(&locate.cwd),
+        };
+        if let Some(path) = repo_file {
+            let file = read_file(&path)?;
+            config.apply(file, &path, Source::File(path.clone()))?;
+        }
+        if let Some(to) = std::env::var("TOUCHWIRE_TO").ok().filter(|s| !s.trim().is_empty()) {
+            let list = to.split([',', ' ']).filter(|s| !s.is_empty()).map(String::from).collect();
+            config.remotes = Setting { value: list, source: Source::Env("TOUCHWIRE_TO") };
+        }
+        if let Some(path) = &locate.token_file {
+            config.token_file = Setting { value: Some(path.clone()), source: Source::Flag };
+        } else if let Some(path) = std::env::var_os("TOUCHWIRE_TOKEN_FILE").filter(|p| !p.is_empty()) {
+            config.token_file = Setting { value: Some(path.into()), source: Source::Env("TOUCHWIRE_TOKEN_FILE") };
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn apply(&mut self, file: ConfigFile, path: &Path, source: Source) -> Result<(), UsageError> {
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let set = |source: &Source| source.clone();
+        self.files.push(path.to_path_buf());
+        if let Some(remote) = file.remote {
+            let value = match remote {
+                OneOrMany::One(r) => vec![r],
+                OneOrMany::Many(list) => list,
+            };
+            self.remotes = Setting { value, source: set(&source) };
+        }
+        if let Some(listen) = file.listen {
+            self.listen = Setting { value: listen, source: set(&source) };
+        }
+        if let Some(token) = file.token_file {
+            self.token_file = Setting { value: Some(dir.join(token)), source: set(&source) };
+        }
+        if let Some(targets) = file.targets {
+            let mut resolved = BTreeMap::new();
+            for (name, target) in targets {
+                let action = target_action(target, dir)
+                    .map_err(|msg| UsageError(format!("{}: key `targets.{name}`: {msg}", path.display())))?;
+                resolved.insert(name, action);
+            }
+            self.targets = Setting { value: resolved, source: set(&source) };
+        }
+        if let Some(name) = file.default_target {
+            self.default_target = Setting { value: Some(name), source: set(&source) };
+        }
+        if let Some(ext) = file.extensions {
+            self.extensions = Setting { value: ext, source: set(&source) };
+        }
+        if let Some(ms) = file.debounce_ms {
+            self.debounce_ms = Setting { value: ms, source: set(&source) };
+        }
+        if let Some(ms) = file.settle_ms {
+            self.settle_ms = Setting { value: ms, source: set(&source) };
+        }
+        Ok(())
+    }
+
+    /// Checks what no single key can: the default target exists, remotes are non-empty.
+    pub fn validate(&self) -> Result<(), UsageError> {
+        if let Some(name) = &self.default_target.value {
+            if !self.targets.value.contains_key(name) {
+                return Err(UsageError(format!(
+                    "default_target {name:?} (from {}) is not a configured target (known: {})",
+                    self.default_target.source,
+                    self.target_names().join(", ")
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The target a request without `target` goes to: `default_target`, else the only target, else `app`.
+    pub fn resolved_default_target(&self) -> Option<String> {
+        if let Some(name) = &self.default_target.value {
+            return Some(name.clone());
+        }
+        let names = self.target_names();
+        match names.as_slice() {
+            [only] => Some(only.clone()),
+            _ => names.iter().find(|n| *n == DEFAULT_TARGET_NAME).cloned(),
+        }
+    }
+
+    /// Names of the configured targets, sorted.
+    pub fn target_names(&self) -> Vec<String> {
+        self.targets.value.keys().cloned().collect()
+    }
+}
+
+/// The user's config file (e.g. `~/.config/touchwire/config.json` on Linux).
+pub fn user_config_file() -> Option<PathBuf> {
+    directories::ProjectDirs::from("", "", "touchwire").map(|dirs| dirs.config_dir().join("config.json"))
+}
+
+/// Looks for `.touchwire.json` from `start` upwards, stopping at the repository root (a directory holding `.git`).
+pub fn discover(start: &Path) -> Option<PathBuf> {
+    for dir in start.ancestors() {
+        let candidate = dir.join(FILE_NAME);
+        if candidate.is_file() {
+            return Some(candidate);
+        }
+        if dir.join(".git").exists() {
+            return None;
+        }
+    }
+    None
+}
+
+fn read_file(path: &Path) -> Result<ConfigFile, UsageError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|err| UsageError(format!("cannot read config file {}: {err}", path.display())))?;
+    let de = &mut serde_json::Deserializer::from_str(&text);
+    serde_path_to_error::deserialize(de).map_err(|err| {
+        let key = err.path().to_string();
+        if key == "." {
+            UsageError(format!("{}: {}", path.display(), err.inner()))
+        } else {
+            UsageError(format!("{}: key `{key}`: {}", path.display(), err.inner()))
+        }
+    })
+}
+
+fn target_action(t: TargetFile, dir: &Path) -> Result<ActionSpec, String> {
+    let kinds = [t.touch.is_some(), t.fifo.is_some(), t.pidfile.is_some(), t.exec.is_some()];
+    if kinds.iter().filter(|k| **k).count() != 1 {
+        return Err("a target needs exactly one of `touch`, `fifo`, `pidfile` (with `signal`) or `exec`".into());
+    }
+    let only_with = |present: bool, key: &str, action: &str| -> Result<(), String> {
+        if present { Err(format!("`{key}` applies to `{action}` targets only")) } else { Ok(()) }
+    };
+    only_with((t.command.is_some() || t.poke.is_some()) && t.fifo.is_none(), "command`/`poke", "fifo")?;
+    only_with(t.signal.is_some() && t.pidfile.is_none(), "signal", "pidfile")?;
+    only_with(t.timeout_ms.is_some() && t.exec.is_none(), "timeout_ms", "exec")?;
+    if let Some(path) = t.touch {
+        return Ok(ActionSpec::Touch { path: dir.join(path) });
+    }
+    if let Some(path) = t.fifo {
+        let command = t.command.unwrap_or_else(|| DEFAULT_FIFO_COMMAND.into());
+        validate_fifo_command(&command)?;
+        return Ok(ActionSpec::Fifo { path: dir.join(path), command, poke: t.poke.unwrap_or(true) });
+    }
+    if let Some(pidfile) = t.pidfile {
+        let signal = t.signal.as_deref().unwrap_or("HUP").parse()?;
+        return Ok(ActionSpec::Signal { pidfile: dir.join(pidfile), signal });
+    }
+    let argv = t.exec.unwrap_or_default();
+    if argv.is_empty() || argv[0].is_empty() {
+        return Err("`exec` needs a program: a list like [\"systemctl\", \"reload\", \"app\"]".into());
+    }
+    let timeout = t.timeout_ms.map(Duration::from_millis).unwrap_or(DEFAULT_EXEC_TIMEOUT);
+    Ok(ActionSpec::Exec { argv, timeout })
+}
+
+/// A fifo command is one or more of uWSGI's single-letter master FIFO commands.
+pub fn validate_fifo_command(command: &str) -> Result<(), String> {
+    if command.is_empty() || !command.chars().all(|c| c.is_ascii_alphanumeric() || "+-".contains(c)) {
+        return Err(format!("fifo command {command:?} is not a uWSGI master FIFO command such as \"r\" or \"c\""));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(json: &str) -> Result<Config, UsageError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(FILE_NAME);
+        std::fs::write(&path, json).unwrap();
+        let mut config = Config::defaults();
+        let file = read_file(&path)?;
+        config.apply(file, &path, Source::File(path.clone()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    #[test]
+    fn the_design_example_loads() {
+        let config = parse(
+            r#"{"remote": "192.168.56.10:9001", "listen": "0.0.0.0:9001", "token_file": ".git/touchwire/token",
+                "targets": {"app": {"touch": "/tmp/touchwire/app.reload"},
+                            "api": {"fifo": "/tmp/uwsgi-api.fifo", "command": "r"}},
+                "default_target": "app", "extensions": ["py"], "debounce_ms": 30, "settle_ms": 200}"#,
+        )
+        .unwrap();
+        assert_eq!(config.remotes.value, vec!["192.168.56.10:9001"]);
+        assert!(config.token_file.value.as_ref().unwrap().ends_with(".git/touchwire/token"));
+        assert_eq!(config.target_names(), vec!["api", "app"]);
+        assert_eq!(
+            config.targets.value["api"],
+            ActionSpec::Fifo { path: "/tmp/uwsgi-api.fifo".into(), command: "r".into(), poke: true }
+        );
+        assert_eq!(config.resolved_default_target().as_deref(), Some("app"));
+    }
+
+    #[test]
+    fn errors_name_the_file_and_the_key() {
+        let err = parse(r#"{"settle_ms": "fast"}"#).unwrap_err().0;
+        assert!(err.contains(FILE_NAME) && err.contains("key `settle_ms`"), "{err}");
+        let err = parse(r#"{"remot": "x"}"#).unwrap_err().0;
+        assert!(err.contains("unknown field `remot`"), "{err}");
+        let err = parse(r#"{"targets": {"app": {"touch": "/x", "colour": 1}}}"#).unwrap_err().0;
+        assert!(err.contains("targets.app") && err.contains("colour"), "{err}");
+        let err = parse(r#"{"targets": {"app": {"touch": "/x", "exec": ["y"]}}}"#).unwrap_err().0;
+        assert!(err.contains("key `targets.app`") && err.contains("exactly one"), "{err}");
+        let err = parse(r#"{"targets": {"app": {"pidfile": "/p", "signal": "BOOM"}}}"#).unwrap_err().0;
+        assert!(err.contains("unknown signal"), "{err}");
+        let err = parse(r#"{"default_target": "web"}"#).unwrap_err().0;
+        assert!(err.contains("default_target \"web\""), "{err}");
+    }
+
+    #[test]
+    fn relative_paths_are_relative_to_the_file() {
+        let config = parse(r#"{"targets": {"app": {"touch": "reload"}}, "token_file": "t"}"#).unwrap();
+        let ActionSpec::Touch { path } = &config.targets.value["app"] else { panic!() };
+        assert!(path.is_absolute() && path.ends_with("reload"));
+    }
+
+    #[test]
+    fn remote_may_be_a_list_and_signal_defaults_to_hup() {
+        let config = parse(r#"{"remote": ["a:1", "b"], "targets": {"web": {"pidfile": "/run/g.pid"}}}"#).unwrap();
+        assert_eq!(config.remotes.value, vec!["a:1", "b"]);
+        let ActionSpec::Signal { signal, .. } = config.targets.value["web"] else { panic!() };
+        assert_eq!(signal.name, "HUP");
+        assert_eq!(config.resolved_default_target().as_deref(), Some("web"));
+    }
+
+    #[test]
+    fn signal_names_parse_with_or_without_sig() {
+        assert_eq!("sigusr1".parse::<Signal>().unwrap().number, libc::SIGUSR1);
+        assert_eq!("TERM".parse::<Signal>().unwrap().name, "TERM");
+        assert!("".parse::<Signal>().is_err());
+    }
+}

@@ -1,0 +1,69 @@
+//! touchwire: reload a Python web app in a VM or container the instant its code changes on the host.
+//!
+//! The host sends authenticated triggers over TCP ([`client`], [`send`]); the guest's receiver
+//! ([`listen`]) runs a target's action for each. [`run`] is the whole program behind `main`.
+
+pub mod auth;
+pub mod cli;
+pub mod client;
+pub mod config;
+pub mod init;
+pub mod listen;
+pub mod output;
+pub mod protocol;
+pub mod send;
+pub mod status;
+
+use anyhow::{Context, Result};
+use clap::CommandFactory;
+use cli::{Cli, Command, Global};
+
+/// A mistake in the command line or the configuration: exit code 2.
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+/// Runs one parsed command line.
+pub fn run(cli: Cli) -> Result<()> {
+    let global = &cli.global;
+    match cli.command {
+        Command::Listen(args) => listen::start::command(global, args),
+        Command::Send(args) => send::command(global, args),
+        Command::Init(args) => init::command(args),
+        Command::Status(args) => status::command(global, args),
+        Command::Completions(args) => {
+            clap_complete::generate(args.shell, &mut Cli::command(), "touchwire", &mut std::io::stdout());
+            Ok(())
+        }
+    }
+}
+
+/// The exit code for an error: 2 for usage or configuration mistakes, 1 for everything else.
+pub fn exit_code(err: &anyhow::Error) -> u8 {
+    if err.downcast_ref::<UsageError>().is_some() { 2 } else { 1 }
+}
+
+fn locate(global: &Global) -> Result<config::Locate> {
+    Ok(config::Locate {
+        config: global.config.clone(),
+        token_file: global.token_file.clone(),
+        cwd: std::env::current_dir().context("cannot read the current directory")?,
+    })
+}
+
+fn credentials(config: &config::Config) -> Result<client::Credentials, UsageError> {
+    let token = match &config.token_file.value {
+        Some(path) => Some(auth::Token::read(path).map_err(|err| {
+            UsageError(format!("{err:#} (token_file from {}; `touchwire init` creates one)", config.token_file.source))
+        })?),
+        None => None,
+    };
+    Ok(client::Credentials { token, file: config.token_file.value.clone() })
+}

@@ -1,0 +1,176 @@
+//! Wire protocol v1: the messages and the pure parsing of a request line (DESIGN.md, "Wire protocol v1").
+
+use serde::{Deserialize, Serialize};
+
+/// Protocol version announced in the greeting.
+pub const VERSION: u32 = 1;
+/// Longest accepted line, without its `\n`.
+pub const MAX_LINE: usize = 4096;
+/// Port used when an address names none.
+pub const DEFAULT_PORT: u16 = 9001;
+
+/// First line the receiver writes on every connection.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Greeting {
+    /// Protocol version, always 1 here.
+    pub touchwire: u32,
+    /// Fresh per connection, 32 lowercase hex digits; the MAC is computed over it.
+    pub nonce: String,
+    /// Whether requests must carry a `mac`.
+    pub auth: bool,
+}
+
+/// What a request asks for.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Op {
+    /// Run the target's action.
+    Reload,
+    /// Answer with version and targets; no action.
+    Ping,
+}
+
+impl Op {
+    /// The name used on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Op::Reload => "reload",
+            Op::Ping => "ping",
+        }
+    }
+}
+
+/// One request line from a client. Unknown fields are ignored, for forward compatibility.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct Request {
+    /// `reload` or `ping`.
+    pub op: Option<Op>,
+    /// Target name; the default target when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// Why the trigger was sent (for the receiver's log).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Changed files (for the receiver's log).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<String>,
+    /// Answer only once the target's ready check has ended.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub wait: bool,
+    /// HMAC-SHA256 of the nonce, lowercase hex.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
+}
+
+/// The receiver's answer to one request.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct Reply {
+    /// Whether the request succeeded.
+    pub ok: bool,
+    /// Echo of the request's op.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub op: Option<String>,
+    /// The target acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// The kind of action the target runs (`touch`, `fifo`, `signal`, `exec`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
+    /// True when the trigger was folded into an action already taken or scheduled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merged: Option<bool>,
+    /// Receiver version (ping).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// Target names (ping).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub targets: Option<Vec<String>>,
+    /// Default target (ping).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_target: Option<String>,
+    /// What went wrong, for a person.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl Reply {
+    /// A failure reply carrying a message for a person.
+    pub fn error(message: impl Into<String>) -> Reply {
+        Reply { ok: false, error: Some(message.into()), ..Reply::default() }
+    }
+}
+
+/// What one received line means.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Incoming {
+    /// A JSON object request.
+    Request(Request),
+    /// Not a JSON object (the `.` of `echo . | nc`): a reload of the default target, unauthenticated.
+    Legacy,
+    /// A JSON object that is not a valid request, or bytes that are not UTF-8.
+    Invalid(String),
+}
+
+/// Classifies one line (without its `\n`). Never panics, whatever the bytes.
+pub fn parse_line(line: &[u8]) -> Incoming {
+    let Ok(text) = std::str::from_utf8(line) else {
+        return Incoming::Invalid("request is not valid UTF-8".into());
+    };
+    let text = text.trim_end_matches('\r');
+    match serde_json::from_str::<serde_json::Value>(text) {
+        Ok(value @ serde_json::Value::Object(_)) => match serde_json::from_value::<Request>(value) {
+            Ok(Request { op: None, .. }) => Incoming::Invalid("request has no \"op\"".into()),
+            Ok(request) => Incoming::Request(request),
+            Err(err) => Incoming::Invalid(format!("invalid request: {err}")),
+        },
+        _ => Incoming::Legacy,
+    }
+}
+
+/// Serializes a message as one protocol line, `\n` included.
+pub fn to_line<T: Serialize>(message: &T) -> String {
+    // Serializing these plain structs cannot fail: no maps with non-string keys, no floats.
+    let mut line = serde_json::to_string(message).unwrap_or_else(|_| "{}".into());
+    line.push('\n');
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_a_full_request() {
+        let line =
+            br#"{"op":"reload","target":"app","reason":"save","files":["a.py"],"mac":"ab","wait":true,"future":1}"#;
+        let Incoming::Request(r) = parse_line(line) else { panic!("not a request") };
+        assert_eq!(r.op, Some(Op::Reload));
+        assert_eq!(r.target.as_deref(), Some("app"));
+        assert_eq!(r.files, vec!["a.py"]);
+        assert!(r.wait);
+        assert_eq!(r.mac.as_deref(), Some("ab"));
+    }
+
+    #[test]
+    fn non_objects_are_the_legacy_line() {
+        for line in [&b"."[..], b"", b"hello", b"[1,2]", b"42", b"\"op\"", b"{not json"] {
+            assert_eq!(parse_line(line), Incoming::Legacy, "{:?}", String::from_utf8_lossy(line));
+        }
+    }
+
+    #[test]
+    fn bad_objects_and_bytes_are_invalid() {
+        assert!(matches!(parse_line(br#"{"op":"explode"}"#), Incoming::Invalid(_)));
+        assert!(matches!(parse_line(br#"{"target":"app"}"#), Incoming::Invalid(_)));
+        assert!(matches!(parse_line(br#"{"op":"ping","files":"x"}"#), Incoming::Invalid(_)));
+        assert!(matches!(parse_line(&[0xff, 0xfe, b'{']), Incoming::Invalid(_)));
+    }
+
+    #[test]
+    fn lines_end_with_newline_and_omit_empty_fields() {
+        let line = to_line(&Request { op: Some(Op::Ping), ..Request::default() });
+        assert_eq!(line, "{\"op\":\"ping\"}\n");
+        let reply = to_line(&Reply::error("nope"));
+        assert_eq!(reply, "{\"ok\":false,\"error\":\"nope\"}\n");
+    }
+}

@@ -1,0 +1,77 @@
+//! `touchwire status`: the resolved configuration with the source of each value, then a ping of
+//! every remote with its round trip, auth result and targets.
+
+use crate::cli::{Global, StatusArgs};
+use crate::client::Connection;
+use crate::config::{Config, Setting};
+use crate::output::millis;
+use crate::protocol::{Op, Reply, Request};
+use anyhow::{Result, anyhow};
+use std::fmt::Display;
+use std::time::{Duration, Instant};
+
+/// Prints the configuration and pings every remote; fails (exit 1) if any remote fails.
+pub fn command(global: &Global, args: StatusArgs) -> Result<()> {
+    let mut config = Config::load(&crate::locate(global)?)?;
+    if !args.to.is_empty() {
+        config.remotes.set_by_flag(args.to.clone());
+    }
+    println!("touchwire {}", env!("CARGO_PKG_VERSION"));
+    let files: Vec<_> = config.files.iter().map(|p| p.display().to_string()).collect();
+    println!(
+        "config files     {}",
+        if files.is_empty() { "none (built-in defaults)".into() } else { files.join(", ") }
+    );
+    row("remote", &config.remotes, config.remotes.value.join(", "));
+    let token = match &config.token_file.value {
+        None => "none (authentication off)".to_string(),
+        Some(path) if path.is_file() => format!("{}", path.display()),
+        Some(path) => format!("{} (missing: run `touchwire init`)", path.display()),
+    };
+    row("token_file", &config.token_file, token);
+    row("listen", &config.listen, &config.listen.value);
+    let targets: Vec<_> = config.targets.value.iter().map(|(name, action)| format!("{name}: {action}")).collect();
+    row("targets", &config.targets, targets.join("; "));
+    row("default_target", &config.default_target, config.resolved_default_target().unwrap_or_else(|| "none".into()));
+    row("extensions", &config.extensions, config.extensions.value.join(", "));
+    row("debounce_ms", &config.debounce_ms, config.debounce_ms.value);
+    row("settle_ms", &config.settle_ms, config.settle_ms.value);
+
+    let credentials = crate::credentials(&config);
+    let timeout = Duration::from_millis(args.timeout);
+    let mut failed = Vec::new();
+    for remote in &config.remotes.value {
+        let result = credentials.as_ref().map_err(|e| anyhow!("{remote}: {e}")).and_then(|c| ping(remote, c, timeout));
+        match result {
+            Ok(line) => println!("{remote}: {line}"),
+            Err(err) => {
+                println!("{remote}: FAILED: {err:#}");
+                failed.push(remote.clone());
+            }
+        }
+    }
+    match failed.len() {
+        0 => Ok(()),
+        _ => Err(anyhow!("{} of {} remotes failed: {}", failed.len(), config.remotes.value.len(), failed.join(", "))),
+    }
+}
+
+fn row(name: &str, setting: &Setting<impl Sized>, value: impl Display) {
+    println!("{name:<16} {value}    [{}]", setting.source);
+}
+
+fn ping(remote: &str, credentials: &crate::client::Credentials, timeout: Duration) -> Result<String> {
+    let start = Instant::now();
+    let mut connection = Connection::open(remote, credentials, timeout)?;
+    let left = timeout.saturating_sub(start.elapsed()).max(Duration::from_millis(1));
+    let reply: Reply = connection.request(Request { op: Some(Op::Ping), ..Request::default() }, left)?;
+    let auth = if connection.auth_required() {
+        "auth on, token accepted"
+    } else {
+        "auth off (anyone who reaches it can reload)"
+    };
+    let targets = reply.targets.unwrap_or_default().join(", ");
+    let default = reply.default_target.unwrap_or_else(|| "none".into());
+    let version = reply.version.unwrap_or_else(|| "?".into());
+    Ok(format!("ok in {}; {auth}; touchwire {version}; targets {targets} (default {default})", millis(start.elapsed())))
+}
