@@ -89,6 +89,9 @@ pub struct ListenArgs {
     /// Most connections served at once; more get an error line and are closed
     #[arg(long, value_name = "N", default_value_t = 128)]
     pub max_connections: usize,
+    /// Close a connection that sends no complete request for this long
+    #[arg(long, value_name = "MS", default_value_t = 10_000)]
+    pub read_timeout: u64,
     /// Print events as JSON lines on stdout
     #[arg(long)]
     pub json: bool,

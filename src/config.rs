@@ -306,16 +306,16 @@ impl Config {
         Ok(())
     }
 
-    /// Checks what no single key can: the default target exists, remotes are non-empty.
+    /// Checks what no single key can: the default target names a configured target.
     pub fn validate(&self) -> Result<(), UsageError> {
-        if let Some(name) = &self.default_target.value {
-            if !self.targets.value.contains_key(name) {
-                return Err(UsageError(format!(
-                    "default_target {name:?} (from {}) is not a configured target (known: {})",
-                    self.default_target.source,
-                    self.target_names().join(", ")
-                )));
-            }
+        if let Some(name) = &self.default_target.value
+            && !self.targets.value.contains_key(name)
+        {
+            return Err(UsageError(format!(
+                "default_target {name:?} (from {}) is not a configured target (known: {})",
+                self.default_target.source,
+                self.target_names().join(", ")
+            )));
         }
         Ok(())
     }

@@ -19,9 +19,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-/// A connection that sends no complete line for this long is closed.
-pub const READ_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// Everything the receiver needs, resolved from config and flags.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -35,6 +32,8 @@ pub struct Options {
     pub settle: Duration,
     /// Most connections served at once.
     pub max_connections: usize,
+    /// A connection that sends no complete request for this long is closed.
+    pub read_timeout: Duration,
     /// Where events go.
     pub log: Log,
 }
@@ -50,6 +49,7 @@ struct State {
     default_target: Option<String>,
     token: Option<Token>,
     max_connections: usize,
+    read_timeout: Duration,
     active: AtomicUsize,
     log: Log,
 }
@@ -89,6 +89,7 @@ impl Receiver {
             default_target: options.default_target,
             token: options.token,
             max_connections: options.max_connections,
+            read_timeout: options.read_timeout,
             active: AtomicUsize::new(0),
             log: options.log,
         };
@@ -151,6 +152,15 @@ impl Drop for Slot<'_> {
 fn reject(mut stream: TcpStream, message: &str) {
     let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
     let _ = stream.write_all(protocol::to_line(&Reply::error(message)).as_bytes());
+    close_gracefully(&stream);
+}
+
+/// Ends our side, then drains a little of what the peer still sends: closing a socket with unread
+/// input sends a reset, which can destroy the error line before the peer reads it.
+fn close_gracefully(stream: &TcpStream) {
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
+    let _ = std::io::copy(&mut stream.take(64 * 1024), &mut std::io::sink());
 }
 
 /// One line read from a connection.
@@ -177,8 +187,8 @@ fn read_line(reader: &mut impl BufRead, buf: &mut Vec<u8>) -> std::io::Result<Li
 
 impl State {
     fn serve_connection(self: &Arc<Self>, stream: TcpStream, peer: &str) -> Result<()> {
-        stream.set_read_timeout(Some(READ_TIMEOUT))?;
-        stream.set_write_timeout(Some(READ_TIMEOUT))?;
+        stream.set_read_timeout(Some(self.read_timeout))?;
+        stream.set_write_timeout(Some(self.read_timeout))?;
         stream.set_nodelay(true)?;
         let nonce = auth::nonce()?;
         let mut writer = stream.try_clone()?;
@@ -192,8 +202,8 @@ impl State {
                 Ok(Line::Complete) => self.handle(&buf, &nonce, peer),
                 Ok(Line::TooLong) => (Reply::error(format!("line longer than {MAX_LINE} bytes")), true),
                 Err(err) if matches!(err.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                    let secs = READ_TIMEOUT.as_secs();
-                    (Reply::error(format!("no complete request within {secs} s; closing")), true)
+                    let ms = self.read_timeout.as_millis();
+                    (Reply::error(format!("no complete request within {ms} ms; closing")), true)
                 }
                 Err(err) => return Err(err.into()),
             };
@@ -203,6 +213,7 @@ impl State {
             }
             writer.write_all(protocol::to_line(&reply).as_bytes())?;
             if close {
+                close_gracefully(&writer);
                 return Ok(());
             }
         }

@@ -45,6 +45,7 @@ pub fn command(global: &Global, args: ListenArgs) -> Result<()> {
         token,
         settle: Duration::from_millis(config.settle_ms.value),
         max_connections: args.max_connections.max(1),
+        read_timeout: Duration::from_millis(args.read_timeout.max(1)),
         log,
     };
     let auth = options.token.is_some();

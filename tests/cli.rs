@@ -1,0 +1,150 @@
+//! The commands end to end: send's failures and exit codes, fan-out, config errors, init then status.
+
+mod util;
+
+use serde_json::json;
+use std::net::TcpListener;
+use std::os::unix::fs::PermissionsExt;
+use std::process::Command;
+use util::Env;
+
+fn closed_port() -> String {
+    // Bind then drop: the port is free, and nothing listens on it.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().to_string()
+}
+
+#[test]
+fn send_to_a_closed_port_fails_with_a_clear_message() {
+    let env = Env::new();
+    let addr = closed_port();
+    env.run(&["send", "--to", &addr])
+        .expect_code(1)
+        .expect_stderr(&format!("touchwire: {addr}: connection refused (is `touchwire listen` running there?)"));
+}
+
+#[test]
+fn send_gives_up_after_its_timeout() {
+    let env = Env::new();
+    // Accepts connections (the kernel does) but never greets.
+    let mute = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = mute.local_addr().unwrap().to_string();
+    env.run(&["send", "--to", &addr, "--timeout", "300"])
+        .expect_code(1)
+        .expect_stderr(&format!("{addr}: no answer within 300 ms"));
+}
+
+#[test]
+fn send_fans_out_and_names_the_remote_that_failed() {
+    let env = Env::new();
+    let listener = env.listen(&["--touch", env.join("a.reload").to_str().unwrap()]);
+    let dead = closed_port();
+    let run = env.run(&["send", "--to", &listener.addr, "--to", &dead, "--reason", "fan-out test", "--json"]);
+    run.expect_code(1)
+        .expect_stderr(&format!("reloaded app on {}", listener.addr))
+        .expect_stderr(&format!("{dead}: connection refused"))
+        .expect_stderr("1 of 2 remotes failed");
+    let lines: Vec<serde_json::Value> = run.stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 2, "{}", run.stdout);
+    assert!(lines.iter().any(|l| l["remote"] == listener.addr.as_str() && l["ok"] == true));
+    assert!(lines.iter().any(|l| l["remote"] == dead.as_str() && l["ok"] == false));
+    assert_eq!(listener.wait_event("reload")["reason"], "fan-out test");
+}
+
+#[test]
+fn config_mistakes_exit_2_naming_the_file_and_the_key() {
+    let env = Env::new();
+    let config = env.join(".touchwire.json");
+    std::fs::write(&config, json!({"settle_ms": "fast"}).to_string()).unwrap();
+    env.run(&["send"]).expect_code(2).expect_stderr(".touchwire.json: key `settle_ms`: invalid type");
+    std::fs::write(&config, json!({"remotes": "x"}).to_string()).unwrap();
+    env.run(&["status"]).expect_code(2).expect_stderr("unknown field `remotes`");
+    env.run(&["send", "--config", env.join("nope.json").to_str().unwrap()])
+        .expect_code(2)
+        .expect_stderr("nope.json (from command line) does not exist");
+    std::fs::remove_file(&config).unwrap();
+    env.run(&["send", "--token-file", env.join("missing-token").to_str().unwrap()])
+        .expect_code(2)
+        .expect_stderr("cannot read token file");
+    env.run(&["send", "--bogus-flag"]).expect_code(2);
+}
+
+#[test]
+fn environment_overrides_the_file_and_flags_override_the_environment() {
+    let env = Env::new();
+    let listener = env.listen(&["--touch", env.join("a.reload").to_str().unwrap()]);
+    let dead = closed_port();
+    std::fs::write(env.join(".touchwire.json"), json!({"remote": dead}).to_string()).unwrap();
+    env.run(&["send"]).expect_code(1).expect_stderr(&dead);
+    let mut cmd = env.command(env.path(), &["send"]);
+    let output = cmd.env("TOUCHWIRE_TO", &listener.addr).output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let mut cmd = env.command(env.path(), &["send", "--to", &dead]);
+    let output = cmd.env("TOUCHWIRE_TO", &listener.addr).output().unwrap();
+    assert_eq!(output.status.code(), Some(1));
+}
+
+#[test]
+fn init_then_listen_then_status_and_send_work_end_to_end() {
+    let env = Env::new();
+    let repo = env.join("repo");
+    std::fs::create_dir(&repo).unwrap();
+    let git = |args: &[&str]| {
+        let status = Command::new("git").args(args).current_dir(&repo).output().expect("git is needed for this test");
+        assert!(status.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&status.stderr));
+        String::from_utf8_lossy(&status.stdout).into_owned()
+    };
+    git(&["init", "-q"]);
+    let reload = env.join("app.reload");
+    env.run_in(&repo, &["init", "--touch", reload.to_str().unwrap()]).expect_code(0).expect_stdout(".touchwire.json");
+    env.run_in(&repo, &["init"]).expect_code(2).expect_stderr("exists already; pass --force");
+
+    let token = repo.join(".git/touchwire/token");
+    let mode = std::fs::metadata(&token).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "token file mode");
+    assert_eq!(std::fs::read_to_string(&token).unwrap().trim().len(), 64);
+    // Only the config shows up for git: the token is never tracked.
+    assert_eq!(git(&["status", "--porcelain", "--untracked-files=all"]).trim(), "?? .touchwire.json");
+
+    // The config says listen on 0.0.0.0; the test keeps to loopback with --addr.
+    let listener = env.listen_in(&repo, &[]);
+    let status = env.run_in(&repo, &["status", "--to", &listener.addr]);
+    status
+        .expect_code(0)
+        .expect_stdout(&format!("{}: ok in", listener.addr))
+        .expect_stdout("auth on, token accepted")
+        .expect_stdout("targets app (default app)")
+        .expect_stdout("[command line]")
+        .expect_stdout(".touchwire.json]");
+    env.run_in(&repo, &["send", "--to", &listener.addr]).expect_code(0);
+    assert!(reload.exists());
+
+    let wrong = env.join("wrong-token");
+    std::fs::write(&wrong, "nope").unwrap();
+    let mut cmd = env.command(&repo, &["status", "--to", &listener.addr]);
+    let output = cmd.env("TOUCHWIRE_TOKEN_FILE", &wrong).output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("unauthorized: wrong token") && stdout.contains("[environment TOUCHWIRE_TOKEN_FILE]"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn status_fails_when_a_remote_is_down() {
+    let env = Env::new();
+    let dead = closed_port();
+    env.run(&["status", "--to", &dead])
+        .expect_code(1)
+        .expect_stdout(&format!("{dead}: FAILED: {dead}: connection refused"))
+        .expect_stderr("1 of 1 remotes failed");
+}
+
+#[test]
+fn completions_and_help_are_printed() {
+    let env = Env::new();
+    env.run(&["completions", "bash"]).expect_code(0).expect_stdout("touchwire");
+    env.run(&["listen", "--help"]).expect_code(0).expect_stdout("--fifo-command");
+    env.run(&["--version"]).expect_code(0).expect_stdout(env!("CARGO_PKG_VERSION"));
+}

@@ -1,0 +1,284 @@
+//! Test harness: runs the real `touchwire` binary in a clean environment, starts receivers on
+//! ephemeral loopback ports, and speaks the wire protocol by hand. Failures print what the
+//! receiver said, so a red test explains itself.
+#![allow(dead_code)]
+
+use serde_json::Value;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Generous deadline for anything a test waits on.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// A scratch directory whose user config dir is empty, so the developer's own config never leaks in.
+pub struct Env {
+    pub dir: tempfile::TempDir,
+}
+
+impl Env {
+    pub fn new() -> Env {
+        let dir = tempfile::tempdir().expect("cannot create a temp dir");
+        std::fs::create_dir_all(dir.path().join("xdg")).unwrap();
+        Env { dir }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn join(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// A `touchwire` command running in `cwd` with a clean environment.
+    pub fn command(&self, cwd: &Path, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_touchwire"));
+        cmd.args(args).current_dir(cwd).env("XDG_CONFIG_HOME", self.join("xdg")).env("HOME", self.path());
+        for var in ["TOUCHWIRE_TO", "TOUCHWIRE_TOKEN_FILE", "TOUCHWIRE_CONFIG"] {
+            cmd.env_remove(var);
+        }
+        cmd
+    }
+
+    /// Runs `touchwire ARGS` in the env's directory to completion.
+    pub fn run(&self, args: &[&str]) -> Run {
+        self.run_in(self.path(), args)
+    }
+
+    /// Runs `touchwire ARGS` in `cwd` to completion.
+    pub fn run_in(&self, cwd: &Path, args: &[&str]) -> Run {
+        let output = self.command(cwd, args).stdin(Stdio::null()).output().expect("cannot run touchwire");
+        Run {
+            args: args.iter().map(|s| s.to_string()).collect(),
+            code: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+
+    /// Starts `touchwire listen --addr 127.0.0.1:0 --json ARGS` in the env's directory.
+    pub fn listen(&self, args: &[&str]) -> Listener {
+        self.listen_in(self.path(), args)
+    }
+
+    /// Starts a receiver in `cwd` and waits for the address it bound.
+    pub fn listen_in(&self, cwd: &Path, args: &[&str]) -> Listener {
+        let mut full = vec!["listen", "--addr", "127.0.0.1:0", "--json"];
+        full.extend_from_slice(args);
+        let mut child = self
+            .command(cwd, &full)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("cannot start touchwire listen");
+        let stderr_log = Arc::new(Mutex::new(String::new()));
+        let log = Arc::clone(&stderr_log);
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let mut log = log.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        let (tx, events) = channel();
+        let stdout = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let value: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON: {line:?}: {e}"));
+                if tx.send(value).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut listener = Listener { child, addr: String::new(), events, stderr: stderr_log };
+        let first = listener
+            .next_event(WAIT)
+            .unwrap_or_else(|| panic!("touchwire {full:?} printed no address; stderr:\n{}", listener.stderr()));
+        assert_eq!(first["event"], "listening", "first event must be the address: {first}");
+        listener.addr = first["addr"].as_str().unwrap().to_string();
+        listener
+    }
+}
+
+/// A finished `touchwire` run.
+#[derive(Debug)]
+pub struct Run {
+    pub args: Vec<String>,
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    /// Asserts the exit code, showing everything the command printed when it differs.
+    #[track_caller]
+    pub fn expect_code(&self, code: i32) -> &Run {
+        assert_eq!(
+            self.code, code,
+            "touchwire {:?} exited {} (expected {code})\nstdout:\n{}\nstderr:\n{}",
+            self.args, self.code, self.stdout, self.stderr
+        );
+        self
+    }
+
+    /// Asserts that stderr contains `needle`.
+    #[track_caller]
+    pub fn expect_stderr(&self, needle: &str) -> &Run {
+        assert!(self.stderr.contains(needle), "touchwire {:?}: stderr lacks {needle:?}:\n{}", self.args, self.stderr);
+        self
+    }
+
+    /// Asserts that stdout contains `needle`.
+    #[track_caller]
+    pub fn expect_stdout(&self, needle: &str) -> &Run {
+        assert!(self.stdout.contains(needle), "touchwire {:?}: stdout lacks {needle:?}:\n{}", self.args, self.stdout);
+        self
+    }
+}
+
+/// A running receiver; killed (by its own PID) when dropped.
+pub struct Listener {
+    child: Child,
+    pub addr: String,
+    events: Receiver<Value>,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl Listener {
+    /// Everything the receiver wrote on stderr so far.
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// The port it bound.
+    pub fn port(&self) -> u16 {
+        self.addr.rsplit(':').next().unwrap().parse().unwrap()
+    }
+
+    fn next_event(&self, timeout: Duration) -> Option<Value> {
+        match self.events.recv_timeout(timeout) {
+            Ok(value) => Some(value),
+            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => None,
+        }
+    }
+
+    /// Waits for the next event named `name`, skipping others; panics with the log after [`WAIT`].
+    #[track_caller]
+    pub fn wait_event(&self, name: &str) -> Value {
+        let deadline = Instant::now() + WAIT;
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.next_event(left) {
+                Some(event) if event["event"] == name => return event,
+                Some(_) => {}
+                None => break,
+            }
+        }
+        panic!("no {name:?} event within {WAIT:?}; receiver stderr:\n{}", self.stderr())
+    }
+
+    /// All events that arrive within `window`.
+    pub fn events_within(&self, window: Duration) -> Vec<Value> {
+        let deadline = Instant::now() + window;
+        let mut events = Vec::new();
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.next_event(left) {
+                Some(event) => events.push(event),
+                None => break,
+            }
+        }
+        events
+    }
+
+    /// Whether the process is still running.
+    pub fn is_alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A hand-driven protocol client.
+pub struct Raw {
+    pub stream: TcpStream,
+    reader: BufReader<TcpStream>,
+    /// The greeting line, parsed.
+    pub greeting: Value,
+}
+
+impl Raw {
+    /// Connects and reads the greeting.
+    pub fn connect(addr: &str) -> Raw {
+        let stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("cannot connect to {addr}: {e}"));
+        stream.set_read_timeout(Some(WAIT)).unwrap();
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        let greeting = serde_json::from_str(&line).unwrap_or_else(|e| panic!("bad greeting {line:?}: {e}"));
+        Raw { stream, reader, greeting }
+    }
+
+    /// The greeting's nonce.
+    pub fn nonce(&self) -> String {
+        self.greeting["nonce"].as_str().unwrap_or_default().to_string()
+    }
+
+    /// Writes raw bytes.
+    pub fn send_bytes(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).unwrap();
+    }
+
+    /// Writes one line (adds `\n`) and reads the reply; `None` if the receiver closed the connection.
+    pub fn request(&mut self, line: &str) -> Option<Value> {
+        self.send_bytes(format!("{line}\n").as_bytes());
+        self.read_reply()
+    }
+
+    /// Reads one reply line; `None` on end of stream (or a reset).
+    pub fn read_reply(&mut self) -> Option<Value> {
+        let mut line = String::new();
+        match self.reader.read_line(&mut line) {
+            Ok(0) | Err(_) => None,
+            Ok(_) => Some(serde_json::from_str(&line).unwrap_or_else(|e| panic!("bad reply {line:?}: {e}"))),
+        }
+    }
+
+    /// Reads everything until the receiver closes the connection; panics if it stays open past [`WAIT`].
+    pub fn rest_until_closed(&mut self) -> String {
+        let mut rest = Vec::new();
+        match self.reader.read_to_end(&mut rest) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+            Err(e) => panic!("the receiver kept the connection open for {WAIT:?}: {e}"),
+        }
+        String::from_utf8_lossy(&rest).into_owned()
+    }
+}
+
+/// HMAC-SHA256 of `nonce` with `token`, as the protocol wants it.
+pub fn mac(token: &str, nonce: &str) -> String {
+    touchwire::auth::Token::new(token).unwrap().mac(nonce)
+}
+
+/// Polls `check` every 20 ms until it holds or [`WAIT`] passes.
+pub fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while Instant::now() < deadline {
+        if check() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("timed out after {WAIT:?} waiting for: {what}");
+}
