@@ -367,3 +367,42 @@ fn describe_files(files: &[String]) -> String {
         [first, rest @ ..] => format!(": {first} and {} more", rest.len()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines(input: &[u8]) -> Vec<String> {
+        let mut reader = BufReader::new(input);
+        let mut buf = Vec::new();
+        let mut out = Vec::new();
+        for _ in 0..10 {
+            match read_line(&mut reader, &mut buf).unwrap() {
+                Line::Complete => out.push(String::from_utf8_lossy(&buf).into_owned()),
+                Line::TooLong => out.push("<too long>".into()),
+                Line::Eof => break,
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn lines_are_split_and_a_last_unterminated_line_counts() {
+        assert_eq!(lines(b"a\nbc\n\nlast"), vec!["a", "bc", "", "last"]);
+    }
+
+    #[test]
+    fn the_line_cap_is_4096_bytes_without_the_newline() {
+        let exact = [vec![b'x'; MAX_LINE], vec![b'\n']].concat();
+        assert_eq!(lines(&exact)[0].len(), MAX_LINE);
+        let over = [vec![b'x'; MAX_LINE + 1], vec![b'\n']].concat();
+        assert_eq!(lines(&over)[0], "<too long>");
+    }
+
+    #[test]
+    fn file_lists_are_summarised() {
+        assert_eq!(describe_files(&[]), "");
+        assert_eq!(describe_files(&["a.py".into()]), ": a.py");
+        assert_eq!(describe_files(&["a.py".into(), "b.py".into(), "c.py".into()]), ": a.py and 2 more");
+    }
+}
