@@ -39,6 +39,8 @@ pub enum Command {
     Listen(ListenArgs),
     /// Host: send one trigger and wait for every guest's acknowledgement
     Send(SendArgs),
+    /// Host: watch the git work tree and send a trigger for each burst of relevant changes
+    Watch(WatchArgs),
     /// Host: write .touchwire.json and a fresh token for this repository
     Init(InitArgs),
     /// Show the configuration, where each value came from, and ping every remote
@@ -112,7 +114,41 @@ pub struct SendArgs {
     /// Give up on a guest that has not answered within this time
     #[arg(long, value_name = "MS", default_value_t = 1000)]
     pub timeout: u64,
+    /// Changed file: send only if it is relevant (git-tracked or not ignored, watched extension); repeatable
+    #[arg(long = "path", value_name = "FILE")]
+    pub paths: Vec<PathBuf>,
     /// Print the result per guest as a JSON line on stdout
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `touchwire watch`.
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// A directory inside the git work tree to watch (default: the current directory)
+    pub dir: Option<PathBuf>,
+    /// Guest address HOST[:PORT]; repeat to reach several guests at once [env: TOUCHWIRE_TO]
+    #[arg(long = "to", value_name = "ADDR")]
+    pub to: Vec<String>,
+    /// Target to reload (the guest's default target when absent)
+    #[arg(long, value_name = "NAME")]
+    pub target: Option<String>,
+    /// Extensions of relevant files, comma-separated (default: py, or "extensions" in the config)
+    #[arg(long, value_name = "EXT", value_delimiter = ',')]
+    pub ext: Vec<String>,
+    /// Quiet time that ends a burst of changes (default 30, or "debounce_ms")
+    #[arg(long, value_name = "MS")]
+    pub debounce: Option<u64>,
+    /// Poll every MS (1000 when not given) instead of using the OS's file events
+    #[arg(long, value_name = "MS", num_args = 0..=1, default_missing_value = "1000", require_equals = true)]
+    pub poll: Option<u64>,
+    /// Only files git tracks are relevant, not untracked ones
+    #[arg(long)]
+    pub tracked_only: bool,
+    /// Give up on a guest that has not answered within this time
+    #[arg(long, value_name = "MS", default_value_t = 1000)]
+    pub timeout: u64,
+    /// Print events as JSON lines on stdout
     #[arg(long)]
     pub json: bool,
 }

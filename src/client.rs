@@ -109,18 +109,10 @@ impl Connection {
 
     /// Sends `request` (signed when a token is configured) and waits up to `timeout` for the reply.
     /// A reply with `ok:false` is an error carrying the receiver's message.
-    pub fn request(&mut self, mut request: Request, timeout: Duration) -> Result<Reply> {
-        let remote = &self.remote;
-        let deadline = Instant::now() + timeout;
-        request.mac = self.mac.clone();
-        self.writer.set_write_timeout(Some(timeout))?;
-        self.writer
-            .write_all(protocol::to_line(&request).as_bytes())
-            .map_err(|err| anyhow!("{remote}: cannot send the request: {err}"))?;
-        let line = read_line(&mut self.reader, deadline, timeout).map_err(|err| anyhow!("{remote}: {err}"))?;
-        let reply: Reply =
-            serde_json::from_str(&line).map_err(|_| anyhow!("{remote}: unreadable reply {:?}", truncate(&line, 80)))?;
+    pub fn request(&mut self, request: Request, timeout: Duration) -> Result<Reply> {
+        let reply = self.call(request, timeout)?;
         if !reply.ok {
+            let remote = &self.remote;
             let error = reply.error.unwrap_or_else(|| "failed without saying why".into());
             if error.starts_with("unauthorized") {
                 let file =
@@ -130,6 +122,36 @@ impl Connection {
             bail!("{remote}: {error}");
         }
         Ok(reply)
+    }
+
+    /// Like [`Connection::request`], but a reply with `ok:false` is returned as it is: only
+    /// transport failures are errors, and after one the connection is unusable.
+    pub fn call(&mut self, mut request: Request, timeout: Duration) -> Result<Reply> {
+        let remote = &self.remote;
+        let deadline = Instant::now() + timeout;
+        request.mac = self.mac.clone();
+        self.writer.set_write_timeout(Some(timeout))?;
+        self.writer
+            .write_all(protocol::to_line(&request).as_bytes())
+            .map_err(|err| anyhow!("{remote}: cannot send the request: {err}"))?;
+        let line = read_line(&mut self.reader, deadline, timeout).map_err(|err| anyhow!("{remote}: {err}"))?;
+        serde_json::from_str(&line).map_err(|_| anyhow!("{remote}: unreadable reply {:?}", truncate(&line, 80)))
+    }
+
+    /// Whether the receiver closed the connection or sent something unasked (e.g. its idle-timeout
+    /// error line) since the last reply: then the next request must go on a new connection.
+    pub fn is_stale(&self) -> bool {
+        if !self.reader.buffer().is_empty() {
+            return true;
+        }
+        let stream = self.reader.get_ref();
+        if stream.set_nonblocking(true).is_err() {
+            return true;
+        }
+        let mut byte = [0u8; 1];
+        let peeked = stream.peek(&mut byte);
+        let restored = stream.set_nonblocking(false).is_ok();
+        !restored || !matches!(peeked, Err(ref err) if err.kind() == ErrorKind::WouldBlock)
     }
 }
 

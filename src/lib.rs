@@ -13,6 +13,7 @@ pub mod output;
 pub mod protocol;
 pub mod send;
 pub mod status;
+pub mod watch;
 
 use anyhow::{Context, Result};
 use clap::CommandFactory;
@@ -36,6 +37,7 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Listen(args) => listen::start::command(global, args),
         Command::Send(args) => send::command(global, args),
+        Command::Watch(args) => watch::start::command(global, args),
         Command::Init(args) => init::command(args),
         Command::Status(args) => status::command(global, args),
         Command::Completions(args) => {
@@ -51,11 +53,12 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
 }
 
 fn locate(global: &Global) -> Result<config::Locate> {
-    Ok(config::Locate {
-        config: global.config.clone(),
-        token_file: global.token_file.clone(),
-        cwd: std::env::current_dir().context("cannot read the current directory")?,
-    })
+    locate_from(global, std::env::current_dir().context("cannot read the current directory")?)
+}
+
+/// Where to look for configuration when it should come from `dir`'s repository.
+fn locate_from(global: &Global, dir: std::path::PathBuf) -> Result<config::Locate> {
+    Ok(config::Locate { config: global.config.clone(), token_file: global.token_file.clone(), cwd: dir })
 }
 
 fn credentials(config: &config::Config) -> Result<client::Credentials, UsageError> {

@@ -1,0 +1,149 @@
+//! Which files matter (DESIGN.md, "Relevant file"): inside the work tree, not under `.git/`, a
+//! watched extension, and tracked in the index or untracked but not ignored. Decided with git2.
+
+use anyhow::{Context, Result};
+use std::collections::BTreeSet;
+use std::path::{Component, Path, PathBuf};
+
+/// The relevance filter of one git work tree.
+pub struct Filter {
+    repo: git2::Repository,
+    workdir: PathBuf,
+    extensions: Vec<String>,
+    tracked_only: bool,
+}
+
+impl Filter {
+    /// Opens the repository holding `dir` (a linked worktree, or a `.git` file, work too).
+    pub fn open(dir: &Path, extensions: &[String], tracked_only: bool) -> Result<Filter> {
+        let repo = git2::Repository::discover(dir).map_err(|err| {
+            crate::UsageError(format!("{} is not inside a git repository ({})", dir.display(), err.message()))
+        })?;
+        let workdir = repo.workdir().with_context(|| {
+            format!("{} is a bare repository: there is no work tree to watch", repo.path().display())
+        })?;
+        // Events arrive with canonical paths; compare like with like.
+        let workdir = workdir.canonicalize().with_context(|| format!("cannot resolve {}", workdir.display()))?;
+        let extensions =
+            extensions.iter().map(|e| e.trim_start_matches('.').to_string()).filter(|e| !e.is_empty()).collect();
+        Ok(Filter { repo, workdir, extensions, tracked_only })
+    }
+
+    /// The work tree's root (canonical).
+    pub fn workdir(&self) -> &Path {
+        &self.workdir
+    }
+
+    /// The git directory of this work tree (where `index` and `index.lock` live).
+    pub fn git_dir(&self) -> &Path {
+        self.repo.path()
+    }
+
+    /// Re-reads the index from disk if it changed (after `git add`, a commit, a checkout).
+    pub fn reload_index(&self) -> Result<()> {
+        self.repo.index().and_then(|mut index| index.read(false)).context("cannot re-read the git index")
+    }
+
+    /// `path` relative to the work tree with `/` separators, if it lies inside it.
+    pub fn relative(&self, path: &Path) -> Option<String> {
+        let rel = path.strip_prefix(&self.workdir).ok()?;
+        let parts: Option<Vec<&str>> = rel
+            .components()
+            .map(|c| match c {
+                Component::Normal(part) => part.to_str(),
+                _ => None,
+            })
+            .collect();
+        let parts = parts?;
+        (!parts.is_empty()).then(|| parts.join("/"))
+    }
+
+    /// Whether a file (relative path, existing or deleted) is relevant.
+    pub fn is_relevant(&self, rel: &str) -> bool {
+        self.why_irrelevant(rel).is_none()
+    }
+
+    /// Why a file is not relevant, for people; `None` when it is.
+    pub fn why_irrelevant(&self, rel: &str) -> Option<String> {
+        if in_git_dir(rel) {
+            return Some("it is inside .git".into());
+        }
+        if !has_extension(rel, &self.extensions) {
+            return Some(format!("its extension is not watched (watched: {})", self.extensions.join(", ")));
+        }
+        if self.is_tracked(rel) {
+            return None;
+        }
+        if self.tracked_only {
+            return Some("git does not track it (tracked files only)".into());
+        }
+        self.is_ignored(rel).then(|| "git ignores it".into())
+    }
+
+    /// Whether the index holds `rel`.
+    pub fn is_tracked(&self, rel: &str) -> bool {
+        self.repo.index().is_ok_and(|index| index.get_path(Path::new(rel), 0).is_some())
+    }
+
+    /// Whether git ignores `rel` (a directory when it ends with `/`).
+    pub fn is_ignored(&self, rel: &str) -> bool {
+        self.repo.is_path_ignored(rel).unwrap_or(false)
+    }
+
+    /// Directories (relative) holding at least one tracked file, with their ancestors, from the index alone.
+    pub fn tracked_dirs(&self) -> BTreeSet<String> {
+        let mut dirs = BTreeSet::new();
+        if let Ok(index) = self.repo.index() {
+            for entry in index.iter() {
+                let path = String::from_utf8_lossy(&entry.path).into_owned();
+                let mut dir = path.as_str();
+                while let Some((parent, _)) = dir.rsplit_once('/') {
+                    if !dirs.insert(parent.to_string()) {
+                        break;
+                    }
+                    dir = parent;
+                }
+            }
+        }
+        dirs
+    }
+
+    /// The watched extensions.
+    pub fn extensions(&self) -> &[String] {
+        &self.extensions
+    }
+}
+
+/// Whether a relative path lies in the git directory.
+pub fn in_git_dir(rel: &str) -> bool {
+    rel == ".git" || rel.starts_with(".git/")
+}
+
+/// Whether a relative path ends in one of `extensions` (without dots).
+pub fn has_extension(rel: &str, extensions: &[String]) -> bool {
+    Path::new(rel).extension().and_then(|e| e.to_str()).is_some_and(|ext| extensions.iter().any(|e| e == ext))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn extension_matches_the_last_suffix_only() {
+        let py = vec!["py".to_string()];
+        assert!(has_extension("app/views.py", &py));
+        assert!(!has_extension("app/views.pyc", &py));
+        assert!(!has_extension("app/views.py.swp", &py));
+        assert!(!has_extension("app/views.py~", &py));
+        assert!(!has_extension("py", &py));
+        assert!(has_extension("t.html", &["py".into(), "html".into()]));
+    }
+
+    #[test]
+    fn the_git_dir_is_never_relevant() {
+        assert!(in_git_dir(".git/index"));
+        assert!(in_git_dir(".git"));
+        assert!(!in_git_dir(".github/workflow.py"));
+        assert!(!in_git_dir("src/.git_helpers.py"));
+    }
+}

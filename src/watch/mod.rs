@@ -1,0 +1,345 @@
+//! The host watcher: notify events from a git work tree, filtered to relevant files, debounced
+//! into triggers. Delivery to the guests lives in [`delivery`]; the `watch` command in [`start`].
+
+pub mod debounce;
+pub mod delivery;
+pub mod filter;
+pub mod scan;
+pub mod start;
+
+use crate::output::Log;
+use anyhow::{Context, Result, anyhow, bail};
+use debounce::{Change, Debouncer, Trigger};
+use filter::Filter;
+use notify::event::{AccessKind, AccessMode, CreateKind, EventKind, MetadataKind, ModifyKind, RemoveKind, RenameMode};
+use notify::{Event, RecursiveMode};
+use serde_json::json;
+use std::collections::{BTreeSet, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
+use std::time::{Duration, Instant};
+
+/// More directories than any real work tree has; a bound on every scan.
+const MAX_DIRS: usize = 1_000_000;
+
+/// What the watcher needs, resolved from config and flags.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// A directory inside the work tree.
+    pub dir: PathBuf,
+    /// Watched extensions, without dots.
+    pub extensions: Vec<String>,
+    /// Only tracked files are relevant.
+    pub tracked_only: bool,
+    /// Quiet time that closes a burst.
+    pub debounce: Duration,
+    /// Poll every this often instead of using the OS's events.
+    pub poll: Option<Duration>,
+    /// Where events go.
+    pub log: Log,
+}
+
+/// How a file event counts, before relevance is checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    /// A completed write (or a new path, e.g. renamed into place).
+    Written,
+    /// A deletion, or renamed away.
+    Removed,
+    /// A new directory to watch.
+    NewDir,
+    /// A directory went away.
+    GoneDir,
+    /// Not a change of content: opens, reads, metadata, and on Linux a write not yet closed.
+    Ignore,
+}
+
+/// Classifies a notify event kind. With `close_events` (inotify) a write is complete at its
+/// close, so a bare modify is not yet a change; without them (polling, other OSes) it is.
+pub fn classify(kind: &EventKind, close_events: bool) -> Class {
+    match kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => Class::Written,
+        EventKind::Create(CreateKind::Folder) => Class::NewDir,
+        EventKind::Create(_) if !close_events => Class::Written,
+        EventKind::Modify(ModifyKind::Name(RenameMode::To)) => Class::Written,
+        EventKind::Modify(ModifyKind::Name(RenameMode::From)) => Class::Removed,
+        // inotify reports a rename as From, To and Both: From and To already tell it all.
+        EventKind::Modify(ModifyKind::Name(RenameMode::Both)) => Class::Ignore,
+        // The polling watcher reports a newer mtime this way, and cannot tell more.
+        EventKind::Modify(ModifyKind::Metadata(MetadataKind::WriteTime)) if !close_events => Class::Written,
+        EventKind::Modify(ModifyKind::Metadata(_)) => Class::Ignore,
+        EventKind::Modify(_) if !close_events => Class::Written,
+        EventKind::Remove(RemoveKind::Folder) => Class::GoneDir,
+        EventKind::Remove(_) => Class::Removed,
+        _ => Class::Ignore,
+    }
+}
+
+/// A running watch of one work tree.
+pub struct Watcher {
+    filter: Filter,
+    git_dir: PathBuf,
+    fs: Box<dyn notify::Watcher + Send>,
+    events: Receiver<notify::Result<Event>>,
+    watched: HashSet<PathBuf>,
+    debouncer: Debouncer,
+    close_events: bool,
+    recursive: bool,
+    log: Log,
+}
+
+impl Watcher {
+    /// Opens the repository, registers the watches and reports how many.
+    pub fn start(options: &Options) -> Result<Watcher> {
+        let filter = Filter::open(&options.dir, &options.extensions, options.tracked_only)?;
+        let git_dir = filter.git_dir().canonicalize().context("cannot resolve the git directory")?;
+        let (tx, events) = channel();
+        let (fs, close_events, recursive): (Box<dyn notify::Watcher + Send>, bool, bool) = match options.poll {
+            Some(interval) => {
+                let config = notify::Config::default().with_poll_interval(interval);
+                (
+                    Box::new(notify::PollWatcher::new(tx, config).context("cannot start the polling watcher")?),
+                    false,
+                    true,
+                )
+            }
+            None => {
+                let fs = notify::recommended_watcher(tx).context("cannot start the file watcher")?;
+                // inotify watches one directory at a time and reports closes; FSEvents and
+                // Windows watch a whole tree for free but report no closes.
+                let linux = cfg!(target_os = "linux");
+                (Box::new(fs), linux, !linux)
+            }
+        };
+        let mut watcher = Watcher {
+            filter,
+            git_dir,
+            fs,
+            events,
+            watched: HashSet::new(),
+            debouncer: Debouncer::new(options.debounce),
+            close_events,
+            recursive,
+            log: options.log,
+        };
+        let root = watcher.filter.workdir().display().to_string();
+        watcher.log.event("scanning", &format!("scanning {root} ..."), json!({"root": root}));
+        let start = Instant::now();
+        let relevant = watcher.watch_tree("")?;
+        watcher.watch_path(&watcher.git_dir.clone(), RecursiveMode::NonRecursive)?;
+        let dirs = watcher.watched.len();
+        let ms = start.elapsed().as_millis() as u64;
+        let line = format!("watching {dirs} directories ({relevant} files relevant) in {root}, ready in {ms} ms");
+        watcher.log.event("ready", &line, json!({"root": root, "dirs": dirs, "relevant": relevant, "ms": ms}));
+        Ok(watcher)
+    }
+
+    /// The work tree's root.
+    pub fn root(&self) -> &Path {
+        self.filter.workdir()
+    }
+
+    /// Number of watches registered (directories, plus the git directory).
+    pub fn watch_count(&self) -> usize {
+        self.watched.len()
+    }
+
+    /// Watches `rel` and every directory below it that can hold a relevant file; returns the relevant files found.
+    fn watch_tree(&mut self, rel: &str) -> Result<usize> {
+        if self.recursive {
+            let root = self.filter.workdir().to_path_buf();
+            if rel.is_empty() {
+                self.watch_path(&root, RecursiveMode::Recursive)?;
+            }
+            let tracked = self.filter.tracked_dirs();
+            return Ok(scan::scan(&self.filter, rel, &tracked, MAX_DIRS).files.len());
+        }
+        let tracked = self.filter.tracked_dirs();
+        let found = scan::scan(&self.filter, rel, &tracked, MAX_DIRS);
+        for dir in &found.dirs {
+            let path = self.filter.workdir().join(dir);
+            self.watch_path(&path, RecursiveMode::NonRecursive)?;
+        }
+        Ok(found.files.len())
+    }
+
+    fn watch_path(&mut self, path: &Path, mode: RecursiveMode) -> Result<()> {
+        if self.watched.contains(path) {
+            return Ok(());
+        }
+        match self.fs.watch(path, mode) {
+            Ok(()) => {
+                self.watched.insert(path.to_path_buf());
+                Ok(())
+            }
+            // Gone between the scan and the watch: nothing to watch.
+            Err(notify::Error { kind: notify::ErrorKind::PathNotFound, .. }) => Ok(()),
+            Err(notify::Error { kind: notify::ErrorKind::MaxFilesWatch, .. }) => bail!(
+                "the OS limit on inotify watches is reached ({} watched so far): raise fs.inotify.max_user_watches, \
+                 e.g. `sudo sysctl fs.inotify.max_user_watches=524288` (and in /etc/sysctl.d/ to keep it), \
+                 or run `touchwire watch --poll`",
+                self.watched.len()
+            ),
+            Err(err) => Err(anyhow!("cannot watch {}: {err}", path.display())),
+        }
+    }
+
+    /// Waits up to `max_wait` for file events, handles all that are ready, and returns the triggers due.
+    pub fn step(&mut self, max_wait: Duration) -> Result<Vec<Trigger>> {
+        let mut triggers = Vec::new();
+        let now = Instant::now();
+        let wait =
+            self.debouncer.deadline(self.git_busy()).map(|d| d.saturating_duration_since(now)).unwrap_or(max_wait);
+        match self.events.recv_timeout(wait.min(max_wait)) {
+            Ok(event) => {
+                self.handle(event, &mut triggers);
+                // Take everything already queued before deciding: a checkout arrives as a flood.
+                for _ in 0..100_000 {
+                    match self.events.try_recv() {
+                        Ok(event) => self.handle(event, &mut triggers),
+                        Err(_) => break,
+                    }
+                }
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => bail!("the file watcher stopped"),
+        }
+        triggers.extend(self.debouncer.poll(Instant::now(), self.git_busy()));
+        Ok(triggers)
+    }
+
+    fn git_busy(&self) -> bool {
+        self.git_dir.join("index.lock").exists()
+    }
+
+    fn handle(&mut self, event: notify::Result<Event>, triggers: &mut Vec<Trigger>) {
+        let event = match event {
+            Ok(event) => event,
+            Err(err) => {
+                self.log.warn("error", &format!("file watcher: {err}"), json!({"error": err.to_string()}));
+                return;
+            }
+        };
+        if event.need_rescan() {
+            self.rescan(triggers);
+            return;
+        }
+        let class = classify(&event.kind, self.close_events);
+        if class == Class::Ignore {
+            return;
+        }
+        let now = Instant::now();
+        for path in &event.paths {
+            if path.parent() == Some(self.git_dir.as_path()) {
+                self.git_event(path, now);
+                continue;
+            }
+            let Some(rel) = self.filter.relative(path) else { continue };
+            if filter::in_git_dir(&rel) {
+                continue;
+            }
+            if rel.ends_with(".gitignore") {
+                // New rules may un-ignore a directory: watch what is now wanted.
+                let _ = self.watch_tree("");
+            }
+            let class = match class {
+                Class::Written if !self.recursive && path.is_dir() => Class::NewDir,
+                Class::Removed if self.watched.contains(path) => Class::GoneDir,
+                other => other,
+            };
+            match class {
+                Class::NewDir => self.new_dir(&rel, path, now, triggers),
+                Class::GoneDir => {
+                    self.watched.retain(|p| !p.starts_with(path));
+                    let _ = self.fs.unwatch(path);
+                }
+                Class::Written | Class::Removed if self.filter.is_relevant(&rel) => {
+                    let change = if class == Class::Written { Change::Written } else { Change::Removed };
+                    triggers.extend(self.debouncer.on_change(change, &rel, now, self.git_busy()));
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// A directory appeared (created or moved in): watch it, and count the files that were
+    /// created in it before the watch existed as written.
+    fn new_dir(&mut self, rel: &str, path: &Path, now: Instant, triggers: &mut Vec<Trigger>) {
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if !scan::wanted_dir(&self.filter, rel, name, &self.filter.tracked_dirs()) {
+            return;
+        }
+        let tracked = self.filter.tracked_dirs();
+        let found = scan::scan(&self.filter, rel, &tracked, MAX_DIRS);
+        if !self.recursive {
+            for dir in &found.dirs {
+                let dir_path = self.filter.workdir().join(dir);
+                if let Err(err) = self.watch_path(&dir_path, RecursiveMode::NonRecursive) {
+                    self.log.warn("error", &format!("{err:#}"), json!({"error": format!("{err:#}")}));
+                }
+            }
+        }
+        for file in &found.files {
+            triggers.extend(self.debouncer.on_change(Change::Written, file, now, self.git_busy()));
+        }
+    }
+
+    fn git_event(&mut self, path: &Path, now: Instant) {
+        match path.file_name().and_then(|n| n.to_str()) {
+            Some("index") => {
+                if let Err(err) = self.filter.reload_index() {
+                    self.log.warn("error", &format!("{err:#}"), json!({"error": format!("{err:#}")}));
+                }
+                self.debouncer.on_activity(now);
+            }
+            Some("index.lock") => self.debouncer.on_activity(now),
+            _ => {}
+        }
+    }
+
+    /// The OS dropped events: re-register watches and send one trigger, since a change may be lost.
+    fn rescan(&mut self, triggers: &mut Vec<Trigger>) {
+        self.log.warn("rescan", "file events were dropped by the OS: rescanning, and sending one trigger", json!({}));
+        if let Err(err) = self.filter.reload_index().and_then(|()| self.watch_tree("")) {
+            self.log.warn("error", &format!("{err:#}"), json!({"error": format!("{err:#}")}));
+        }
+        triggers.push(Trigger { files: Vec::new(), reason: "rescan" });
+    }
+}
+
+/// Relevant paths of a set, for tests and the demo.
+pub fn sorted(files: impl IntoIterator<Item = String>) -> Vec<String> {
+    files.into_iter().collect::<BTreeSet<_>>().into_iter().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use notify::event::DataChange;
+
+    #[test]
+    fn with_close_events_a_write_counts_at_its_close() {
+        let close = EventKind::Access(AccessKind::Close(AccessMode::Write));
+        let modify = EventKind::Modify(ModifyKind::Data(DataChange::Any));
+        assert_eq!(classify(&close, true), Class::Written);
+        assert_eq!(classify(&modify, true), Class::Ignore);
+        assert_eq!(classify(&EventKind::Create(CreateKind::File), true), Class::Ignore);
+        assert_eq!(classify(&modify, false), Class::Written);
+        assert_eq!(classify(&EventKind::Create(CreateKind::File), false), Class::Written);
+    }
+
+    #[test]
+    fn renames_deletions_and_metadata() {
+        assert_eq!(classify(&EventKind::Modify(ModifyKind::Name(RenameMode::To)), true), Class::Written);
+        assert_eq!(classify(&EventKind::Modify(ModifyKind::Name(RenameMode::From)), true), Class::Removed);
+        assert_eq!(classify(&EventKind::Modify(ModifyKind::Name(RenameMode::Both)), true), Class::Ignore);
+        assert_eq!(classify(&EventKind::Modify(ModifyKind::Metadata(MetadataKind::Any)), false), Class::Ignore);
+        let newer = EventKind::Modify(ModifyKind::Metadata(MetadataKind::WriteTime));
+        assert_eq!(classify(&newer, true), Class::Ignore, "inotify: a touch is not a change");
+        assert_eq!(classify(&newer, false), Class::Written, "polling: a newer mtime is all we know");
+        assert_eq!(classify(&EventKind::Remove(RemoveKind::File), true), Class::Removed);
+        assert_eq!(classify(&EventKind::Remove(RemoveKind::Folder), true), Class::GoneDir);
+        assert_eq!(classify(&EventKind::Create(CreateKind::Folder), true), Class::NewDir);
+        assert_eq!(classify(&EventKind::Access(AccessKind::Open(notify::event::AccessMode::Any)), true), Class::Ignore);
+    }
+}

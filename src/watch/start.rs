@@ -1,0 +1,62 @@
+//! `touchwire watch`: config and flags into [`Options`], then watch and deliver until stopped.
+
+use super::delivery::{Delivery, Settings};
+use super::{Options, Watcher};
+use crate::UsageError;
+use crate::cli::{Global, WatchArgs};
+use crate::config::Config;
+use crate::output::Log;
+use anyhow::{Context, Result};
+use serde_json::json;
+use std::time::Duration;
+
+/// Watches the work tree holding `args.dir` (or the current directory) and sends triggers, forever.
+pub fn command(global: &Global, args: WatchArgs) -> Result<()> {
+    let dir = match &args.dir {
+        Some(dir) => dir.canonicalize().map_err(|err| UsageError(format!("cannot watch {}: {err}", dir.display())))?,
+        None => std::env::current_dir().context("cannot read the current directory")?,
+    };
+    let mut config = Config::load(&crate::locate_from(global, dir.clone())?)?;
+    if !args.to.is_empty() {
+        config.remotes.set_by_flag(args.to.clone());
+    }
+    if !args.ext.is_empty() {
+        config.extensions.set_by_flag(args.ext.clone());
+    }
+    if let Some(ms) = args.debounce {
+        config.debounce_ms.set_by_flag(ms);
+    }
+    let log = Log { json: args.json, quiet: global.quiet, verbose: global.verbose };
+    let options = Options {
+        dir,
+        extensions: config.extensions.value.clone(),
+        tracked_only: args.tracked_only,
+        debounce: Duration::from_millis(config.debounce_ms.value),
+        poll: args.poll.map(Duration::from_millis),
+        log,
+    };
+    let settings = Settings {
+        credentials: crate::credentials(&config)?,
+        target: args.target.clone(),
+        timeout: Duration::from_millis(args.timeout),
+        log,
+    };
+    let remotes = config.remotes.value.clone();
+    if remotes.is_empty() {
+        return Err(
+            UsageError("no remote to send to: pass --to ADDR or set \"remote\" in .touchwire.json".into()).into()
+        );
+    }
+    let mut watcher = Watcher::start(&options)?;
+    log.event(
+        "sending",
+        &format!("sending triggers to {}", remotes.join(", ")),
+        json!({"remotes": remotes, "root": watcher.root().display().to_string()}),
+    );
+    let delivery = Delivery::start(&remotes, &settings, None);
+    loop {
+        for trigger in watcher.step(Duration::from_secs(3600))? {
+            delivery.send(&trigger);
+        }
+    }
+}
