@@ -108,9 +108,9 @@ pub struct SendArgs {
     /// Target to reload (the guest's default target when absent)
     #[arg(long, value_name = "NAME")]
     pub target: Option<String>,
-    /// Why: shown in the guest's log
-    #[arg(long, value_name = "TEXT", default_value = "manual")]
-    pub reason: String,
+    /// Why: shown in the guest's log (default "save" with --path, else "manual")
+    #[arg(long, value_name = "TEXT")]
+    pub reason: Option<String>,
     /// Give up on a guest that has not answered within this time
     #[arg(long, value_name = "MS", default_value_t = 1000)]
     pub timeout: u64,

@@ -130,6 +130,7 @@ impl Connection {
         let remote = &self.remote;
         let deadline = Instant::now() + timeout;
         request.mac = self.mac.clone();
+        let request = protocol::fit(request);
         self.writer.set_write_timeout(Some(timeout))?;
         self.writer
             .write_all(protocol::to_line(&request).as_bytes())

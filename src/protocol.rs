@@ -127,6 +127,28 @@ pub fn parse_line(line: &[u8]) -> Incoming {
     }
 }
 
+/// Drops files from the end of a request until its line fits in [`MAX_LINE`], noting how many
+/// were left out in `reason`: the list is for the receiver's log, the reload happens regardless.
+pub fn fit(mut request: Request) -> Request {
+    if to_line(&request).len() <= MAX_LINE {
+        return request;
+    }
+    let total = request.files.len();
+    let reason = request.reason.take().unwrap_or_default();
+    // Each file costs at least its length plus quotes and a comma: a cheap first cut.
+    let mut budget = MAX_LINE;
+    let first_cut =
+        request.files.iter().take_while(|f| budget.checked_sub(f.len() + 3).map(|b| budget = b).is_some()).count();
+    request.files.truncate(first_cut);
+    loop {
+        request.reason =
+            Some(format!("{reason} (+{} more files)", total - request.files.len()).trim_start().to_string());
+        if to_line(&request).len() <= MAX_LINE || request.files.pop().is_none() {
+            return request;
+        }
+    }
+}
+
 /// Serializes a message as one protocol line, `\n` included.
 pub fn to_line<T: Serialize>(message: &T) -> String {
     // Serializing these plain structs cannot fail: no maps with non-string keys, no floats.
@@ -164,6 +186,26 @@ mod tests {
         assert!(matches!(parse_line(br#"{"target":"app"}"#), Incoming::Invalid(_)));
         assert!(matches!(parse_line(br#"{"op":"ping","files":"x"}"#), Incoming::Invalid(_)));
         assert!(matches!(parse_line(&[0xff, 0xfe, b'{']), Incoming::Invalid(_)));
+    }
+
+    #[test]
+    fn a_long_file_list_is_trimmed_to_fit_one_line() {
+        let files: Vec<String> = (0..500).map(|i| format!("pkg/module_{i:04}.py")).collect();
+        let request = Request {
+            op: Some(Op::Reload),
+            reason: Some("burst".into()),
+            files,
+            mac: Some("ab".repeat(32)),
+            ..Request::default()
+        };
+        let fitted = fit(request);
+        let line = to_line(&fitted);
+        assert!(line.len() <= MAX_LINE, "{}", line.len());
+        let kept = fitted.files.len();
+        assert!(kept > 100 && kept < 500, "{kept}");
+        assert_eq!(fitted.reason.unwrap(), format!("burst (+{} more files)", 500 - kept));
+        let small = Request { op: Some(Op::Reload), files: vec!["a.py".into()], ..Request::default() };
+        assert_eq!(fit(small.clone()), small);
     }
 
     #[test]

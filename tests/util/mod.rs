@@ -70,13 +70,30 @@ impl Env {
     pub fn listen_in(&self, cwd: &Path, args: &[&str]) -> Listener {
         let mut full = vec!["listen", "--addr", "127.0.0.1:0", "--json"];
         full.extend_from_slice(args);
+        let mut listener = self.spawn(cwd, &full);
+        let first = listener.wait_event("listening");
+        listener.addr = first["addr"].as_str().unwrap().to_string();
+        listener
+    }
+
+    /// Starts `touchwire watch --json ARGS` in `cwd` and waits until it is ready.
+    pub fn watch_in(&self, cwd: &Path, args: &[&str]) -> (Daemon, Value) {
+        let mut full = vec!["watch", "--json"];
+        full.extend_from_slice(args);
+        let watcher = self.spawn(cwd, &full);
+        let ready = watcher.wait_event("ready");
+        (watcher, ready)
+    }
+
+    /// Starts a long-running `touchwire ARGS` whose stdout carries JSON events.
+    pub fn spawn(&self, cwd: &Path, args: &[&str]) -> Daemon {
         let mut child = self
-            .command(cwd, &full)
+            .command(cwd, args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .expect("cannot start touchwire listen");
+            .expect("cannot start touchwire");
         let stderr_log = Arc::new(Mutex::new(String::new()));
         let log = Arc::clone(&stderr_log);
         let stderr = child.stderr.take().unwrap();
@@ -97,13 +114,8 @@ impl Env {
                 }
             }
         });
-        let mut listener = Listener { child, addr: String::new(), events, stderr: stderr_log };
-        let first = listener
-            .next_event(WAIT)
-            .unwrap_or_else(|| panic!("touchwire {full:?} printed no address; stderr:\n{}", listener.stderr()));
-        assert_eq!(first["event"], "listening", "first event must be the address: {first}");
-        listener.addr = first["addr"].as_str().unwrap().to_string();
-        listener
+        let args = args.iter().map(|s| s.to_string()).collect();
+        Daemon { child, args, addr: String::new(), events, stderr: stderr_log }
     }
 }
 
@@ -143,15 +155,20 @@ impl Run {
     }
 }
 
-/// A running receiver; killed (by its own PID) when dropped.
-pub struct Listener {
+/// A running receiver.
+pub type Listener = Daemon;
+
+/// A running `touchwire` (receiver or watcher); killed (by its own PID) when dropped.
+pub struct Daemon {
     child: Child,
+    args: Vec<String>,
+    /// The bound address, for a receiver.
     pub addr: String,
     events: Receiver<Value>,
     stderr: Arc<Mutex<String>>,
 }
 
-impl Listener {
+impl Daemon {
     /// Everything the receiver wrote on stderr so far.
     pub fn stderr(&self) -> String {
         self.stderr.lock().unwrap().clone()
@@ -177,7 +194,12 @@ impl Listener {
                 None => break,
             }
         }
-        panic!("no {name:?} event within {WAIT:?}; receiver stderr:\n{}", self.stderr())
+        panic!("no {name:?} event within {WAIT:?} from touchwire {:?}; its stderr:\n{}", self.args, self.stderr())
+    }
+
+    /// All events named `name` that arrive within `window`.
+    pub fn named_within(&self, name: &str, window: Duration) -> Vec<Value> {
+        self.events_within(window).into_iter().filter(|e| e["event"] == name).collect()
     }
 
     /// All events that arrive within `window`.
@@ -199,7 +221,7 @@ impl Listener {
     }
 }
 
-impl Drop for Listener {
+impl Drop for Daemon {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -278,4 +300,42 @@ pub fn eventually(what: &str, mut check: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(20));
     }
     panic!("timed out after {WAIT:?} waiting for: {what}");
+}
+
+/// A git repository in a temporary directory, driven through the git CLI.
+pub struct Repo {
+    pub root: PathBuf,
+}
+
+impl Repo {
+    /// `git init` in `root` (created), with an identity for commits.
+    pub fn init(root: PathBuf) -> Repo {
+        std::fs::create_dir_all(&root).unwrap();
+        let repo = Repo { root };
+        repo.git(&["init", "-q", "-b", "main"]);
+        repo.git(&["config", "user.email", "test@example.com"]);
+        repo.git(&["config", "user.name", "touchwire test"]);
+        repo
+    }
+
+    /// Runs git in the repository; panics with its stderr on failure.
+    #[track_caller]
+    pub fn git(&self, args: &[&str]) -> String {
+        let output = Command::new("git").args(args).current_dir(&self.root).output().expect("git must be installed");
+        assert!(output.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    /// Writes a file (creating its directories).
+    pub fn write(&self, rel: &str, content: &str) {
+        let path = self.root.join(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, content).unwrap();
+    }
+
+    /// `git add -A && git commit`.
+    pub fn commit_all(&self, message: &str) {
+        self.git(&["add", "-A"]);
+        self.git(&["commit", "-q", "-m", message]);
+    }
 }

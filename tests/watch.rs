@@ -1,0 +1,281 @@
+//! `touchwire watch` and `send --path` against real git repositories and a real receiver.
+
+mod util;
+
+use serde_json::Value;
+use std::time::Duration;
+use util::{Daemon, Env, Listener, Repo};
+
+/// How long to listen for a trigger that must not come.
+const QUIET: Duration = Duration::from_millis(600);
+
+struct Setup {
+    env: Env,
+    repo: Repo,
+    receiver: Listener,
+}
+
+/// A repository with `app/views.py`, `app/models.py`, `README.txt` (all tracked) and an ignored
+/// `venv/`, and a receiver that acts on every trigger (settle 0) so each shows as one reload.
+fn setup() -> Setup {
+    let env = Env::new();
+    let repo = Repo::init(env.join("repo"));
+    repo.write(".gitignore", "venv/\n*.log\n");
+    repo.write("app/views.py", "VALUE = 1\n");
+    repo.write("app/models.py", "MODEL = 1\n");
+    repo.write("README.txt", "readme\n");
+    repo.write("venv/lib/site.py", "# site\n");
+    repo.commit_all("init");
+    let receiver = env.listen(&["--settle", "0", "--touch", env.join("app.reload").to_str().unwrap()]);
+    Setup { env, repo, receiver }
+}
+
+impl Setup {
+    fn watch(&self, extra: &[&str]) -> (Daemon, Value) {
+        let mut args = vec!["--to", self.receiver.addr.as_str()];
+        args.extend_from_slice(extra);
+        let (watcher, ready) = self.env.watch_in(&self.repo.root, &args);
+        watcher.wait_event("connected");
+        (watcher, ready)
+    }
+
+    /// The files of the next trigger the receiver acts on.
+    #[track_caller]
+    fn next_trigger(&self) -> Vec<String> {
+        let event = self.receiver.wait_event("reload");
+        event["files"].as_array().unwrap().iter().map(|f| f.as_str().unwrap().to_string()).collect()
+    }
+
+    #[track_caller]
+    fn expect_no_trigger(&self, what: &str) {
+        let extra = self.receiver.named_within("reload", QUIET);
+        assert!(extra.is_empty(), "{what}: unexpected trigger(s) {extra:?}");
+    }
+}
+
+#[test]
+fn an_edit_of_a_tracked_py_file_is_one_trigger_naming_it() {
+    let s = setup();
+    let (_watcher, ready) = s.watch(&[]);
+    assert_eq!(ready["relevant"], 2, "{ready}");
+    s.repo.write("app/views.py", "VALUE = 2\n");
+    assert_eq!(s.next_trigger(), ["app/views.py"]);
+    s.expect_no_trigger("an in-place save");
+}
+
+#[test]
+fn ignored_and_unwatched_files_send_nothing() {
+    let s = setup();
+    let (_watcher, _) = s.watch(&[]);
+    s.repo.write("venv/lib/site.py", "# changed\n");
+    s.repo.write("venv/lib/new_pkg/mod.py", "# new\n");
+    s.repo.write("README.txt", "changed\n");
+    s.repo.write("app/debug.log", "log\n");
+    s.repo.write("app/views.pyc", "bytes\n");
+    s.expect_no_trigger("venv, .txt, .log, .pyc");
+    // The metadata of a relevant file alone is no change: the guest's touches never loop back.
+    let views = s.repo.root.join("app/views.py");
+    std::fs::File::open(&views).unwrap().set_modified(std::time::SystemTime::now()).unwrap();
+    s.expect_no_trigger("an mtime change");
+}
+
+#[test]
+fn extensions_are_configurable() {
+    let s = setup();
+    let (_watcher, _) = s.watch(&["--ext", "py,txt"]);
+    s.repo.write("README.txt", "changed\n");
+    assert_eq!(s.next_trigger(), ["README.txt"]);
+}
+
+#[test]
+fn untracked_files_count_unless_tracked_only() {
+    let s = setup();
+    let (watcher, _) = s.watch(&[]);
+    s.repo.write("app/new.py", "NEW = 1\n");
+    assert_eq!(s.next_trigger(), ["app/new.py"]);
+    drop(watcher);
+
+    let (_watcher, _) = s.watch(&["--tracked-only"]);
+    s.repo.write("app/other.py", "OTHER = 1\n");
+    s.expect_no_trigger("an untracked file with --tracked-only");
+    // `git add` makes it tracked, and the watcher re-reads the index without a restart.
+    s.repo.git(&["add", "app/other.py"]);
+    std::thread::sleep(Duration::from_millis(200));
+    s.repo.write("app/other.py", "OTHER = 2\n");
+    assert_eq!(s.next_trigger(), ["app/other.py"]);
+}
+
+#[test]
+fn a_new_gitignore_rule_takes_effect_without_a_restart() {
+    let s = setup();
+    s.repo.write("gen/out.py", "# generated\n");
+    let (_watcher, _) = s.watch(&[]);
+    s.repo.write(".gitignore", "venv/\n*.log\ngen/\n");
+    std::thread::sleep(Duration::from_millis(200));
+    s.repo.write("gen/out.py", "# generated again\n");
+    s.expect_no_trigger("a file under a newly ignored folder");
+}
+
+#[test]
+fn an_atomic_save_is_one_trigger() {
+    let s = setup();
+    let (_watcher, _) = s.watch(&[]);
+    let tmp = s.repo.root.join("app/.views.py.tmp123");
+    std::fs::write(&tmp, "VALUE = 3\n").unwrap();
+    std::fs::rename(&tmp, s.repo.root.join("app/views.py")).unwrap();
+    assert_eq!(s.next_trigger(), ["app/views.py"]);
+    s.expect_no_trigger("an atomic save");
+}
+
+#[test]
+fn vim_backup_and_write_is_one_trigger_at_the_completed_write() {
+    let s = setup();
+    let (_watcher, _) = s.watch(&[]);
+    let (views, backup) = (s.repo.root.join("app/views.py"), s.repo.root.join("app/views.py~"));
+    std::fs::rename(&views, &backup).unwrap();
+    std::fs::write(&views, "VALUE = 4\n").unwrap();
+    std::fs::remove_file(&backup).unwrap();
+    assert_eq!(s.next_trigger(), ["app/views.py"]);
+    s.expect_no_trigger("a backup-and-write save");
+}
+
+#[test]
+fn a_deletion_is_one_trigger() {
+    let s = setup();
+    let (_watcher, _) = s.watch(&[]);
+    std::fs::remove_file(s.repo.root.join("app/models.py")).unwrap();
+    assert_eq!(s.next_trigger(), ["app/models.py"]);
+    s.expect_no_trigger("a deletion");
+}
+
+#[test]
+fn a_new_directory_is_watched_and_its_first_file_counts() {
+    let s = setup();
+    let (_watcher, _) = s.watch(&[]);
+    s.repo.write("app/api/v2/handlers.py", "H = 1\n");
+    assert_eq!(s.next_trigger(), ["app/api/v2/handlers.py"]);
+    s.expect_no_trigger("a new directory");
+    s.repo.write("app/api/v2/handlers.py", "H = 2\n");
+    assert_eq!(s.next_trigger(), ["app/api/v2/handlers.py"]);
+}
+
+#[test]
+fn a_checkout_of_500_changed_files_is_at_most_two_triggers() {
+    let s = setup();
+    for i in 0..500 {
+        s.repo.write(&format!("pkg/m{}/mod{i:03}.py", i % 20), "V = 'main'\n");
+    }
+    s.repo.commit_all("500 modules");
+    s.repo.git(&["checkout", "-q", "-b", "other"]);
+    for i in 0..500 {
+        s.repo.write(&format!("pkg/m{}/mod{i:03}.py", i % 20), "V = 'other'\n");
+    }
+    s.repo.commit_all("500 changed modules");
+    s.repo.git(&["checkout", "-q", "main"]);
+    let (watcher, _) = s.watch(&[]);
+    s.repo.git(&["checkout", "-q", "other"]);
+    s.receiver.wait_event("reload");
+    let more = s.receiver.named_within("reload", Duration::from_millis(2000));
+    assert!(more.len() <= 1, "at most two triggers, got {}: {more:?}", more.len() + 1);
+    // The watcher's own events list every file (the wire carries as many as fit in a line).
+    let mut files: Vec<String> = Vec::new();
+    for _ in 0..=more.len() {
+        let trigger = watcher.wait_event("trigger");
+        files.extend(trigger["files"].as_array().unwrap().iter().map(|f| f.as_str().unwrap().to_string()));
+    }
+    files.sort();
+    files.dedup();
+    assert_eq!(files.len(), 500, "every changed file is named");
+}
+
+#[test]
+fn the_watcher_survives_a_receiver_restart() {
+    let s = setup();
+    let (watcher, _) = s.watch(&[]);
+    let port = s.receiver.port();
+    let Setup { env, repo, receiver } = s;
+    drop(receiver);
+    repo.write("app/views.py", "VALUE = 5\n");
+    let undelivered = watcher.wait_event("undelivered");
+    assert!(undelivered["error"].as_str().unwrap().contains("connection refused"), "{undelivered}");
+
+    let addr = format!("127.0.0.1:{port}");
+    let receiver = env.spawn(
+        env.path(),
+        &["listen", "--json", "--addr", &addr, "--settle", "0", "--touch", env.join("app.reload").to_str().unwrap()],
+    );
+    receiver.wait_event("listening");
+    repo.write("app/views.py", "VALUE = 6\n");
+    let event = receiver.wait_event("reload");
+    assert_eq!(event["files"][0], "app/views.py", "{event}");
+}
+
+#[test]
+fn only_directories_that_can_hold_a_relevant_file_are_watched() {
+    let env = Env::new();
+    let repo = Repo::init(env.join("repo"));
+    repo.write(".gitignore", "venv/\nnode_modules/\n");
+    for i in 0..10 {
+        repo.write(&format!("app/part{i}/code.py"), "X = 1\n");
+    }
+    for i in 0..200 {
+        repo.write(&format!("venv/lib/pkg{i}/mod.py"), "# vendored\n");
+        repo.write(&format!("node_modules/dep{i}/index.js"), "//\n");
+    }
+    repo.commit_all("tree");
+    let receiver = env.listen(&["--touch", env.join("r").to_str().unwrap()]);
+    let (_watcher, ready) = env.watch_in(&repo.root, &["--to", &receiver.addr]);
+    // The root, app/, its ten parts, and the git directory: nothing under venv/ or node_modules/.
+    assert_eq!(ready["dirs"], 1 + 1 + 10 + 1, "{ready}");
+    assert_eq!(ready["relevant"], 10, "{ready}");
+}
+
+#[test]
+fn the_watcher_works_in_a_linked_worktree() {
+    let s = setup();
+    let linked = s.env.join("linked");
+    s.repo.git(&["worktree", "add", "-q", "-b", "feature", linked.to_str().unwrap()]);
+    let (_watcher, ready) = s.env.watch_in(&linked, &["--to", &s.receiver.addr]);
+    assert_eq!(ready["relevant"], 2, "{ready}");
+    std::fs::write(linked.join("app/views.py"), "VALUE = 7\n").unwrap();
+    assert_eq!(s.next_trigger(), ["app/views.py"]);
+}
+
+#[test]
+fn send_path_sends_only_for_relevant_files() {
+    let s = setup();
+    let views = s.repo.root.join("app/views.py");
+    // Run from elsewhere, as an editor may: the file's own repository decides.
+    s.env
+        .run_in(s.env.path(), &["send", "--to", &s.receiver.addr, "--path", views.to_str().unwrap()])
+        .expect_code(0)
+        .expect_stderr("reloaded app");
+    assert_eq!(s.next_trigger(), ["app/views.py"]);
+
+    let site = s.repo.root.join("venv/lib/site.py");
+    let readme = s.repo.root.join("README.txt");
+    s.env
+        .run_in(
+            s.env.path(),
+            &[
+                "send",
+                "-v",
+                "--to",
+                &s.receiver.addr,
+                "--path",
+                site.to_str().unwrap(),
+                "--path",
+                readme.to_str().unwrap(),
+            ],
+        )
+        .expect_code(0)
+        .expect_stderr("git ignores it")
+        .expect_stderr("its extension is not watched");
+    s.expect_no_trigger("send --path of irrelevant files");
+}
+
+#[test]
+fn watch_outside_a_repository_is_a_usage_error() {
+    let env = Env::new();
+    env.run(&["watch", "--to", "127.0.0.1:9"]).expect_code(2).expect_stderr("is not inside a git repository");
+}
