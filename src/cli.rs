@@ -41,6 +41,8 @@ pub enum Command {
     Send(SendArgs),
     /// Host: watch the git work tree and send a trigger for each burst of relevant changes
     Watch(WatchArgs),
+    /// Both sides on loopback in one process, on a sample repository: the one-command try-out
+    Demo(DemoArgs),
     /// Host: write .touchwire.json and a fresh token for this repository
     Init(InitArgs),
     /// Show the configuration, where each value came from, and ping every remote
@@ -151,6 +153,16 @@ pub struct WatchArgs {
     /// Print events as JSON lines on stdout
     #[arg(long)]
     pub json: bool,
+}
+
+/// `touchwire demo`.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// After the script, watch this repository live instead of the sample
+    pub dir: Option<PathBuf>,
+    /// End after the script instead of watching live
+    #[arg(long)]
+    pub once: bool,
 }
 
 /// `touchwire init`.

@@ -7,6 +7,7 @@ pub mod auth;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod demo;
 pub mod init;
 pub mod listen;
 pub mod output;
@@ -38,6 +39,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Listen(args) => listen::start::command(global, args),
         Command::Send(args) => send::command(global, args),
         Command::Watch(args) => watch::start::command(global, args),
+        Command::Demo(args) => demo::command(args),
         Command::Init(args) => init::command(args),
         Command::Status(args) => status::command(global, args),
         Command::Completions(args) => {
