@@ -86,7 +86,14 @@ fn parent_dir(path: &Path) -> Result<PathBuf> {
 /// The relevant ones among `paths`, relative to their work tree; says why each other one is left out (with -v).
 fn relevant_files(paths: &[PathBuf], extensions: &[String], log: Log) -> Result<Vec<String>> {
     let Some(first) = paths.first() else { return Ok(Vec::new()) };
-    let filter = Filter::open(&parent_dir(first)?, extensions, false)?;
+    let filter = match Filter::open(&parent_dir(first)?, extensions, false) {
+        Ok(filter) => filter,
+        Err(err) => {
+            // An editor hook fires on every save, in a repository or not: outside one, nothing is relevant.
+            log.debug(&format!("not sending: {err:#}"));
+            return Ok(Vec::new());
+        }
+    };
     let mut files = Vec::new();
     for path in paths {
         let dir = parent_dir(path)?;

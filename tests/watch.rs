@@ -275,6 +275,16 @@ fn send_path_sends_only_for_relevant_files() {
 }
 
 #[test]
+fn send_path_outside_any_repository_sends_nothing() {
+    let env = Env::new();
+    let script = env.join("scratch.py");
+    std::fs::write(&script, "print(1)\n").unwrap();
+    env.run(&["send", "-v", "--to", "127.0.0.1:9", "--path", script.to_str().unwrap()])
+        .expect_code(0)
+        .expect_stderr("is not inside a git repository");
+}
+
+#[test]
 fn watch_outside_a_repository_is_a_usage_error() {
     let env = Env::new();
     env.run(&["watch", "--to", "127.0.0.1:9"]).expect_code(2).expect_stderr("is not inside a git repository");

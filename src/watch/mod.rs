@@ -266,10 +266,10 @@ impl Watcher {
     /// created in it before the watch existed as written.
     fn new_dir(&mut self, rel: &str, path: &Path, now: Instant, triggers: &mut Vec<Trigger>) {
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-        if !scan::wanted_dir(&self.filter, rel, name, &self.filter.tracked_dirs()) {
+        let tracked = self.filter.tracked_dirs();
+        if !scan::wanted_dir(&self.filter, rel, name, &tracked) {
             return;
         }
-        let tracked = self.filter.tracked_dirs();
         let found = scan::scan(&self.filter, rel, &tracked, MAX_DIRS);
         if !self.recursive {
             for dir in &found.dirs {
