@@ -79,7 +79,8 @@ fn fifo(path: &Path, command: &str, poke: bool, target: &str, log: Log) -> Resul
         std::thread::Builder::new()
             .name("poke".into())
             .spawn(move || {
-                let (elapsed, why) = poke_until_gone(&mut file);
+                // The FIFO is closed before the event is told, so no write can follow it.
+                let (elapsed, why) = poke_until_gone(file);
                 log.event(
                     "poke_end",
                     &format!("{target} poke ended after {} ms: {why}", elapsed.as_millis()),
@@ -93,7 +94,7 @@ fn fifo(path: &Path, command: &str, poke: bool, target: &str, log: Log) -> Resul
 
 /// Writes `\n` (ignored by uWSGI) every 2 ms, each write waking the master loop, until the FIFO
 /// has no reader (uWSGI's master re-executed itself) or the limit passes.
-fn poke_until_gone(file: &mut File) -> (Duration, &'static str) {
+fn poke_until_gone(mut file: File) -> (Duration, &'static str) {
     let start = Instant::now();
     while start.elapsed() < POKE_LIMIT {
         match file.write(b"\n") {
