@@ -43,6 +43,8 @@ pub enum Command {
     Watch(WatchArgs),
     /// Both sides on loopback in one process, on a sample repository: the one-command try-out
     Demo(DemoArgs),
+    /// Host: install, remove or show the git hooks that reload after checkout, merge and rebase
+    Hooks(HooksArgs),
     /// Host: write .touchwire.json and a fresh token for this repository
     Init(InitArgs),
     /// Show the configuration, where each value came from, and ping every remote
@@ -113,9 +115,18 @@ pub struct SendArgs {
     /// Why: shown in the guest's log (default "save" with --path, else "manual")
     #[arg(long, value_name = "TEXT")]
     pub reason: Option<String>,
-    /// Give up on a guest that has not answered within this time
-    #[arg(long, value_name = "MS", default_value_t = 1000)]
-    pub timeout: u64,
+    /// Give up on a guest that has not answered within this time [default: 1000, with --hook hook_timeout_ms]
+    #[arg(long, value_name = "MS")]
+    pub timeout: Option<u64>,
+    /// Send only if a relevant file differs between these two git revisions
+    #[arg(long, value_names = ["OLD", "NEW"], num_args = 2, conflicts_with = "paths")]
+    pub changed_between: Option<Vec<String>>,
+    /// Read "OLD NEW" revision pairs from stdin (git's post-rewrite hook); send only if a relevant file differs
+    #[arg(long, conflicts_with_all = ["paths", "changed_between"])]
+    pub rewritten: bool,
+    /// Run as a git hook: use hook_timeout_ms, and report failures in one line without failing git (exit 0)
+    #[arg(long)]
+    pub hook: bool,
     /// Changed file: send only if it is relevant (git-tracked or not ignored, watched extension); repeatable
     #[arg(long = "path", value_name = "FILE")]
     pub paths: Vec<PathBuf>,
@@ -153,6 +164,28 @@ pub struct WatchArgs {
     /// Print events as JSON lines on stdout
     #[arg(long)]
     pub json: bool,
+}
+
+/// `touchwire hooks`.
+#[derive(Debug, Args)]
+pub struct HooksArgs {
+    /// What to do with the hooks
+    #[command(subcommand)]
+    pub action: HooksAction,
+    /// Repository (default: the one holding the current directory)
+    #[arg(long, value_name = "DIR", global = true)]
+    pub repo: Option<PathBuf>,
+}
+
+/// `touchwire hooks` actions.
+#[derive(Debug, Subcommand)]
+pub enum HooksAction {
+    /// Write post-checkout, post-merge and post-rewrite into the hooks directory (existing hooks keep running)
+    Install,
+    /// Remove what install added and put back the hooks that were there
+    Uninstall,
+    /// Say, per hook, whether ours is installed, chained to another, or missing
+    Status,
 }
 
 /// `touchwire demo`.

@@ -167,6 +167,7 @@ struct ConfigFile {
     extensions: Option<Vec<String>>,
     debounce_ms: Option<u64>,
     settle_ms: Option<u64>,
+    hook_timeout_ms: Option<u64>,
 }
 
 /// Default fifo command: uWSGI's graceful reload.
@@ -195,6 +196,8 @@ pub struct Config {
     pub debounce_ms: Setting<u64>,
     /// Coalescing window per target on the guest, in ms.
     pub settle_ms: Setting<u64>,
+    /// How long a git hook waits for the guests, in ms.
+    pub hook_timeout_ms: Setting<u64>,
 }
 
 /// Where to look for configuration: what `--config` and `--token-file` said, and the directory to start from.
@@ -225,6 +228,7 @@ impl Config {
             extensions: Setting::default(vec!["py".into()]),
             debounce_ms: Setting::default(30),
             settle_ms: Setting::default(200),
+            hook_timeout_ms: Setting::default(500),
         }
     }
 
@@ -267,20 +271,19 @@ impl Config {
 
     fn apply(&mut self, file: ConfigFile, path: &Path, source: Source) -> Result<(), UsageError> {
         let dir = path.parent().unwrap_or(Path::new("."));
-        let set = |source: &Source| source.clone();
         self.files.push(path.to_path_buf());
         if let Some(remote) = file.remote {
             let value = match remote {
                 OneOrMany::One(r) => vec![r],
                 OneOrMany::Many(list) => list,
             };
-            self.remotes = Setting { value, source: set(&source) };
+            self.remotes = Setting { value, source: source.clone() };
         }
         if let Some(listen) = file.listen {
-            self.listen = Setting { value: listen, source: set(&source) };
+            self.listen = Setting { value: listen, source: source.clone() };
         }
         if let Some(token) = file.token_file {
-            self.token_file = Setting { value: Some(dir.join(token)), source: set(&source) };
+            self.token_file = Setting { value: Some(dir.join(token)), source: source.clone() };
         }
         if let Some(targets) = file.targets {
             let mut resolved = BTreeMap::new();
@@ -289,19 +292,22 @@ impl Config {
                     .map_err(|msg| UsageError(format!("{}: key `targets.{name}`: {msg}", path.display())))?;
                 resolved.insert(name, action);
             }
-            self.targets = Setting { value: resolved, source: set(&source) };
+            self.targets = Setting { value: resolved, source: source.clone() };
         }
         if let Some(name) = file.default_target {
-            self.default_target = Setting { value: Some(name), source: set(&source) };
+            self.default_target = Setting { value: Some(name), source: source.clone() };
         }
         if let Some(ext) = file.extensions {
-            self.extensions = Setting { value: ext, source: set(&source) };
+            self.extensions = Setting { value: ext, source: source.clone() };
         }
         if let Some(ms) = file.debounce_ms {
-            self.debounce_ms = Setting { value: ms, source: set(&source) };
+            self.debounce_ms = Setting { value: ms, source: source.clone() };
         }
         if let Some(ms) = file.settle_ms {
-            self.settle_ms = Setting { value: ms, source: set(&source) };
+            self.settle_ms = Setting { value: ms, source: source.clone() };
+        }
+        if let Some(ms) = file.hook_timeout_ms {
+            self.hook_timeout_ms = Setting { value: ms, source: source.clone() };
         }
         Ok(())
     }

@@ -8,6 +8,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod demo;
+pub mod hooks;
 pub mod init;
 pub mod listen;
 pub mod output;
@@ -40,6 +41,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Send(args) => send::command(global, args),
         Command::Watch(args) => watch::start::command(global, args),
         Command::Demo(args) => demo::command(args),
+        Command::Hooks(args) => hooks::command(args),
         Command::Init(args) => init::command(args),
         Command::Status(args) => status::command(global, args),
         Command::Completions(args) => {

@@ -12,8 +12,20 @@ use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// Sends one reload; fails (exit 1) if any remote did not acknowledge it.
+/// Sends one reload; fails (exit 1) if any remote did not acknowledge it. As a git hook
+/// (`--hook`) it reports failures but never fails.
 pub fn command(global: &Global, args: SendArgs) -> Result<()> {
+    let hook = args.hook;
+    match send(global, args) {
+        Err(err) if hook => {
+            eprintln!("touchwire: {err:#}");
+            Ok(())
+        }
+        result => result,
+    }
+}
+
+fn send(global: &Global, args: SendArgs) -> Result<()> {
     let log = Log { json: args.json, quiet: global.quiet, verbose: global.verbose };
     // With --path, configuration comes from the file's own repository: an editor may run us from anywhere.
     let locate = match args.paths.first() {
@@ -21,10 +33,13 @@ pub fn command(global: &Global, args: SendArgs) -> Result<()> {
         None => crate::locate(global)?,
     };
     let mut config = Config::load(&locate)?;
-    let files = relevant_files(&args.paths, &config.extensions.value, log)?;
-    if !args.paths.is_empty() && files.is_empty() {
-        return Ok(());
-    }
+    let files = match changed_files(&args, &config, log)? {
+        Some(files) if files.is_empty() => {
+            log.debug("no relevant file changed: nothing to send");
+            return Ok(());
+        }
+        files => files.unwrap_or_default(),
+    };
     if !args.to.is_empty() {
         config.remotes.set_by_flag(args.to.clone());
     }
@@ -34,6 +49,7 @@ pub fn command(global: &Global, args: SendArgs) -> Result<()> {
             UsageError("no remote to send to: pass --to ADDR or set \"remote\" in .touchwire.json".into()).into()
         );
     }
+    let timeout = args.timeout.unwrap_or(if args.hook { config.hook_timeout_ms.value } else { 1000 });
     let credentials = crate::credentials(&config)?;
     let reason = args.reason.clone().unwrap_or_else(|| if files.is_empty() { "manual" } else { "save" }.into());
     let request = Request {
@@ -43,7 +59,7 @@ pub fn command(global: &Global, args: SendArgs) -> Result<()> {
         files,
         ..Request::default()
     };
-    let results = fan_out(&remotes, &credentials, &request, Duration::from_millis(args.timeout));
+    let results = fan_out(&remotes, &credentials, &request, Duration::from_millis(timeout));
     let mut failures = Vec::new();
     for (remote, result) in remotes.iter().zip(results) {
         match result {
@@ -83,6 +99,42 @@ fn parent_dir(path: &Path) -> Result<PathBuf> {
     Ok(parent.canonicalize().unwrap_or_else(|_| parent.to_path_buf()))
 }
 
+/// The relevant files the trigger is about, when the command line asks to filter (`--path`,
+/// `--changed-between`, `--rewritten`); `None` when it does not, and the trigger goes regardless.
+fn changed_files(args: &SendArgs, config: &Config, log: Log) -> Result<Option<Vec<String>>> {
+    if !args.paths.is_empty() {
+        return relevant_files(&args.paths, &config.extensions.value, log).map(Some);
+    }
+    let pairs = match (&args.changed_between, args.rewritten) {
+        (Some(pair), _) => vec![(pair[0].clone(), pair[1].clone())],
+        (None, true) => read_pairs(std::io::stdin().lock())?,
+        (None, false) => return Ok(None),
+    };
+    let cwd = std::env::current_dir().context("cannot read the current directory")?;
+    let filter = Filter::open(&cwd, &config.extensions.value, false)?;
+    let mut files = Vec::new();
+    for (old, new) in pairs {
+        files.extend(filter.changed_between(&old, &new)?);
+    }
+    files.sort();
+    files.dedup();
+    Ok(Some(files))
+}
+
+/// "OLD NEW [extra]" lines, as git's post-rewrite hook gets them on stdin.
+fn read_pairs(input: impl std::io::BufRead) -> Result<Vec<(String, String)>> {
+    let mut pairs = Vec::new();
+    // Bounded: a rebase of a million commits is not a thing.
+    for line in input.lines().take(1_000_000) {
+        let line = line.context("cannot read revision pairs from stdin")?;
+        let mut words = line.split_whitespace();
+        if let (Some(old), Some(new)) = (words.next(), words.next()) {
+            pairs.push((old.to_string(), new.to_string()));
+        }
+    }
+    Ok(pairs)
+}
+
 /// The relevant ones among `paths`, relative to their work tree; says why each other one is left out (with -v).
 fn relevant_files(paths: &[PathBuf], extensions: &[String], log: Log) -> Result<Vec<String>> {
     let Some(first) = paths.first() else { return Ok(Vec::new()) };
@@ -113,4 +165,14 @@ fn relevant_files(paths: &[PathBuf], extensions: &[String], log: Log) -> Result<
         }
     }
     Ok(files)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn rewrite_pairs_are_read_line_by_line() {
+        let input = "aaa bbb\nccc ddd extra\n\nlonely\n";
+        let pairs = super::read_pairs(input.as_bytes()).unwrap();
+        assert_eq!(pairs, vec![("aaa".into(), "bbb".into()), ("ccc".into(), "ddd".into())]);
+    }
 }

@@ -36,6 +36,7 @@ pub fn command(global: &Global, args: StatusArgs) -> Result<()> {
     row("extensions", &config.extensions, config.extensions.value.join(", "));
     row("debounce_ms", &config.debounce_ms, config.debounce_ms.value);
     row("settle_ms", &config.settle_ms, config.settle_ms.value);
+    row("hook_timeout_ms", &config.hook_timeout_ms, config.hook_timeout_ms.value);
 
     let credentials = crate::credentials(&config);
     let timeout = Duration::from_millis(args.timeout);

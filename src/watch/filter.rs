@@ -90,6 +90,31 @@ impl Filter {
         self.repo.is_path_ignored(rel).unwrap_or(false)
     }
 
+    /// Relevant files that differ between two revisions (a null revision, all zeros, is the empty tree).
+    pub fn changed_between(&self, old: &str, new: &str) -> Result<Vec<String>> {
+        let tree = |rev: &str| -> Result<Option<git2::Tree<'_>>> {
+            if !rev.is_empty() && rev.chars().all(|c| c == '0') {
+                return Ok(None);
+            }
+            let object = self.repo.revparse_single(rev).with_context(|| format!("unknown git revision {rev:?}"))?;
+            Ok(Some(object.peel_to_tree().with_context(|| format!("git revision {rev:?} has no tree"))?))
+        };
+        let (old_tree, new_tree) = (tree(old)?, tree(new)?);
+        let diff = self
+            .repo
+            .diff_tree_to_tree(old_tree.as_ref(), new_tree.as_ref(), None)
+            .with_context(|| format!("cannot compare {old} and {new}"))?;
+        let mut files = BTreeSet::new();
+        for delta in diff.deltas() {
+            for file in [delta.old_file(), delta.new_file()] {
+                if let Some(path) = file.path().and_then(Path::to_str).filter(|p| self.is_relevant(p)) {
+                    files.insert(path.to_string());
+                }
+            }
+        }
+        Ok(files.into_iter().collect())
+    }
+
     /// Directories (relative) holding at least one tracked file, with their ancestors, from the index alone.
     pub fn tracked_dirs(&self) -> BTreeSet<String> {
         let mut dirs = BTreeSet::new();

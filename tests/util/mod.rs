@@ -7,7 +7,7 @@ use serde_json::Value;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc::{Receiver, channel};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -324,6 +324,26 @@ impl Repo {
         let output = Command::new("git").args(args).current_dir(&self.root).output().expect("git must be installed");
         assert!(output.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&output.stderr));
         String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    /// Runs git as a user would, with `touchwire` on PATH (unless `with_touchwire` is false) and
+    /// the env's clean configuration; returns the output whatever the exit status.
+    pub fn git_as_user(&self, env: &Env, args: &[&str], with_touchwire: bool, vars: &[(&str, &str)]) -> Output {
+        let bin_dir = Path::new(env!("CARGO_BIN_EXE_touchwire")).parent().unwrap().to_path_buf();
+        let system_path = std::env::var_os("PATH").unwrap_or_default();
+        let mut dirs: Vec<PathBuf> =
+            std::env::split_paths(&system_path).filter(|d| !d.join("touchwire").exists()).collect();
+        if with_touchwire {
+            dirs.insert(0, bin_dir);
+        }
+        let mut cmd = Command::new("git");
+        cmd.args(args).current_dir(&self.root).env("PATH", std::env::join_paths(dirs).unwrap());
+        cmd.env("XDG_CONFIG_HOME", env.join("xdg"));
+        for var in ["TOUCHWIRE_TO", "TOUCHWIRE_TOKEN_FILE", "TOUCHWIRE_CONFIG", "TOUCHWIRE_SKIP"] {
+            cmd.env_remove(var);
+        }
+        cmd.envs(vars.iter().copied());
+        cmd.stdin(Stdio::null()).output().expect("git must be installed")
     }
 
     /// Writes a file (creating its directories).
