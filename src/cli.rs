@@ -213,6 +213,21 @@ pub struct InitArgs {
     /// Overwrite an existing .touchwire.json
     #[arg(long)]
     pub force: bool,
+    /// Only install an editor integration (VS Code tasks merged into .vscode/tasks.json; the Vim
+    /// plugin; the Emacs mode), leaving .touchwire.json and the token as they are
+    #[arg(long, value_enum, value_name = "EDITOR")]
+    pub editor: Option<Editor>,
+}
+
+/// Editors with a shipped integration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Editor {
+    /// Visual Studio Code
+    Vscode,
+    /// Vim and Neovim
+    Vim,
+    /// GNU Emacs
+    Emacs,
 }
 
 /// `touchwire status`.

@@ -27,6 +27,9 @@ pub fn command(args: InitArgs) -> Result<()> {
         .workdir()
         .ok_or_else(|| UsageError(format!("{} is a bare repository: init needs a work tree", repo.path().display())))?
         .to_path_buf();
+    if let Some(editor) = args.editor {
+        return crate::editor::install(editor, &workdir);
+    }
     let config_path = workdir.join(FILE_NAME);
     if config_path.exists() && !args.force {
         return Err(

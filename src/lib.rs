@@ -8,6 +8,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod demo;
+pub mod editor;
 pub mod hooks;
 pub mod init;
 pub mod listen;

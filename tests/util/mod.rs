@@ -290,6 +290,27 @@ pub fn mac(token: &str, nonce: &str) -> String {
     touchwire::auth::Token::new(token).unwrap().mac(nonce)
 }
 
+/// Whether `tool` is installed. Missing in CI is a failure; on a laptop the test skips, saying why.
+pub fn require(tool: &str) -> bool {
+    let found =
+        Command::new("sh").arg("-c").arg(format!("command -v {tool}")).output().is_ok_and(|o| o.status.success());
+    if !found {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI must have {tool} installed (scripts/test installs it)"
+        );
+        eprintln!("skipping: {tool} is not installed (scripts/test installs it when run as root)");
+    }
+    found
+}
+
+/// PATH with the `touchwire` under test first, as an editor would find it.
+pub fn path_with_touchwire() -> std::ffi::OsString {
+    let bin_dir = Path::new(env!("CARGO_BIN_EXE_touchwire")).parent().unwrap().to_path_buf();
+    let system = std::env::var_os("PATH").unwrap_or_default();
+    std::env::join_paths(std::iter::once(bin_dir).chain(std::env::split_paths(&system))).unwrap()
+}
+
 /// Polls `check` every 20 ms until it holds or [`WAIT`] passes.
 pub fn eventually(what: &str, mut check: impl FnMut() -> bool) {
     let deadline = Instant::now() + WAIT;
