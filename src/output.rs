@@ -71,6 +71,23 @@ pub fn clock() -> String {
     format!("{h:02}:{m:02}:{s:02}.{milli:03}")
 }
 
+/// Text from the network made safe for one log line: control characters (newlines, escapes)
+/// cannot forge lines or colour the terminal.
+pub fn clean(text: &str) -> String {
+    text.chars().map(|c| if c.is_control() { '\u{fffd}' } else { c }).collect()
+}
+
+/// The first few files and a count, for one log line.
+pub fn summary(files: &[String]) -> String {
+    const SHOWN: usize = 3;
+    let shown: Vec<String> = files.iter().take(SHOWN).map(|f| clean(f)).collect();
+    match files.len() {
+        0 => "(no file named)".into(),
+        n if n <= SHOWN => shown.join(", "),
+        n => format!("{} and {} more", shown.join(", "), n - SHOWN),
+    }
+}
+
 /// A duration in milliseconds with one decimal, for people.
 pub fn millis(d: std::time::Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1000.0)
@@ -78,6 +95,19 @@ pub fn millis(d: std::time::Duration) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn summaries_show_a_few_files_and_a_count() {
+        let files: Vec<String> = (1..=5).map(|i| format!("m{i}.py")).collect();
+        assert_eq!(super::summary(&files[..1]), "m1.py");
+        assert_eq!(super::summary(&files), "m1.py, m2.py, m3.py and 2 more");
+        assert_eq!(super::summary(&[]), "(no file named)");
+    }
+
+    #[test]
+    fn control_characters_cannot_forge_log_lines() {
+        assert_eq!(super::clean("a\nb\u{1b}[31m"), "a\u{fffd}b\u{fffd}[31m");
+    }
+
     #[test]
     fn clock_has_a_fixed_shape() {
         let c = super::clock();

@@ -240,3 +240,61 @@ fn allow_unauthenticated_binds_with_a_warning() {
     assert!(first.contains("touchwire listening on 0.0.0.0:"), "{first}");
     assert!(second.contains("warning: no token"), "{second}");
 }
+
+/// Writes one byte every 100 ms (at most 100) until told to stop; returns whether it ran out.
+fn drip(mut stream: TcpStream, stop: std::sync::Arc<std::sync::atomic::AtomicBool>) -> std::thread::JoinHandle<bool> {
+    std::thread::spawn(move || {
+        for _ in 0..100 {
+            if stop.load(std::sync::atomic::Ordering::SeqCst) || stream.write_all(b"x").is_err() {
+                return false;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        true
+    })
+}
+
+#[test]
+fn a_client_dripping_bytes_is_closed_after_the_read_timeout() {
+    let env = Env::new();
+    let touch = touch_args(&env);
+    let listener = env.listen(&args(&touch, &["--read-timeout", "500"]));
+    let mut raw = Raw::connect(&listener.addr);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let dripper = drip(raw.stream.try_clone().unwrap(), stop.clone());
+    let reply = raw.read_reply().expect("an error line");
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    assert!(reply["error"].as_str().unwrap().contains("no complete request within 500 ms"), "{reply}");
+    assert!(!dripper.join().unwrap(), "the deadline is per line: it must strike while the client still drips");
+}
+
+#[test]
+fn with_auth_on_an_invalid_line_closes_the_connection() {
+    let env = Env::new();
+    let token = with_token(&env);
+    let touch = touch_args(&env);
+    let listener = env.listen(&args(&touch, &["--token-file", &token]));
+    let mut raw = Raw::connect(&listener.addr);
+    let reply = raw.request(r#"{"op":"nope"}"#).unwrap();
+    assert_eq!(reply["ok"], false);
+    assert_eq!(raw.rest_until_closed(), "");
+}
+
+#[test]
+fn a_rejected_client_that_drips_does_not_stall_the_others() {
+    let env = Env::new();
+    let touch = touch_args(&env);
+    let listener = env.listen(&args(&touch, &["--max-connections", "1"]));
+    let holder = Raw::connect(&listener.addr);
+    let mut rejected = TcpStream::connect(&listener.addr).unwrap();
+    rejected.set_read_timeout(Some(util::WAIT)).unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let dripper = drip(rejected.try_clone().unwrap(), stop.clone());
+    let mut line = String::new();
+    let _ = std::io::Read::read_to_string(&mut rejected, &mut line);
+    assert!(line.contains("busy"), "{line:?}");
+    drop(holder);
+    util::eventually("a new client is served", || env.run(&["send", "--to", &listener.addr]).code == 0);
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    assert!(!dripper.join().unwrap(), "served while the rejected client was still dripping");
+}

@@ -289,3 +289,20 @@ fn watch_outside_a_repository_is_a_usage_error() {
     let env = Env::new();
     env.run(&["watch", "--to", "127.0.0.1:9"]).expect_code(2).expect_stderr("is not inside a git repository");
 }
+
+#[test]
+fn the_guests_touch_of_a_shared_relevant_file_never_loops_back() {
+    let env = Env::new();
+    let repo = Repo::init(env.join("repo"));
+    repo.write("app/wsgi.py", "application = None\n");
+    repo.write("app/views.py", "VALUE = 1\n");
+    repo.commit_all("init");
+    // uWSGI setups often touch-reload on wsgi.py itself; here the guest shares the host's inode.
+    let receiver = env.listen(&["--settle", "0", "--touch", repo.root.join("app/wsgi.py").to_str().unwrap()]);
+    let (watcher, _) = env.watch_in(&repo.root, &["--to", &receiver.addr]);
+    watcher.wait_event("connected");
+    repo.write("app/views.py", "VALUE = 2\n");
+    assert_eq!(receiver.wait_event("reload")["files"], serde_json::json!(["app/views.py"]));
+    let extra = receiver.named_within("reload", QUIET);
+    assert!(extra.is_empty(), "the touch came back as a trigger: {extra:?}");
+}

@@ -9,6 +9,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{ErrorKind, Read, Write};
 use std::os::fd::AsFd;
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -41,7 +42,15 @@ pub fn touch(path: &Path) -> Result<()> {
         };
         anyhow!("cannot touch {}: {}{hint}", path.display(), io_message(&err))
     };
-    let file = OpenOptions::new().write(true).create(true).truncate(false).open(path).map_err(describe)?;
+    // An existing file is opened read-only: closing a file opened for writing is an inotify
+    // "write" event, which a watcher sharing the file would take for a save.
+    let file = match File::open(path) {
+        Ok(file) => file,
+        Err(err) if err.kind() == ErrorKind::NotFound => {
+            OpenOptions::new().write(true).create(true).truncate(false).open(path).map_err(describe)?
+        }
+        Err(err) => return Err(describe(err)),
+    };
     let current = file.metadata().and_then(|m| m.modified()).map_err(describe)?;
     file.set_modified(next_mtime(current, SystemTime::now())).map_err(describe)
 }
@@ -135,8 +144,10 @@ fn send_signal(pidfile: &Path, signal: Signal) -> Result<()> {
 fn exec(argv: &[String], timeout: Duration) -> Result<()> {
     let (program, args) = argv.split_first().context("exec has no program")?;
     let stdout = std::io::stderr().as_fd().try_clone_to_owned().map(Stdio::from).unwrap_or_else(|_| Stdio::null());
+    // Its own process group, so that a timeout kills whatever it started too.
     let mut child = Command::new(program)
         .args(args)
+        .process_group(0)
         .stdin(Stdio::null())
         .stdout(stdout)
         .stderr(Stdio::piped())
@@ -159,6 +170,10 @@ fn exec(argv: &[String], timeout: Duration) -> Result<()> {
     let status = match child.wait_timeout(timeout).with_context(|| format!("cannot wait for {program:?}"))? {
         Some(status) => status,
         None => {
+            if let Ok(pid) = libc::pid_t::try_from(child.id()) {
+                // SAFETY: kill(2) with a negative pid signals the process group the child leads.
+                unsafe { libc::kill(-pid, libc::SIGKILL) };
+            }
             let _ = child.kill();
             let _ = child.wait();
             bail!("{program:?} did not finish within {} ms and was killed", timeout.as_millis());

@@ -1,58 +1,74 @@
 //! Leading + trailing coalescing of triggers per target (DESIGN.md, "Coalescing (guest)").
-//! Pure: fed instants by the caller, so it is tested without sleeping.
+//! The settle window opens when an action ends, so a slow action cannot turn a burst into a
+//! queue of actions. Pure: fed instants by the caller, so it is tested without sleeping.
 
 use std::time::{Duration, Instant};
 
 /// What to do with one trigger.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decision {
-    /// Run the action now (leading edge); a settle window opens.
+    /// Run the action now (leading edge); report its end with [`Coalescer::on_done`].
     Act,
     /// Answer `merged`; when `schedule` is set, the caller arranges a trailing action at that instant.
     Merged {
-        /// Set for the first merged trigger of a window only.
+        /// Set for the first merged trigger of an open window only.
         schedule: Option<Instant>,
     },
 }
 
-/// Per-target state: the open settle window, and whether a trailing action is owed.
+/// Per-target state: an action running, the settle window after it, and a trailing action owed.
 #[derive(Debug)]
 pub struct Coalescer {
     settle: Duration,
+    busy: bool,
     window_end: Option<Instant>,
-    trailing_owed: bool,
+    owed: bool,
 }
 
 impl Coalescer {
     /// A coalescer whose windows last `settle`.
     pub fn new(settle: Duration) -> Coalescer {
-        Coalescer { settle, window_end: None, trailing_owed: false }
+        Coalescer { settle, busy: false, window_end: None, owed: false }
     }
 
     /// A trigger arrived at `now`.
     pub fn on_trigger(&mut self, now: Instant) -> Decision {
+        if self.busy {
+            // The end of the running action schedules the trailing one.
+            self.owed = true;
+            return Decision::Merged { schedule: None };
+        }
         match self.window_end {
-            Some(end) if now < end && !self.settle.is_zero() => {
-                let first = !self.trailing_owed;
-                self.trailing_owed = true;
+            Some(end) if now < end => {
+                let first = !self.owed;
+                self.owed = true;
                 Decision::Merged { schedule: first.then_some(end) }
             }
             _ => {
-                self.window_end = Some(now + self.settle);
-                self.trailing_owed = false;
+                self.busy = true;
+                self.owed = false;
                 Decision::Act
             }
         }
     }
 
-    /// The scheduled trailing instant has come: returns whether to act. Acting opens a new
-    /// window, so a storm that lasts longer than one window costs one action per window.
-    pub fn on_trailing_due(&mut self, now: Instant) -> bool {
-        if !self.trailing_owed {
+    /// The action ended at `now`: the settle window opens. Returns when to run a trailing
+    /// action, if triggers were merged while it ran.
+    pub fn on_done(&mut self, now: Instant) -> Option<Instant> {
+        self.busy = false;
+        let end = now + self.settle;
+        self.window_end = Some(end);
+        self.owed.then_some(end)
+    }
+
+    /// A scheduled trailing instant has come: returns whether to act now (then report its end
+    /// with [`Coalescer::on_done`]).
+    pub fn on_trailing_due(&mut self) -> bool {
+        if !self.owed || self.busy {
             return false;
         }
-        self.trailing_owed = false;
-        self.window_end = Some(now + self.settle);
+        self.owed = false;
+        self.busy = true;
         true
     }
 }
@@ -70,51 +86,67 @@ mod tests {
         let t0 = Instant::now();
         let mut c = Coalescer::new(ms(200));
         assert_eq!(c.on_trigger(t0), Decision::Act);
-        // Nothing owed: a stray trailing call does nothing.
-        assert!(!c.on_trailing_due(t0 + ms(200)));
-        // After the window, the next trigger leads again.
-        assert_eq!(c.on_trigger(t0 + ms(300)), Decision::Act);
+        assert_eq!(c.on_done(t0 + ms(1)), None, "nothing owed");
+        assert!(!c.on_trailing_due(), "a stray trailing call does nothing");
+        assert_eq!(c.on_trigger(t0 + ms(300)), Decision::Act, "after the window the next trigger leads again");
     }
 
     #[test]
     fn a_burst_costs_exactly_two_actions() {
         let t0 = Instant::now();
         let mut c = Coalescer::new(ms(200));
-        let mut actions = 0;
+        assert_eq!(c.on_trigger(t0), Decision::Act);
+        assert_eq!(c.on_done(t0 + ms(2)), None);
         let mut scheduled = Vec::new();
-        for i in 0..50 {
-            match c.on_trigger(t0 + ms(i * 2)) {
-                Decision::Act => actions += 1,
-                Decision::Merged { schedule: Some(at) } => scheduled.push(at),
-                Decision::Merged { schedule: None } => {}
+        for i in 1..50 {
+            match c.on_trigger(t0 + ms(2 + i * 2)) {
+                Decision::Act => panic!("a second leading action"),
+                Decision::Merged { schedule } => scheduled.extend(schedule),
             }
         }
-        assert_eq!(scheduled, vec![t0 + ms(200)]);
-        if c.on_trailing_due(t0 + ms(200)) {
-            actions += 1;
-        }
-        assert_eq!(actions, 2);
+        assert_eq!(scheduled, vec![t0 + ms(202)], "one trailing action, at the window's end");
+        assert!(c.on_trailing_due());
+        assert_eq!(c.on_done(t0 + ms(205)), None);
+        assert!(!c.on_trailing_due(), "no third action");
     }
 
     #[test]
-    fn triggers_after_the_trailing_action_are_merged_into_the_next_window() {
+    fn triggers_during_a_slow_action_cost_one_trailing_action_after_it() {
         let t0 = Instant::now();
         let mut c = Coalescer::new(ms(100));
         assert_eq!(c.on_trigger(t0), Decision::Act);
-        assert_eq!(c.on_trigger(t0 + ms(50)), Decision::Merged { schedule: Some(t0 + ms(100)) });
-        assert!(c.on_trailing_due(t0 + ms(100)));
-        assert_eq!(c.on_trigger(t0 + ms(150)), Decision::Merged { schedule: Some(t0 + ms(200)) });
-        assert_eq!(c.on_trigger(t0 + ms(160)), Decision::Merged { schedule: None });
-        assert!(c.on_trailing_due(t0 + ms(200)));
-        assert!(!c.on_trailing_due(t0 + ms(300)));
-        assert_eq!(c.on_trigger(t0 + ms(301)), Decision::Act);
+        // The action takes 1.5 s; triggers meanwhile are merged, none acts.
+        for i in 1..10 {
+            assert_eq!(c.on_trigger(t0 + ms(i * 100)), Decision::Merged { schedule: None });
+        }
+        assert_eq!(c.on_done(t0 + ms(1500)), Some(t0 + ms(1600)));
+        assert_eq!(c.on_trigger(t0 + ms(1550)), Decision::Merged { schedule: None }, "already scheduled");
+        assert!(c.on_trailing_due());
+        assert_eq!(c.on_done(t0 + ms(1610)), None);
+        assert_eq!(c.on_trigger(t0 + ms(1800)), Decision::Act);
     }
 
     #[test]
-    fn zero_settle_acts_on_every_trigger() {
+    fn a_storm_longer_than_a_window_costs_one_action_per_window() {
+        let t0 = Instant::now();
+        let mut c = Coalescer::new(ms(100));
+        assert_eq!(c.on_trigger(t0), Decision::Act);
+        c.on_done(t0);
+        assert_eq!(c.on_trigger(t0 + ms(50)), Decision::Merged { schedule: Some(t0 + ms(100)) });
+        assert!(c.on_trailing_due());
+        assert_eq!(c.on_done(t0 + ms(100)), None);
+        assert_eq!(c.on_trigger(t0 + ms(150)), Decision::Merged { schedule: Some(t0 + ms(200)) });
+        assert_eq!(c.on_trigger(t0 + ms(160)), Decision::Merged { schedule: None });
+    }
+
+    #[test]
+    fn zero_settle_acts_on_every_trigger_that_finds_the_target_idle() {
         let t0 = Instant::now();
         let mut c = Coalescer::new(Duration::ZERO);
         assert_eq!(c.on_trigger(t0), Decision::Act);
+        assert_eq!(c.on_done(t0), None);
         assert_eq!(c.on_trigger(t0), Decision::Act);
+        assert_eq!(c.on_trigger(t0), Decision::Merged { schedule: None }, "never two actions at once");
+        assert_eq!(c.on_done(t0), Some(t0));
     }
 }
