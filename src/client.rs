@@ -69,7 +69,9 @@ impl Connection {
         stream.set_nodelay(true)?;
         let writer = stream.try_clone()?;
         let mut reader = BufReader::new(stream);
-        let line = read_line(&mut reader, deadline, timeout).map_err(|err| anyhow!("{remote}: {err}"))?;
+        let line = read_line(&mut reader, deadline, timeout).map_err(|err| match err {
+            ReadFailure::TimedOut(msg) | ReadFailure::Other(msg) => anyhow!("{remote}: {msg}"),
+        })?;
         let greeting: Greeting = match serde_json::from_str(&line) {
             Ok(greeting) => greeting,
             Err(_) => match serde_json::from_str::<Reply>(&line) {
@@ -126,17 +128,24 @@ impl Connection {
 
     /// Like [`Connection::request`], but a reply with `ok:false` is returned as it is: only
     /// transport failures are errors, and after one the connection is unusable.
-    pub fn call(&mut self, mut request: Request, timeout: Duration) -> Result<Reply> {
-        let remote = &self.remote;
+    pub fn call(&mut self, mut request: Request, timeout: Duration) -> Result<Reply, CallError> {
+        let remote = self.remote.clone();
         let deadline = Instant::now() + timeout;
         request.mac = self.mac.clone();
         let request = protocol::fit(request);
-        self.writer.set_write_timeout(Some(timeout))?;
-        self.writer
-            .write_all(protocol::to_line(&request).as_bytes())
-            .map_err(|err| anyhow!("{remote}: cannot send the request: {err}"))?;
-        let line = read_line(&mut self.reader, deadline, timeout).map_err(|err| anyhow!("{remote}: {err}"))?;
-        serde_json::from_str(&line).map_err(|_| anyhow!("{remote}: unreadable reply {:?}", truncate(&line, 80)))
+        let sent = self
+            .writer
+            .set_write_timeout(Some(timeout))
+            .and_then(|()| self.writer.write_all(protocol::to_line(&request).as_bytes()));
+        if let Err(err) = sent {
+            return Err(CallError::Lost(anyhow!("{remote}: cannot send the request: {err}")));
+        }
+        let line = read_line(&mut self.reader, deadline, timeout).map_err(|err| match err {
+            ReadFailure::TimedOut(msg) => CallError::NoReply(anyhow!("{remote}: {msg}")),
+            ReadFailure::Other(msg) => CallError::Lost(anyhow!("{remote}: {msg}")),
+        })?;
+        serde_json::from_str(&line)
+            .map_err(|_| CallError::Lost(anyhow!("{remote}: unreadable reply {:?}", truncate(&line, 80))))
     }
 
     /// Whether the receiver closed the connection or sent something unasked (e.g. its idle-timeout
@@ -167,29 +176,59 @@ fn connect_failure(err: &std::io::Error, timeout: Duration) -> String {
 }
 
 /// Reads one line before `deadline`.
-fn read_line(reader: &mut BufReader<TcpStream>, deadline: Instant, timeout: Duration) -> Result<String> {
+/// Why a call got no reply.
+#[derive(Debug)]
+pub enum CallError {
+    /// The request did not go out, or the connection failed before a reply: on a connection that
+    /// had gone stale, a retry on a new one is safe.
+    Lost(anyhow::Error),
+    /// The request went out and no reply came in time: the action may still be running, so it
+    /// must not be sent again.
+    NoReply(anyhow::Error),
+}
+
+impl std::fmt::Display for CallError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CallError::Lost(err) | CallError::NoReply(err) => write!(f, "{err:#}"),
+        }
+    }
+}
+
+impl std::error::Error for CallError {}
+
+/// Why a line could not be read.
+enum ReadFailure {
+    TimedOut(String),
+    Other(String),
+}
+
+/// Reads one line before `deadline`.
+fn read_line(reader: &mut BufReader<TcpStream>, deadline: Instant, timeout: Duration) -> Result<String, ReadFailure> {
+    let timed_out = || ReadFailure::TimedOut(format!("no answer within {} ms", timeout.as_millis()));
+    let other = |msg: String| ReadFailure::Other(msg);
     let mut buf = Vec::new();
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            bail!("no answer within {} ms", timeout.as_millis());
+            return Err(timed_out());
         }
-        reader.get_ref().set_read_timeout(Some(left))?;
+        reader.get_ref().set_read_timeout(Some(left)).map_err(|err| other(err.to_string()))?;
         let limit = (MAX_LINE + 1).saturating_sub(buf.len()) as u64;
         match reader.by_ref().take(limit).read_until(b'\n', &mut buf) {
-            Ok(0) if buf.is_empty() => bail!("the receiver closed the connection"),
+            Ok(0) if buf.is_empty() => return Err(other("the receiver closed the connection".into())),
             Ok(_) if buf.last() == Some(&b'\n') => {
                 buf.pop();
-                return String::from_utf8(buf).map_err(|_| anyhow!("the receiver sent bytes that are not UTF-8"));
+                return String::from_utf8(buf).map_err(|_| other("the receiver sent bytes that are not UTF-8".into()));
             }
-            Ok(0) => bail!("the receiver closed the connection mid-line"),
-            Ok(_) if buf.len() > MAX_LINE => bail!("the receiver sent a line longer than {MAX_LINE} bytes"),
+            Ok(0) => return Err(other("the receiver closed the connection mid-line".into())),
+            Ok(_) if buf.len() > MAX_LINE => {
+                return Err(other(format!("the receiver sent a line longer than {MAX_LINE} bytes")));
+            }
             Ok(_) => {}
-            Err(err) if matches!(err.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                bail!("no answer within {} ms", timeout.as_millis())
-            }
+            Err(err) if matches!(err.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => return Err(timed_out()),
             Err(err) if err.kind() == ErrorKind::Interrupted => {}
-            Err(err) => bail!("connection failed: {err}"),
+            Err(err) => return Err(other(format!("connection failed: {err}"))),
         }
     }
 }

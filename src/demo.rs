@@ -7,8 +7,9 @@ use crate::cli::DemoArgs;
 use crate::client::Credentials;
 use crate::config::ActionSpec;
 use crate::listen::{Options as ListenOptions, Receiver};
+use crate::output::summary;
 use crate::output::{Log, millis};
-use crate::watch::delivery::{Delivery, Outcome, Settings, summary};
+use crate::watch::delivery::{Delivery, Outcome, Settings};
 use crate::watch::{Options as WatchOptions, Watcher};
 use anyhow::{Context, Result};
 use std::collections::BTreeMap;
@@ -96,7 +97,7 @@ fn start_watching(dir: &Path, addr: &str, settings: &Settings) -> Result<Channel
     };
     let mut watcher = Watcher::start(&options)?;
     let (tx, outcomes) = channel();
-    let delivery = Delivery::start(&[addr.to_string()], settings, Some(tx));
+    let delivery = Delivery::start(&[addr.to_string()], settings, Some(tx))?;
     std::thread::spawn(move || {
         while let Ok(triggers) = watcher.step(Duration::from_secs(3600)) {
             for trigger in triggers {

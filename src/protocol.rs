@@ -133,6 +133,12 @@ pub fn fit(mut request: Request) -> Request {
     if to_line(&request).len() <= MAX_LINE {
         return request;
     }
+    // A reason is a note for the log: a few hundred characters of it are plenty.
+    if let Some(reason) = &mut request.reason
+        && let Some((cut, _)) = reason.char_indices().nth(200)
+    {
+        reason.truncate(cut);
+    }
     let total = request.files.len();
     let reason = request.reason.take().unwrap_or_default();
     // Each file costs at least its length plus quotes and a comma: a cheap first cut.
@@ -141,8 +147,12 @@ pub fn fit(mut request: Request) -> Request {
         request.files.iter().take_while(|f| budget.checked_sub(f.len() + 3).map(|b| budget = b).is_some()).count();
     request.files.truncate(first_cut);
     loop {
-        request.reason =
-            Some(format!("{reason} (+{} more files)", total - request.files.len()).trim_start().to_string());
+        let dropped = total - request.files.len();
+        request.reason = Some(if dropped == 0 {
+            reason.clone()
+        } else {
+            format!("{reason} (+{dropped} more files)").trim_start().to_string()
+        });
         if to_line(&request).len() <= MAX_LINE || request.files.pop().is_none() {
             return request;
         }
@@ -206,6 +216,10 @@ mod tests {
         assert_eq!(fitted.reason.unwrap(), format!("burst (+{} more files)", 500 - kept));
         let small = Request { op: Some(Op::Reload), files: vec!["a.py".into()], ..Request::default() };
         assert_eq!(fit(small.clone()), small);
+        let chatty = Request { op: Some(Op::Reload), reason: Some("é".repeat(5000)), ..Request::default() };
+        let fitted = fit(chatty);
+        assert!(to_line(&fitted).len() <= MAX_LINE);
+        assert_eq!(fitted.reason.unwrap(), "é".repeat(200), "no file was dropped, so no note of it");
     }
 
     #[test]

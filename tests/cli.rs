@@ -82,6 +82,7 @@ fn environment_overrides_the_file_and_flags_override_the_environment() {
     let mut cmd = env.command(env.path(), &["send", "--to", &dead]);
     let output = cmd.env("TOUCHWIRE_TO", &listener.addr).output().unwrap();
     assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).contains(&dead), "the flag's remote was the one tried");
 }
 
 #[test]
@@ -139,6 +140,14 @@ fn status_fails_when_a_remote_is_down() {
         .expect_code(1)
         .expect_stdout(&format!("{dead}: FAILED: {dead}: connection refused"))
         .expect_stderr("1 of 1 remotes failed");
+}
+
+#[test]
+fn a_long_reason_still_fits_one_line() {
+    let env = Env::new();
+    let listener = env.listen(&["--touch", env.join("a.reload").to_str().unwrap()]);
+    let reason = "why ".repeat(2000);
+    env.run(&["send", "--to", &listener.addr, "--reason", &reason]).expect_code(0);
 }
 
 #[test]

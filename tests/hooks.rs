@@ -188,7 +188,9 @@ fn a_rebase_that_rewrites_py_files_reloads() {
     s.install();
     s.git(&["rebase", "-q", "main"]);
     let event = s.trigger();
+    assert_eq!(event["reason"], "rebase", "post-rewrite reloads, post-checkout keeps out of the rebase: {event}");
     assert!(files(&event).contains(&"app.py"), "{event}");
+    s.no_trigger("a rebase");
 }
 
 #[test]

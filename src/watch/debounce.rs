@@ -34,6 +34,8 @@ struct Burst {
     /// Whether this burst already sent its leading trigger.
     led: bool,
     pending: BTreeSet<String>,
+    /// Events were lost: the trailing trigger goes out even without a file.
+    rescan: bool,
 }
 
 /// The debounce state: at most one open burst.
@@ -51,9 +53,7 @@ impl Debouncer {
 
     /// A relevant change at `now`; returns a trigger to send at once, if any.
     pub fn on_change(&mut self, change: Change, path: &str, now: Instant, git_busy: bool) -> Option<Trigger> {
-        let burst =
-            self.burst.get_or_insert_with(|| Burst { first: now, last: now, led: false, pending: BTreeSet::new() });
-        burst.last = now;
+        let burst = self.open(now);
         burst.pending.insert(path.to_string());
         // A completed write leads, unless this burst already led or git is rewriting the tree. A
         // removal never leads: in a backup-and-write save the old file goes first, and the
@@ -64,6 +64,24 @@ impl Debouncer {
             return Some(Trigger { files, reason: "save" });
         }
         None
+    }
+
+    /// The OS dropped events: a relevant change may be lost, so the burst ends with a trigger
+    /// even if it names no file (it waits for git like any other change).
+    pub fn on_rescan(&mut self, now: Instant) {
+        self.open(now).rescan = true;
+    }
+
+    fn open(&mut self, now: Instant) -> &mut Burst {
+        let burst = self.burst.get_or_insert_with(|| Burst {
+            first: now,
+            last: now,
+            led: false,
+            pending: BTreeSet::new(),
+            rescan: false,
+        });
+        burst.last = now;
+        burst
     }
 
     /// Activity that is not a relevant change but keeps a burst open (git taking or dropping its lock).
@@ -82,7 +100,9 @@ impl Debouncer {
             return None;
         }
         let burst = self.burst.take()?;
-        (!burst.pending.is_empty()).then(|| Trigger { files: burst.pending.into_iter().collect(), reason: "burst" })
+        let reason = if burst.rescan { "rescan" } else { "burst" };
+        (!burst.pending.is_empty() || burst.rescan)
+            .then(|| Trigger { files: burst.pending.into_iter().collect(), reason })
     }
 
     /// When [`Debouncer::poll`] should next be called, if a burst is open.
@@ -193,6 +213,19 @@ mod tests {
         d.on_change(Change::Written, "a.py", t0, true);
         assert_eq!(d.poll(t0 + ms(4999), true), None);
         assert_eq!(files(&d.poll(t0 + GIT_BUSY_CAP, true)), ["a.py"]);
+    }
+
+    #[test]
+    fn a_rescan_waits_for_git_and_goes_out_once() {
+        let t0 = Instant::now();
+        let mut d = Debouncer::new(ms(30));
+        d.on_change(Change::Written, "a.py", t0, true);
+        d.on_rescan(t0 + ms(10));
+        assert_eq!(d.poll(t0 + ms(100), true), None, "not during a checkout");
+        let trailing = d.poll(t0 + ms(100), false).unwrap();
+        assert_eq!((trailing.files, trailing.reason), (vec!["a.py".to_string()], "rescan"));
+        d.on_rescan(t0 + ms(200));
+        assert_eq!(d.poll(t0 + ms(230), false).unwrap().files, Vec::<String>::new(), "a lone rescan still triggers");
     }
 
     #[test]

@@ -3,9 +3,10 @@
 //! a trigger that could not be delivered is reported with the remote and the reason.
 
 use super::debounce::Trigger;
-use crate::client::{Connection, Credentials};
-use crate::output::{Log, millis};
+use crate::client::{CallError, Connection, Credentials};
+use crate::output::{Log, millis, summary};
 use crate::protocol::{Op, Reply, Request};
+use anyhow::{Context, Result};
 use serde_json::json;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
 use std::time::{Duration, Instant};
@@ -46,22 +47,19 @@ pub struct Settings {
 
 impl Delivery {
     /// Starts one delivery thread per remote; each outcome is printed and, if given, sent to `outcomes`.
-    pub fn start(remotes: &[String], settings: &Settings, outcomes: Option<Sender<Outcome>>) -> Delivery {
-        let senders = remotes
-            .iter()
-            .map(|remote| {
-                let (tx, rx) = channel();
-                let mut link =
-                    Link { remote: remote.clone(), settings: settings.clone(), connection: None, down: None };
-                let outcomes = outcomes.clone();
-                std::thread::Builder::new()
-                    .name(format!("deliver {remote}"))
-                    .spawn(move || link.run(rx, outcomes))
-                    .map(|_| tx)
-            })
-            .filter_map(Result::ok)
-            .collect();
-        Delivery { remotes: senders }
+    pub fn start(remotes: &[String], settings: &Settings, outcomes: Option<Sender<Outcome>>) -> Result<Delivery> {
+        let mut senders = Vec::new();
+        for remote in remotes {
+            let (tx, rx) = channel();
+            let mut link = Link { remote: remote.clone(), settings: settings.clone(), connection: None, down: None };
+            let outcomes = outcomes.clone();
+            std::thread::Builder::new()
+                .name(format!("deliver {remote}"))
+                .spawn(move || link.run(rx, outcomes))
+                .with_context(|| format!("cannot start the delivery thread for {remote}"))?;
+            senders.push(tx);
+        }
+        Ok(Delivery { remotes: senders })
     }
 
     /// Queues `trigger` for every remote.
@@ -77,15 +75,19 @@ struct Link {
     remote: String,
     settings: Settings,
     connection: Option<Connection>,
-    /// Since when, and until when we wait before trying again, while the remote is unreachable.
-    down: Option<(Instant, Duration)>,
+    /// While the remote is unreachable: when to try again, the current backoff, and why it failed.
+    down: Option<(Instant, Duration, String)>,
 }
 
 impl Link {
     fn run(&mut self, triggers: Receiver<Trigger>, outcomes: Option<Sender<Outcome>>) {
         let _ = self.connect();
         loop {
-            match triggers.recv_timeout(KEEPALIVE) {
+            let wait = match &self.down {
+                Some((retry_at, _, _)) => retry_at.saturating_duration_since(Instant::now()).min(KEEPALIVE),
+                None => KEEPALIVE,
+            };
+            match triggers.recv_timeout(wait) {
                 Ok(mut trigger) => {
                     // Triggers that queued up while a slow guest answered go out as one.
                     while let Ok(next) = triggers.try_recv() {
@@ -105,10 +107,16 @@ impl Link {
         }
     }
 
-    /// Opens a connection; reports the change between reachable and unreachable once, not every time.
+    /// Opens a connection and pings it, which also proves the token. Reports only changes
+    /// between reachable and unreachable (or a new reason), not every attempt.
     fn connect(&mut self) -> Result<(), String> {
         let log = self.settings.log;
-        match Connection::open(&self.remote, &self.settings.credentials, self.settings.timeout) {
+        let timeout = self.settings.timeout;
+        let opened = Connection::open(&self.remote, &self.settings.credentials, timeout).and_then(|mut connection| {
+            connection.request(Request { op: Some(Op::Ping), ..Request::default() }, timeout)?;
+            Ok(connection)
+        });
+        match opened {
             Ok(connection) => {
                 self.connection = Some(connection);
                 let remote = &self.remote;
@@ -118,31 +126,32 @@ impl Link {
             }
             Err(err) => {
                 let message = format!("{err:#}");
-                let backoff = self.down.map(|(_, b)| (b * 2).min(MAX_BACKOFF)).unwrap_or(Duration::from_millis(100));
-                if self.down.is_none() {
-                    log.warn(
-                        "disconnected",
-                        &format!("cannot reach {message}; will retry"),
-                        json!({"remote": self.remote, "error": message}),
-                    );
+                let (backoff, known) = match &self.down {
+                    Some((_, backoff, old)) => ((*backoff * 2).min(MAX_BACKOFF), *old == message),
+                    None => (Duration::from_millis(100), false),
+                };
+                if !known {
+                    let line = format!("cannot reach {message}; will retry");
+                    log.warn("disconnected", &line, json!({"remote": self.remote, "error": message}));
                 }
-                self.down = Some((Instant::now() + backoff, backoff));
+                self.down = Some((Instant::now() + backoff, backoff, message.clone()));
                 Err(message)
             }
         }
     }
 
-    /// Pings an open connection, or retries a lost one when its backoff has passed.
+    /// Pings an open connection, or retries a lost one once its backoff has passed.
     fn keepalive(&mut self) {
-        match &mut self.connection {
-            Some(connection) => {
-                let ping = Request { op: Some(Op::Ping), ..Request::default() };
-                if connection.call(ping, self.settings.timeout).is_err() {
-                    self.connection = None;
-                    let _ = self.connect();
-                }
+        let timeout = self.settings.timeout;
+        let ping = Request { op: Some(Op::Ping), ..Request::default() };
+        let alive = self.connection.as_mut().map(|connection| connection.request(ping, timeout).is_ok());
+        match alive {
+            Some(true) => {}
+            Some(false) => {
+                self.connection = None;
+                let _ = self.connect();
             }
-            None if self.down.is_none_or(|(retry_at, _)| Instant::now() >= retry_at) => {
+            None if self.down.as_ref().is_none_or(|(retry_at, _, _)| Instant::now() >= *retry_at) => {
                 let _ = self.connect();
             }
             None => {}
@@ -161,11 +170,12 @@ impl Link {
         Outcome { remote: self.remote.clone(), files: trigger.files.clone(), result }
     }
 
-    /// Sends `request`; a kept connection may have died since its last use: one fresh retry, never more.
+    /// Sends `request`. A kept connection may have died since its last use: then one retry on a
+    /// fresh connection, but never after the request went out unanswered (the action may be running).
     fn attempt(&mut self, request: &Request) -> Result<(Reply, Duration), String> {
-        let mut last_error = format!("{}: not connected", self.remote);
         for _ in 0..2 {
-            if self.connection.as_ref().is_none_or(Connection::is_stale) {
+            let fresh = self.connection.as_ref().is_none_or(Connection::is_stale);
+            if fresh {
                 self.connection = None;
                 self.connect()?;
             }
@@ -175,15 +185,24 @@ impl Link {
                 Ok(reply) if reply.ok => return Ok((reply, start.elapsed())),
                 Ok(reply) => {
                     let error = reply.error.unwrap_or_else(|| "failed without saying why".into());
+                    if error.starts_with("unauthorized") {
+                        self.connection = None; // the receiver closes it
+                    }
                     return Err(format!("{}: {error}", self.remote));
                 }
-                Err(err) => {
-                    last_error = format!("{err:#}");
+                Err(CallError::NoReply(err)) => {
                     self.connection = None;
+                    return Err(format!("{err:#}; the trigger was sent, the action may still be running"));
+                }
+                Err(CallError::Lost(err)) => {
+                    self.connection = None;
+                    if fresh {
+                        return Err(format!("{err:#}"));
+                    }
                 }
             }
         }
-        Err(last_error)
+        Err(format!("{}: the connection failed twice", self.remote))
     }
 
     fn report(&self, outcome: &Outcome) {
@@ -204,33 +223,9 @@ impl Link {
             }
             Err(error) => {
                 let line = format!("not delivered: {files}: {error}");
-                log.warn(
-                    "undelivered",
-                    &line,
-                    json!({"remote": outcome.remote, "files": outcome.files, "ok": false, "error": error}),
-                );
+                let fields = json!({"remote": outcome.remote, "files": outcome.files, "ok": false, "error": error});
+                log.warn("undelivered", &line, fields);
             }
         }
-    }
-}
-
-/// The first few files and a count, for one log line.
-pub fn summary(files: &[String]) -> String {
-    const SHOWN: usize = 3;
-    match files.len() {
-        0 => "(rescan)".into(),
-        n if n <= SHOWN => files.join(", "),
-        n => format!("{} and {} more", files[..SHOWN].join(", "), n - SHOWN),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn summaries_show_a_few_files_and_a_count() {
-        let files: Vec<String> = (1..=5).map(|i| format!("m{i}.py")).collect();
-        assert_eq!(super::summary(&files[..1]), "m1.py");
-        assert_eq!(super::summary(&files), "m1.py, m2.py, m3.py and 2 more");
-        assert_eq!(super::summary(&[]), "(rescan)");
     }
 }

@@ -2,7 +2,7 @@
 //! watched extension, and tracked in the index or untracked but not ignored. Decided with git2.
 
 use anyhow::{Context, Result};
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::path::{Component, Path, PathBuf};
 
 /// The relevance filter of one git work tree.
@@ -11,6 +11,9 @@ pub struct Filter {
     workdir: PathBuf,
     extensions: Vec<String>,
     tracked_only: bool,
+    /// The index's paths, and their directories with ancestors; rebuilt when the index is re-read.
+    tracked: HashSet<String>,
+    tracked_dirs: BTreeSet<String>,
 }
 
 impl Filter {
@@ -26,7 +29,10 @@ impl Filter {
         let workdir = workdir.canonicalize().with_context(|| format!("cannot resolve {}", workdir.display()))?;
         let extensions =
             extensions.iter().map(|e| e.trim_start_matches('.').to_string()).filter(|e| !e.is_empty()).collect();
-        Ok(Filter { repo, workdir, extensions, tracked_only })
+        let mut filter =
+            Filter { repo, workdir, extensions, tracked_only, tracked: HashSet::new(), tracked_dirs: BTreeSet::new() };
+        filter.read_index_paths();
+        Ok(filter)
     }
 
     /// The work tree's root (canonical).
@@ -40,8 +46,10 @@ impl Filter {
     }
 
     /// Re-reads the index from disk if it changed (after `git add`, a commit, a checkout).
-    pub fn reload_index(&self) -> Result<()> {
-        self.repo.index().and_then(|mut index| index.read(false)).context("cannot re-read the git index")
+    pub fn reload_index(&mut self) -> Result<()> {
+        self.repo.index().and_then(|mut index| index.read(false)).context("cannot re-read the git index")?;
+        self.read_index_paths();
+        Ok(())
     }
 
     /// `path` relative to the work tree with `/` separators, if it lies inside it.
@@ -82,7 +90,7 @@ impl Filter {
 
     /// Whether the index holds `rel`.
     pub fn is_tracked(&self, rel: &str) -> bool {
-        self.repo.index().is_ok_and(|index| index.get_path(Path::new(rel), 0).is_some())
+        self.tracked.contains(rel)
     }
 
     /// Whether git ignores `rel` (a directory when it ends with `/`).
@@ -115,22 +123,33 @@ impl Filter {
         Ok(files.into_iter().collect())
     }
 
-    /// Directories (relative) holding at least one tracked file, with their ancestors, from the index alone.
-    pub fn tracked_dirs(&self) -> BTreeSet<String> {
-        let mut dirs = BTreeSet::new();
-        if let Ok(index) = self.repo.index() {
-            for entry in index.iter() {
-                let path = String::from_utf8_lossy(&entry.path).into_owned();
-                let mut dir = path.as_str();
-                while let Some((parent, _)) = dir.rsplit_once('/') {
-                    if !dirs.insert(parent.to_string()) {
-                        break;
-                    }
-                    dir = parent;
+    /// Directories (relative) holding at least one tracked file, with their ancestors.
+    pub fn tracked_dirs(&self) -> &BTreeSet<String> {
+        &self.tracked_dirs
+    }
+
+    /// Tracked files under the directory `rel`, relevant ones only (a directory moved away takes them along).
+    pub fn tracked_relevant_under(&self, rel: &str) -> Vec<String> {
+        let prefix = format!("{rel}/");
+        self.tracked.iter().filter(|path| path.starts_with(&prefix) && self.is_relevant(path)).cloned().collect()
+    }
+
+    /// Reads the index's paths, and the directories holding them with their ancestors.
+    fn read_index_paths(&mut self) {
+        self.tracked.clear();
+        self.tracked_dirs.clear();
+        let Ok(index) = self.repo.index() else { return };
+        for entry in index.iter() {
+            let path = String::from_utf8_lossy(&entry.path).into_owned();
+            let mut dir = path.as_str();
+            while let Some((parent, _)) = dir.rsplit_once('/') {
+                if !self.tracked_dirs.insert(parent.to_string()) {
+                    break;
                 }
+                dir = parent;
             }
+            self.tracked.insert(path);
         }
-        dirs
     }
 
     /// The watched extensions.

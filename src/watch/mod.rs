@@ -14,7 +14,7 @@ use filter::Filter;
 use notify::event::{AccessKind, AccessMode, CreateKind, EventKind, MetadataKind, ModifyKind, RemoveKind, RenameMode};
 use notify::{Event, RecursiveMode};
 use serde_json::json;
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
 use std::time::{Duration, Instant};
@@ -46,6 +46,8 @@ pub enum Class {
     Written,
     /// A deletion, or renamed away.
     Removed,
+    /// A newer mtime, all the polling watcher can tell: a change only if the content changed.
+    Touched,
     /// A new directory to watch.
     NewDir,
     /// A directory went away.
@@ -66,7 +68,7 @@ pub fn classify(kind: &EventKind, close_events: bool) -> Class {
         // inotify reports a rename as From, To and Both: From and To already tell it all.
         EventKind::Modify(ModifyKind::Name(RenameMode::Both)) => Class::Ignore,
         // The polling watcher reports a newer mtime this way, and cannot tell more.
-        EventKind::Modify(ModifyKind::Metadata(MetadataKind::WriteTime)) if !close_events => Class::Written,
+        EventKind::Modify(ModifyKind::Metadata(MetadataKind::WriteTime)) if !close_events => Class::Touched,
         EventKind::Modify(ModifyKind::Metadata(_)) => Class::Ignore,
         EventKind::Modify(_) if !close_events => Class::Written,
         EventKind::Remove(RemoveKind::Folder) => Class::GoneDir,
@@ -75,95 +77,14 @@ pub fn classify(kind: &EventKind, close_events: bool) -> Class {
     }
 }
 
-/// A running watch of one work tree.
-pub struct Watcher {
-    filter: Filter,
-    git_dir: PathBuf,
+/// The OS watches registered, by path.
+struct Watches {
     fs: Box<dyn notify::Watcher + Send>,
-    events: Receiver<notify::Result<Event>>,
     watched: HashSet<PathBuf>,
-    debouncer: Debouncer,
-    close_events: bool,
-    recursive: bool,
-    log: Log,
 }
 
-impl Watcher {
-    /// Opens the repository, registers the watches and reports how many.
-    pub fn start(options: &Options) -> Result<Watcher> {
-        let filter = Filter::open(&options.dir, &options.extensions, options.tracked_only)?;
-        let git_dir = filter.git_dir().canonicalize().context("cannot resolve the git directory")?;
-        let (tx, events) = channel();
-        let (fs, close_events, recursive): (Box<dyn notify::Watcher + Send>, bool, bool) = match options.poll {
-            Some(interval) => {
-                let config = notify::Config::default().with_poll_interval(interval);
-                (
-                    Box::new(notify::PollWatcher::new(tx, config).context("cannot start the polling watcher")?),
-                    false,
-                    true,
-                )
-            }
-            None => {
-                let fs = notify::recommended_watcher(tx).context("cannot start the file watcher")?;
-                // inotify watches one directory at a time and reports closes; FSEvents and
-                // Windows watch a whole tree for free but report no closes.
-                let linux = cfg!(target_os = "linux");
-                (Box::new(fs), linux, !linux)
-            }
-        };
-        let mut watcher = Watcher {
-            filter,
-            git_dir,
-            fs,
-            events,
-            watched: HashSet::new(),
-            debouncer: Debouncer::new(options.debounce),
-            close_events,
-            recursive,
-            log: options.log,
-        };
-        let root = watcher.filter.workdir().display().to_string();
-        watcher.log.event("scanning", &format!("scanning {root} ..."), json!({"root": root}));
-        let start = Instant::now();
-        let relevant = watcher.watch_tree("")?;
-        watcher.watch_path(&watcher.git_dir.clone(), RecursiveMode::NonRecursive)?;
-        let dirs = watcher.watched.len();
-        let ms = start.elapsed().as_millis() as u64;
-        let line = format!("watching {dirs} directories ({relevant} files relevant) in {root}, ready in {ms} ms");
-        watcher.log.event("ready", &line, json!({"root": root, "dirs": dirs, "relevant": relevant, "ms": ms}));
-        Ok(watcher)
-    }
-
-    /// The work tree's root.
-    pub fn root(&self) -> &Path {
-        self.filter.workdir()
-    }
-
-    /// Number of watches registered (directories, plus the git directory).
-    pub fn watch_count(&self) -> usize {
-        self.watched.len()
-    }
-
-    /// Watches `rel` and every directory below it that can hold a relevant file; returns the relevant files found.
-    fn watch_tree(&mut self, rel: &str) -> Result<usize> {
-        if self.recursive {
-            let root = self.filter.workdir().to_path_buf();
-            if rel.is_empty() {
-                self.watch_path(&root, RecursiveMode::Recursive)?;
-            }
-            let tracked = self.filter.tracked_dirs();
-            return Ok(scan::scan(&self.filter, rel, &tracked, MAX_DIRS).files.len());
-        }
-        let tracked = self.filter.tracked_dirs();
-        let found = scan::scan(&self.filter, rel, &tracked, MAX_DIRS);
-        for dir in &found.dirs {
-            let path = self.filter.workdir().join(dir);
-            self.watch_path(&path, RecursiveMode::NonRecursive)?;
-        }
-        Ok(found.files.len())
-    }
-
-    fn watch_path(&mut self, path: &Path, mode: RecursiveMode) -> Result<()> {
+impl Watches {
+    fn add(&mut self, path: &Path, mode: RecursiveMode) -> Result<()> {
         if self.watched.contains(path) {
             return Ok(());
         }
@@ -182,6 +103,104 @@ impl Watcher {
             ),
             Err(err) => Err(anyhow!("cannot watch {}: {err}", path.display())),
         }
+    }
+
+    /// Forgets `path` and everything below it (the directory went away).
+    fn remove_under(&mut self, path: &Path) {
+        if self.watched.remove(path) {
+            let _ = self.fs.unwatch(path);
+        }
+        self.watched.retain(|p| !p.starts_with(path));
+    }
+}
+
+/// A running watch of one work tree.
+pub struct Watcher {
+    filter: Filter,
+    git_dir: PathBuf,
+    watches: Watches,
+    events: Receiver<notify::Result<Event>>,
+    debouncer: Debouncer,
+    close_events: bool,
+    recursive: bool,
+    /// Content hashes of files seen changing, where only mtimes are reported (polling): a
+    /// touch alone must not count as a change.
+    hashes: HashMap<String, u64>,
+    stale_lock_warned: bool,
+    log: Log,
+}
+
+impl Watcher {
+    /// Opens the repository, registers the watches and reports how many.
+    pub fn start(options: &Options) -> Result<Watcher> {
+        let filter = Filter::open(&options.dir, &options.extensions, options.tracked_only)?;
+        let git_dir = filter.git_dir().canonicalize().context("cannot resolve the git directory")?;
+        let (tx, events) = channel();
+        let (fs, close_events, recursive): (Box<dyn notify::Watcher + Send>, bool, bool) = match options.poll {
+            Some(interval) => {
+                // mtimes are compared in whole seconds: only the content tells two saves in one second apart.
+                let config = notify::Config::default().with_poll_interval(interval).with_compare_contents(true);
+                let fs = notify::PollWatcher::new(tx, config).context("cannot start the polling watcher")?;
+                // Polled per relevant directory, like inotify: ignored trees are never read.
+                (Box::new(fs), false, false)
+            }
+            None => {
+                let fs = notify::recommended_watcher(tx).context("cannot start the file watcher")?;
+                // inotify watches one directory at a time and reports closes; FSEvents and
+                // Windows watch a whole tree for free but report no closes.
+                let linux = cfg!(target_os = "linux");
+                (Box::new(fs), linux, !linux)
+            }
+        };
+        let mut watcher = Watcher {
+            filter,
+            git_dir,
+            watches: Watches { fs, watched: HashSet::new() },
+            events,
+            debouncer: Debouncer::new(options.debounce),
+            close_events,
+            recursive,
+            hashes: HashMap::new(),
+            stale_lock_warned: false,
+            log: options.log,
+        };
+        let root = watcher.filter.workdir().display().to_string();
+        watcher.log.event("scanning", &format!("scanning {root} ..."), json!({"root": root}));
+        let start = Instant::now();
+        let found = watcher.watch_tree("")?;
+        if !watcher.close_events {
+            // Without close events a touch looks like a write: know every file's content first.
+            for rel in &found.files {
+                watcher.content_changed(rel, &watcher.filter.workdir().join(rel));
+            }
+        }
+        let relevant = found.files.len();
+        let git_dir = watcher.git_dir.clone();
+        watcher.watches.add(&git_dir, RecursiveMode::NonRecursive)?;
+        let dirs = watcher.watches.watched.len();
+        let ms = start.elapsed().as_millis() as u64;
+        let line = format!("watching {dirs} directories ({relevant} files relevant) in {root}, ready in {ms} ms");
+        watcher.log.event("ready", &line, json!({"root": root, "dirs": dirs, "relevant": relevant, "ms": ms}));
+        Ok(watcher)
+    }
+
+    /// The work tree's root.
+    pub fn root(&self) -> &Path {
+        self.filter.workdir()
+    }
+
+    /// Watches `rel` and every directory below it that can hold a relevant file, each before
+    /// it is read; returns what the scan found.
+    fn watch_tree(&mut self, rel: &str) -> Result<scan::Scan> {
+        let root = self.filter.workdir().to_path_buf();
+        if self.recursive {
+            if rel.is_empty() {
+                self.watches.add(&root, RecursiveMode::Recursive)?;
+            }
+            return scan::scan(&self.filter, rel, MAX_DIRS, |_| Ok(()));
+        }
+        let watches = &mut self.watches;
+        scan::scan(&self.filter, rel, MAX_DIRS, |dir| watches.add(&root.join(dir), RecursiveMode::NonRecursive))
     }
 
     /// Waits up to `max_wait` for file events, handles all that are ready, and returns the triggers due.
@@ -204,7 +223,16 @@ impl Watcher {
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => bail!("the file watcher stopped"),
         }
-        triggers.extend(self.debouncer.poll(Instant::now(), self.git_busy()));
+        let busy = self.git_busy();
+        if let Some(trigger) = self.debouncer.poll(Instant::now(), busy) {
+            if busy && !self.stale_lock_warned {
+                self.stale_lock_warned = true;
+                let lock = self.git_dir.join("index.lock").display().to_string();
+                let line = format!("{lock} has been there for 5 s: if no git command is running, remove it");
+                self.log.warn("stale_lock", &line, json!({"path": lock}));
+            }
+            triggers.push(trigger);
+        }
         Ok(triggers)
     }
 
@@ -215,20 +243,17 @@ impl Watcher {
     fn handle(&mut self, event: notify::Result<Event>, triggers: &mut Vec<Trigger>) {
         let event = match event {
             Ok(event) => event,
-            Err(err) => {
-                self.log.warn("error", &format!("file watcher: {err}"), json!({"error": err.to_string()}));
-                return;
-            }
+            Err(err) => return self.report(&anyhow!("file watcher: {err}")),
         };
+        let now = Instant::now();
         if event.need_rescan() {
-            self.rescan(triggers);
+            self.rescan(now);
             return;
         }
         let class = classify(&event.kind, self.close_events);
         if class == Class::Ignore {
             return;
         }
-        let now = Instant::now();
         for path in &event.paths {
             if path.parent() == Some(self.git_dir.as_path()) {
                 self.git_event(path, now);
@@ -238,49 +263,64 @@ impl Watcher {
             if filter::in_git_dir(&rel) {
                 continue;
             }
-            if rel.ends_with(".gitignore") {
+            if rel == ".gitignore" || rel.ends_with("/.gitignore") {
                 // New rules may un-ignore a directory: watch what is now wanted.
-                let _ = self.watch_tree("");
+                if let Err(err) = self.watch_tree("") {
+                    self.report(&err);
+                }
             }
             let class = match class {
-                Class::Written if !self.recursive && path.is_dir() => Class::NewDir,
-                Class::Removed if self.watched.contains(path) => Class::GoneDir,
+                Class::Written | Class::Touched if !self.recursive && path.is_dir() => Class::NewDir,
+                Class::Removed if self.watches.watched.contains(path) => Class::GoneDir,
+                Class::Touched | Class::Written if !self.close_events && self.filter.is_relevant(&rel) => {
+                    if self.content_changed(&rel, path) { Class::Written } else { Class::Ignore }
+                }
+                Class::Touched => Class::Written,
                 other => other,
             };
+            let busy = self.git_busy();
             match class {
                 Class::NewDir => self.new_dir(&rel, path, now, triggers),
                 Class::GoneDir => {
-                    self.watched.retain(|p| !p.starts_with(path));
-                    let _ = self.fs.unwatch(path);
+                    self.watches.remove_under(path);
+                    // The files it held went with it.
+                    for file in self.filter.tracked_relevant_under(&rel) {
+                        triggers.extend(self.debouncer.on_change(Change::Removed, &file, now, busy));
+                    }
                 }
                 Class::Written | Class::Removed if self.filter.is_relevant(&rel) => {
                     let change = if class == Class::Written { Change::Written } else { Change::Removed };
-                    triggers.extend(self.debouncer.on_change(change, &rel, now, self.git_busy()));
+                    triggers.extend(self.debouncer.on_change(change, &rel, now, busy));
                 }
                 _ => {}
             }
         }
     }
 
+    /// Whether a file's content differs from when it was last seen (a newer mtime alone is not a change).
+    fn content_changed(&mut self, rel: &str, path: &Path) -> bool {
+        let Ok(content) = std::fs::read(path) else { return true };
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        std::hash::Hash::hash(&content, &mut hasher);
+        let hash = std::hash::Hasher::finish(&hasher);
+        self.hashes.insert(rel.to_string(), hash) != Some(hash)
+    }
+
     /// A directory appeared (created or moved in): watch it, and count the files that were
     /// created in it before the watch existed as written.
     fn new_dir(&mut self, rel: &str, path: &Path, now: Instant, triggers: &mut Vec<Trigger>) {
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-        let tracked = self.filter.tracked_dirs();
-        if !scan::wanted_dir(&self.filter, rel, name, &tracked) {
+        if !scan::wanted_dir(&self.filter, rel, name) || path.join(".git").exists() {
             return;
         }
-        let found = scan::scan(&self.filter, rel, &tracked, MAX_DIRS);
-        if !self.recursive {
-            for dir in &found.dirs {
-                let dir_path = self.filter.workdir().join(dir);
-                if let Err(err) = self.watch_path(&dir_path, RecursiveMode::NonRecursive) {
-                    self.log.warn("error", &format!("{err:#}"), json!({"error": format!("{err:#}")}));
+        match self.watch_tree(rel) {
+            Ok(found) => {
+                let busy = self.git_busy();
+                for file in &found.files {
+                    triggers.extend(self.debouncer.on_change(Change::Written, file, now, busy));
                 }
             }
-        }
-        for file in &found.files {
-            triggers.extend(self.debouncer.on_change(Change::Written, file, now, self.git_busy()));
+            Err(err) => self.report(&err),
         }
     }
 
@@ -288,28 +328,32 @@ impl Watcher {
         match path.file_name().and_then(|n| n.to_str()) {
             Some("index") => {
                 if let Err(err) = self.filter.reload_index() {
-                    self.log.warn("error", &format!("{err:#}"), json!({"error": format!("{err:#}")}));
+                    self.report(&err);
                 }
                 self.debouncer.on_activity(now);
             }
-            Some("index.lock") => self.debouncer.on_activity(now),
+            Some("index.lock") => {
+                self.stale_lock_warned = false;
+                self.debouncer.on_activity(now);
+            }
             _ => {}
         }
     }
 
-    /// The OS dropped events: re-register watches and send one trigger, since a change may be lost.
-    fn rescan(&mut self, triggers: &mut Vec<Trigger>) {
-        self.log.warn("rescan", "file events were dropped by the OS: rescanning, and sending one trigger", json!({}));
-        if let Err(err) = self.filter.reload_index().and_then(|()| self.watch_tree("")) {
-            self.log.warn("error", &format!("{err:#}"), json!({"error": format!("{err:#}")}));
+    /// The OS dropped events: re-register watches, and end the burst with a trigger, since a
+    /// change may be lost.
+    fn rescan(&mut self, now: Instant) {
+        self.log.warn("rescan", "file events were dropped by the OS: rescanning; one trigger will follow", json!({}));
+        if let Err(err) = self.filter.reload_index().and_then(|()| self.watch_tree("").map(|_| ())) {
+            self.report(&err);
         }
-        triggers.push(Trigger { files: Vec::new(), reason: "rescan" });
+        self.debouncer.on_rescan(now);
     }
-}
 
-/// Relevant paths of a set, for tests and the demo.
-pub fn sorted(files: impl IntoIterator<Item = String>) -> Vec<String> {
-    files.into_iter().collect::<BTreeSet<_>>().into_iter().collect()
+    fn report(&self, err: &anyhow::Error) {
+        let message = format!("{err:#}");
+        self.log.warn("error", &message, json!({"error": message}));
+    }
 }
 
 #[cfg(test)]
@@ -336,7 +380,7 @@ mod tests {
         assert_eq!(classify(&EventKind::Modify(ModifyKind::Metadata(MetadataKind::Any)), false), Class::Ignore);
         let newer = EventKind::Modify(ModifyKind::Metadata(MetadataKind::WriteTime));
         assert_eq!(classify(&newer, true), Class::Ignore, "inotify: a touch is not a change");
-        assert_eq!(classify(&newer, false), Class::Written, "polling: a newer mtime is all we know");
+        assert_eq!(classify(&newer, false), Class::Touched, "polling: a newer mtime, to be checked");
         assert_eq!(classify(&EventKind::Remove(RemoveKind::File), true), Class::Removed);
         assert_eq!(classify(&EventKind::Remove(RemoveKind::Folder), true), Class::GoneDir);
         assert_eq!(classify(&EventKind::Create(CreateKind::Folder), true), Class::NewDir);

@@ -32,7 +32,12 @@ pub fn command(global: &Global, args: WatchArgs) -> Result<()> {
         extensions: config.extensions.value.clone(),
         tracked_only: args.tracked_only,
         debounce: Duration::from_millis(config.debounce_ms.value),
-        poll: args.poll.map(Duration::from_millis),
+        poll: match args.poll {
+            Some(0) => {
+                return Err(UsageError("--poll=0 would poll without pause: give an interval in ms".into()).into());
+            }
+            ms => ms.map(Duration::from_millis),
+        },
         log,
     };
     let settings = Settings {
@@ -53,7 +58,7 @@ pub fn command(global: &Global, args: WatchArgs) -> Result<()> {
         &format!("sending triggers to {}", remotes.join(", ")),
         json!({"remotes": remotes, "root": watcher.root().display().to_string()}),
     );
-    let delivery = Delivery::start(&remotes, &settings, None);
+    let delivery = Delivery::start(&remotes, &settings, None)?;
     loop {
         for trigger in watcher.step(Duration::from_secs(3600))? {
             delivery.send(&trigger);
