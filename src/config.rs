@@ -149,7 +149,7 @@ struct TargetFile {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(untagged)]
+#[serde(untagged, expecting = "an address \"HOST:PORT\" or a list of them")]
 enum OneOrMany {
     One(String),
     Many(Vec<String>),
@@ -338,6 +338,14 @@ impl Config {
         }
     }
 
+    /// The remotes, or the usage error that says how to name one.
+    pub fn remotes_required(&self) -> Result<Vec<String>, UsageError> {
+        if self.remotes.value.is_empty() {
+            return Err(UsageError("no remote to send to: pass --to ADDR or set \"remote\" in .touchwire.json".into()));
+        }
+        Ok(self.remotes.value.clone())
+    }
+
     /// Names of the configured targets, sorted.
     pub fn target_names(&self) -> Vec<String> {
         self.targets.value.keys().cloned().collect()
@@ -366,15 +374,17 @@ pub fn discover(start: &Path) -> Option<PathBuf> {
 fn read_file(path: &Path) -> Result<ConfigFile, UsageError> {
     let text = std::fs::read_to_string(path)
         .map_err(|err| UsageError(format!("cannot read config file {}: {err}", path.display())))?;
-    let de = &mut serde_json::Deserializer::from_str(&text);
-    serde_path_to_error::deserialize(de).map_err(|err| {
+    let mut de = serde_json::Deserializer::from_str(&text);
+    let file = serde_path_to_error::deserialize(&mut de).map_err(|err| {
         let key = err.path().to_string();
         if key == "." {
             UsageError(format!("{}: {}", path.display(), err.inner()))
         } else {
             UsageError(format!("{}: key `{key}`: {}", path.display(), err.inner()))
         }
-    })
+    })?;
+    de.end().map_err(|err| UsageError(format!("{}: {err}", path.display())))?;
+    Ok(file)
 }
 
 fn target_action(t: TargetFile, dir: &Path) -> Result<ActionSpec, String> {
@@ -462,6 +472,10 @@ mod tests {
         assert!(err.contains("key `targets.app`") && err.contains("exactly one"), "{err}");
         let err = parse(r#"{"targets": {"app": {"pidfile": "/p", "signal": "BOOM"}}}"#).unwrap_err().0;
         assert!(err.contains("unknown signal"), "{err}");
+        let err = parse(r#"{"remote": 5}"#).unwrap_err().0;
+        assert!(err.contains("key `remote`") && err.contains("an address"), "{err}");
+        let err = parse(r#"{} trailing"#).unwrap_err().0;
+        assert!(err.contains("trailing characters"), "{err}");
         let err = parse(r#"{"default_target": "web"}"#).unwrap_err().0;
         assert!(err.contains("default_target \"web\""), "{err}");
     }

@@ -1,6 +1,5 @@
 //! `touchwire send`: one explicit trigger to every remote in parallel, waiting for each acknowledgement.
 
-use crate::UsageError;
 use crate::cli::{Global, SendArgs};
 use crate::client::fan_out;
 use crate::config::Config;
@@ -43,12 +42,7 @@ fn send(global: &Global, args: SendArgs) -> Result<()> {
     if !args.to.is_empty() {
         config.remotes.set_by_flag(args.to.clone());
     }
-    let remotes = config.remotes.value.clone();
-    if remotes.is_empty() {
-        return Err(
-            UsageError("no remote to send to: pass --to ADDR or set \"remote\" in .touchwire.json".into()).into()
-        );
-    }
+    let remotes = config.remotes_required()?;
     let timeout = args.timeout.unwrap_or(if args.hook { config.hook_timeout_ms.value } else { 1000 });
     let credentials = crate::credentials(&config)?;
     let reason = args.reason.clone().unwrap_or_else(|| if files.is_empty() { "manual" } else { "save" }.into());

@@ -4,6 +4,7 @@
 use crate::cli::{Global, StatusArgs};
 use crate::client::Connection;
 use crate::config::{Config, Setting};
+use crate::hooks;
 use crate::output::millis;
 use crate::protocol::{Op, Reply, Request};
 use anyhow::{Result, anyhow};
@@ -38,6 +39,7 @@ pub fn command(global: &Global, args: StatusArgs) -> Result<()> {
     row("settle_ms", &config.settle_ms, config.settle_ms.value);
     row("hook_timeout_ms", &config.hook_timeout_ms, config.hook_timeout_ms.value);
 
+    hooks_line();
     let credentials = crate::credentials(&config);
     let timeout = Duration::from_millis(args.timeout);
     let mut failed = Vec::new();
@@ -55,6 +57,24 @@ pub fn command(global: &Global, args: StatusArgs) -> Result<()> {
         0 => Ok(()),
         _ => Err(anyhow!("{} of {} remotes failed: {}", failed.len(), config.remotes.value.len(), failed.join(", "))),
     }
+}
+
+/// What `touchwire hooks` installed in the current repository, if in one.
+fn hooks_line() {
+    let Ok(cwd) = std::env::current_dir() else { return };
+    let Ok(dir) = hooks::hooks_dir(&cwd) else { return };
+    let states: Vec<String> = hooks::HOOKS
+        .iter()
+        .map(|(name, _)| {
+            let state = match hooks::state(&dir, name) {
+                hooks::State::Installed => "installed",
+                hooks::State::Chained => "installed (chained)",
+                hooks::State::Foreign | hooks::State::Missing => "not installed",
+            };
+            format!("{name} {state}")
+        })
+        .collect();
+    println!("{:<16} {}    [{}]", "git hooks", states.join(", "), dir.display());
 }
 
 fn row(name: &str, setting: &Setting<impl Sized>, value: impl Display) {

@@ -86,6 +86,9 @@ fn install_into_a_fresh_repository_then_twice_changes_nothing() {
         assert!(!hooks.join(format!("{name}.touchwire-chained")).exists());
     }
     s.env.run_in(&s.repo.root, &["hooks", "status"]).expect_code(0).expect_stdout("post-merge     installed\n");
+    s.env
+        .run_in(&s.repo.root, &["status"])
+        .expect_stdout("post-checkout installed, post-merge installed, post-rewrite installed");
     s.env.run_in(&s.repo.root, &["hooks", "uninstall"]).expect_code(0);
     s.env.run_in(&s.repo.root, &["hooks", "status"]).expect_stdout("post-checkout  not installed\n");
 }

@@ -46,12 +46,7 @@ pub fn command(global: &Global, args: WatchArgs) -> Result<()> {
         timeout: Duration::from_millis(args.timeout),
         log,
     };
-    let remotes = config.remotes.value.clone();
-    if remotes.is_empty() {
-        return Err(
-            UsageError("no remote to send to: pass --to ADDR or set \"remote\" in .touchwire.json".into()).into()
-        );
-    }
+    let remotes = config.remotes_required()?;
     let mut watcher = Watcher::start(&options)?;
     log.event(
         "sending",
