@@ -2,7 +2,7 @@
 //! watched extension, and tracked in the index or untracked but not ignored. Decided with git2.
 
 use anyhow::{Context, Result};
-use std::collections::{BTreeSet, HashSet};
+use std::collections::BTreeSet;
 use std::path::{Component, Path, PathBuf};
 
 /// The relevance filter of one git work tree.
@@ -12,8 +12,43 @@ pub struct Filter {
     extensions: Vec<String>,
     tracked_only: bool,
     /// The index's paths, and their directories with ancestors; rebuilt when the index is re-read.
-    tracked: HashSet<String>,
+    tracked: PathList,
     tracked_dirs: BTreeSet<String>,
+}
+
+/// A sorted list of paths in one buffer: compact (a large index costs one allocation, not one
+/// per path), and searched by bisection.
+#[derive(Debug, Default)]
+struct PathList {
+    buf: String,
+    ends: Vec<usize>,
+}
+
+impl PathList {
+    fn get(&self, i: usize) -> &str {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        &self.buf[start..self.ends[i]]
+    }
+
+    /// The first position whose path is not below `key`.
+    fn lower_bound(&self, key: &str) -> usize {
+        let (mut lo, mut hi) = (0, self.ends.len());
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            if self.get(mid) < key { lo = mid + 1 } else { hi = mid }
+        }
+        lo
+    }
+
+    fn contains(&self, key: &str) -> bool {
+        let i = self.lower_bound(key);
+        i < self.ends.len() && self.get(i) == key
+    }
+
+    /// The paths that start with `prefix`, in order.
+    fn with_prefix<'a>(&'a self, prefix: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        (self.lower_bound(prefix)..self.ends.len()).map(|i| self.get(i)).take_while(move |p| p.starts_with(prefix))
+    }
 }
 
 impl Filter {
@@ -29,8 +64,14 @@ impl Filter {
         let workdir = workdir.canonicalize().with_context(|| format!("cannot resolve {}", workdir.display()))?;
         let extensions =
             extensions.iter().map(|e| e.trim_start_matches('.').to_string()).filter(|e| !e.is_empty()).collect();
-        let mut filter =
-            Filter { repo, workdir, extensions, tracked_only, tracked: HashSet::new(), tracked_dirs: BTreeSet::new() };
+        let mut filter = Filter {
+            repo,
+            workdir,
+            extensions,
+            tracked_only,
+            tracked: PathList::default(),
+            tracked_dirs: BTreeSet::new(),
+        };
         filter.read_index_paths();
         Ok(filter)
     }
@@ -131,24 +172,38 @@ impl Filter {
     /// Tracked files under the directory `rel`, relevant ones only (a directory moved away takes them along).
     pub fn tracked_relevant_under(&self, rel: &str) -> Vec<String> {
         let prefix = format!("{rel}/");
-        self.tracked.iter().filter(|path| path.starts_with(&prefix) && self.is_relevant(path)).cloned().collect()
+        self.tracked.with_prefix(&prefix).filter(|path| self.is_relevant(path)).map(String::from).collect()
     }
 
     /// Reads the index's paths, and the directories holding them with their ancestors.
     fn read_index_paths(&mut self) {
-        self.tracked.clear();
+        self.tracked = PathList::default();
         self.tracked_dirs.clear();
         let Ok(index) = self.repo.index() else { return };
+        let mut sorted = true;
         for entry in index.iter() {
-            let path = String::from_utf8_lossy(&entry.path).into_owned();
-            let mut dir = path.as_str();
+            let path = String::from_utf8_lossy(&entry.path);
+            sorted &= self.tracked.ends.is_empty() || self.tracked.get(self.tracked.ends.len() - 1) <= path.as_ref();
+            let mut dir = path.as_ref();
             while let Some((parent, _)) = dir.rsplit_once('/') {
-                if !self.tracked_dirs.insert(parent.to_string()) {
+                if self.tracked_dirs.contains(parent) || !self.tracked_dirs.insert(parent.to_string()) {
                     break;
                 }
                 dir = parent;
             }
-            self.tracked.insert(path);
+            self.tracked.buf.push_str(&path);
+            self.tracked.ends.push(self.tracked.buf.len());
+        }
+        // git keeps the index sorted byte-wise, as str compares; the bisection depends on it.
+        if !sorted {
+            let mut paths: Vec<String> =
+                (0..self.tracked.ends.len()).map(|i| self.tracked.get(i).to_string()).collect();
+            paths.sort_unstable();
+            self.tracked = PathList::default();
+            for path in paths {
+                self.tracked.buf.push_str(&path);
+                self.tracked.ends.push(self.tracked.buf.len());
+            }
         }
     }
 
@@ -171,6 +226,19 @@ pub fn has_extension(rel: &str, extensions: &[String]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_path_list_finds_paths_and_prefixes() {
+        let mut list = PathList::default();
+        for path in ["a.py", "app/models.py", "app/views.py", "apps/x.py", "b/c.py"] {
+            list.buf.push_str(path);
+            list.ends.push(list.buf.len());
+        }
+        assert!(list.contains("app/views.py") && list.contains("a.py") && list.contains("b/c.py"));
+        assert!(!list.contains("app") && !list.contains("app/") && !list.contains("zzz"));
+        assert_eq!(list.with_prefix("app/").collect::<Vec<_>>(), ["app/models.py", "app/views.py"]);
+        assert_eq!(PathList::default().with_prefix("x").count(), 0);
+    }
 
     #[test]
     fn extension_matches_the_last_suffix_only() {

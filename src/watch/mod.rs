@@ -133,7 +133,9 @@ pub struct Watcher {
 impl Watcher {
     /// Opens the repository, registers the watches and reports how many.
     pub fn start(options: &Options) -> Result<Watcher> {
+        let opened = Instant::now();
         let filter = Filter::open(&options.dir, &options.extensions, options.tracked_only)?;
+        options.log.debug(&format!("repository and index read in {} ms", opened.elapsed().as_millis()));
         let git_dir = filter.git_dir().canonicalize().context("cannot resolve the git directory")?;
         let (tx, events) = channel();
         let (fs, close_events, recursive): (Box<dyn notify::Watcher + Send>, bool, bool) = match options.poll {
@@ -167,14 +169,20 @@ impl Watcher {
         let root = watcher.filter.workdir().display().to_string();
         watcher.log.event("scanning", &format!("scanning {root} ..."), json!({"root": root}));
         let start = Instant::now();
-        let found = watcher.watch_tree("")?;
-        if !watcher.close_events {
-            // Without close events a touch looks like a write: know every file's content first.
-            for rel in &found.files {
-                watcher.content_changed(rel, &watcher.filter.workdir().join(rel));
-            }
+        // Without close events a touch looks like a write: know every file's content first.
+        let mut seed = Vec::new();
+        let keep = !watcher.close_events;
+        let relevant = watcher
+            .watch_whole_tree(|rel| {
+                if keep {
+                    seed.push(rel)
+                }
+            })?
+            .files;
+        for rel in seed {
+            let path = watcher.filter.workdir().join(&rel);
+            watcher.content_changed(&rel, &path);
         }
-        let relevant = found.files.len();
         let git_dir = watcher.git_dir.clone();
         watcher.watches.add(&git_dir, RecursiveMode::NonRecursive)?;
         let dirs = watcher.watches.watched.len();
@@ -190,17 +198,51 @@ impl Watcher {
     }
 
     /// Watches `rel` and every directory below it that can hold a relevant file, each before
-    /// it is read; returns what the scan found.
-    fn watch_tree(&mut self, rel: &str) -> Result<scan::Scan> {
+    /// it is read; returns the relevant files found.
+    fn watch_tree(&mut self, rel: &str) -> Result<Vec<String>> {
         let root = self.filter.workdir().to_path_buf();
+        let mut files = Vec::new();
         if self.recursive {
             if rel.is_empty() {
                 self.watches.add(&root, RecursiveMode::Recursive)?;
             }
-            return scan::scan(&self.filter, rel, MAX_DIRS, |_| Ok(()));
+            scan::scan(&self.filter, rel, MAX_DIRS, |_| Ok(()), |f| files.push(f))?;
+            return Ok(files);
         }
         let watches = &mut self.watches;
-        scan::scan(&self.filter, rel, MAX_DIRS, |dir| watches.add(&root.join(dir), RecursiveMode::NonRecursive))
+        let add = |dir: &str| watches.add(&root.join(dir), RecursiveMode::NonRecursive);
+        scan::scan(&self.filter, rel, MAX_DIRS, add, |f| files.push(f))?;
+        Ok(files)
+    }
+
+    /// The first scan of the whole tree, with the watches registered on a second thread while
+    /// this one reads directories: each registration is a round trip to notify's thread, and
+    /// overlapping the two halves the time to ready on a large tree.
+    fn watch_whole_tree(&mut self, mut file: impl FnMut(String)) -> Result<scan::Scan> {
+        let root = self.filter.workdir().to_path_buf();
+        if self.recursive {
+            self.watches.add(&root, RecursiveMode::Recursive)?;
+            return scan::scan(&self.filter, "", MAX_DIRS, |_| Ok(()), file);
+        }
+        let (filter, watches) = (&self.filter, &mut self.watches);
+        std::thread::scope(|scope| {
+            let (tx, rx) = channel::<PathBuf>();
+            let registrar = scope.spawn(move || -> Result<()> {
+                for path in rx {
+                    watches.add(&path, RecursiveMode::NonRecursive)?;
+                }
+                Ok(())
+            });
+            let send = |dir: &str| {
+                // A failed send means the registrar stopped on an error, which join() returns.
+                let _ = tx.send(root.join(dir));
+                Ok(())
+            };
+            let found = scan::scan(filter, "", MAX_DIRS, send, &mut file);
+            drop(tx);
+            registrar.join().map_err(|_| anyhow!("the watch registration thread failed"))??;
+            found
+        })
     }
 
     /// Waits up to `max_wait` for file events, handles all that are ready, and returns the triggers due.
@@ -265,7 +307,7 @@ impl Watcher {
             }
             if rel == ".gitignore" || rel.ends_with("/.gitignore") {
                 // New rules may un-ignore a directory: watch what is now wanted.
-                if let Err(err) = self.watch_tree("") {
+                if let Err(err) = self.watch_whole_tree(|_| {}) {
                     self.report(&err);
                 }
             }
@@ -314,9 +356,9 @@ impl Watcher {
             return;
         }
         match self.watch_tree(rel) {
-            Ok(found) => {
+            Ok(files) => {
                 let busy = self.git_busy();
-                for file in &found.files {
+                for file in &files {
                     triggers.extend(self.debouncer.on_change(Change::Written, file, now, busy));
                 }
             }
@@ -344,7 +386,7 @@ impl Watcher {
     /// change may be lost.
     fn rescan(&mut self, now: Instant) {
         self.log.warn("rescan", "file events were dropped by the OS: rescanning; one trigger will follow", json!({}));
-        if let Err(err) = self.filter.reload_index().and_then(|()| self.watch_tree("").map(|_| ())) {
+        if let Err(err) = self.filter.reload_index().and_then(|()| self.watch_whole_tree(|_| {}).map(|_| ())) {
             self.report(&err);
         }
         self.debouncer.on_rescan(now);
