@@ -215,8 +215,15 @@ pub struct InitArgs {
     pub force: bool,
     /// Only install an editor integration (VS Code tasks merged into .vscode/tasks.json; the Vim
     /// plugin; the Emacs mode), leaving .touchwire.json and the token as they are
-    #[arg(long, value_enum, value_name = "EDITOR")]
+    #[arg(long, value_enum, value_name = "EDITOR", conflicts_with = "systemd_unit")]
     pub editor: Option<Editor>,
+    /// Guest: print a systemd unit that runs `touchwire listen` from the current directory (the
+    /// shared folder), and nothing else
+    #[arg(long)]
+    pub systemd_unit: bool,
+    /// With --systemd-unit: the user the service runs as (the app's user)
+    #[arg(long, value_name = "NAME", requires = "systemd_unit")]
+    pub user: Option<String>,
 }
 
 /// Editors with a shipped integration.

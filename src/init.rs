@@ -12,6 +12,17 @@ use std::path::{Path, PathBuf};
 
 /// Sets up the repository holding `args.repo` (or the current directory).
 pub fn command(args: InitArgs) -> Result<()> {
+    if args.systemd_unit {
+        // The guest's provisioning runs this, often as root in a folder owned by someone else:
+        // no git needed.
+        let dir = match &args.repo {
+            Some(dir) => std::path::absolute(dir).context("cannot resolve --repo")?,
+            None => std::env::current_dir().context("cannot read the current directory")?,
+        };
+        let binary = std::env::current_exe().context("cannot find this program's path")?;
+        print!("{}", systemd_unit(&binary, &dir, args.user.as_deref()));
+        return Ok(());
+    }
     let start = match &args.repo {
         Some(dir) => dir.clone(),
         None => std::env::current_dir().context("cannot read the current directory")?,
@@ -61,6 +72,29 @@ pub fn command(args: InitArgs) -> Result<()> {
     println!("in the guest, from the shared folder: touchwire listen");
     println!("on the host: touchwire send   (or touchwire status to check the guest)");
     Ok(())
+}
+
+/// A systemd unit running `touchwire listen` in `dir`, restarted on failure, started at boot.
+pub fn systemd_unit(binary: &Path, dir: &Path, user: Option<&str>) -> String {
+    let user = user.map(|u| format!("User={u}\n")).unwrap_or_default();
+    format!(
+        "[Unit]\n\
+         Description=touchwire listen: reload the app when the host's code changes\n\
+         After=network-online.target\n\
+         Wants=network-online.target\n\
+         \n\
+         [Service]\n\
+         WorkingDirectory={dir}\n\
+         ExecStart={binary} listen\n\
+         {user}\
+         Restart=on-failure\n\
+         RestartSec=1\n\
+         \n\
+         [Install]\n\
+         WantedBy=multi-user.target\n",
+        dir = dir.display(),
+        binary = binary.display(),
+    )
 }
 
 /// Writes a new random token unless one exists; returns whether it wrote one.

@@ -88,6 +88,9 @@ pub struct Reply {
     /// Default target (ping).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default_target: Option<String>,
+    /// Per target, whether its action could run now and why not (ping; an extension of v1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<std::collections::BTreeMap<String, Health>>,
     /// What went wrong, for a person.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -98,6 +101,15 @@ impl Reply {
     pub fn error(message: impl Into<String>) -> Reply {
         Reply { ok: false, error: Some(message.into()), ..Reply::default() }
     }
+}
+
+/// Whether a target's action could run now, as `ping` reports it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Health {
+    /// True when nothing stands in the action's way.
+    pub ok: bool,
+    /// What was checked, for a person.
+    pub detail: String,
 }
 
 /// What one received line means.

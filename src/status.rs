@@ -94,5 +94,13 @@ fn ping(remote: &str, credentials: &crate::client::Credentials, timeout: Duratio
     let targets = reply.targets.unwrap_or_default().join(", ");
     let default = reply.default_target.unwrap_or_else(|| "none".into());
     let version = reply.version.unwrap_or_else(|| "?".into());
-    Ok(format!("ok in {}; {auth}; touchwire {version}; targets {targets} (default {default})", millis(start.elapsed())))
+    let mut line = format!(
+        "ok in {}; {auth}; touchwire {version}; targets {targets} (default {default})",
+        millis(start.elapsed())
+    );
+    for (name, health) in reply.health.unwrap_or_default() {
+        let state = if health.ok { "ready" } else { "NOT READY" };
+        line.push_str(&format!("\n  target {name}: {state}: {}", health.detail));
+    }
+    Ok(line)
 }

@@ -101,6 +101,20 @@ fn fifo_command_is_configurable() {
 }
 
 #[test]
+fn status_tells_which_targets_could_not_act() {
+    let env = Env::new();
+    let fifo = env.join("master.fifo");
+    assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    let listener = env.listen(&["--fifo", fifo.to_str().unwrap()]);
+    env.run(&["status", "--to", &listener.addr])
+        .expect_code(0)
+        .expect_stdout("target app: NOT READY: no reader on")
+        .expect_stdout("is uWSGI running with master-fifo?");
+    let _reader = OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(&fifo).unwrap();
+    env.run(&["status", "--to", &listener.addr]).expect_stdout("target app: ready: uWSGI is attached");
+}
+
+#[test]
 fn fifo_without_a_reader_is_a_clear_error() {
     let env = Env::new();
     let fifo = env.join("master.fifo");

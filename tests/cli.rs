@@ -151,6 +151,18 @@ fn a_long_reason_still_fits_one_line() {
 }
 
 #[test]
+fn init_prints_a_systemd_unit_for_the_guest() {
+    let env = Env::new();
+    let run = env.run(&["init", "--systemd-unit", "--user", "vagrant"]);
+    run.expect_code(0)
+        .expect_stdout(&format!("ExecStart={} listen\n", env!("CARGO_BIN_EXE_touchwire")))
+        .expect_stdout(&format!("WorkingDirectory={}\n", env.path().display()))
+        .expect_stdout("User=vagrant\n")
+        .expect_stdout("Restart=on-failure\n")
+        .expect_stdout("WantedBy=multi-user.target\n");
+}
+
+#[test]
 fn completions_and_help_are_printed() {
     let env = Env::new();
     env.run(&["completions", "bash"]).expect_code(0).expect_stdout("touchwire");

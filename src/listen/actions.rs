@@ -3,6 +3,7 @@
 
 use crate::config::{ActionSpec, Signal};
 use crate::output::Log;
+use crate::protocol::Health;
 use anyhow::{Context, Result, anyhow, bail};
 use serde_json::json;
 use std::fs::{File, OpenOptions};
@@ -30,6 +31,52 @@ pub fn run(spec: &ActionSpec, target: &str, log: Log) -> Result<()> {
         ActionSpec::Signal { pidfile, signal } => send_signal(pidfile, *signal),
         ActionSpec::Exec { argv, timeout } => exec(argv, *timeout),
     }
+}
+
+/// Whether `spec` could run now, without running it: the touch file's directory exists, a
+/// reader (uWSGI) holds the FIFO, the pidfile names a live process, the program exists.
+pub fn health(spec: &ActionSpec) -> Health {
+    let (ok, detail) = match spec {
+        ActionSpec::Touch { path } => match path.parent() {
+            Some(dir) if dir.is_dir() => (true, format!("directory {} exists", dir.display())),
+            Some(dir) => (false, format!("directory {} does not exist", dir.display())),
+            None => (false, format!("{} has no directory", path.display())),
+        },
+        ActionSpec::Fifo { path, .. } => {
+            match OpenOptions::new().write(true).custom_flags(libc::O_NONBLOCK).open(path) {
+                Ok(file) if file.metadata().is_ok_and(|m| m.file_type().is_fifo()) => {
+                    (true, format!("uWSGI is attached to {}", path.display()))
+                }
+                Ok(_) => (false, format!("{} is not a FIFO", path.display())),
+                Err(err) if err.raw_os_error() == Some(libc::ENXIO) => {
+                    (false, format!("no reader on {}: is uWSGI running with master-fifo?", path.display()))
+                }
+                Err(err) => (false, format!("{}: {}", path.display(), io_message(&err))),
+            }
+        }
+        ActionSpec::Signal { pidfile, .. } => match read_pid(pidfile) {
+            // SAFETY: signal 0 only checks that the process exists and may be signalled.
+            Ok(pid) if unsafe { libc::kill(pid, 0) } == 0 => (true, format!("process {pid} is running")),
+            Ok(pid) => (false, format!("no process {pid} (from pidfile {})", pidfile.display())),
+            Err(err) => (false, format!("{err:#}")),
+        },
+        ActionSpec::Exec { argv, .. } => {
+            let program = argv.first().map(String::as_str).unwrap_or("");
+            match find_program(program) {
+                Some(found) => (true, format!("{} exists", found.display())),
+                None => (false, format!("{program:?} is not found")),
+            }
+        }
+    };
+    Health { ok, detail }
+}
+
+/// The program `name` would run: itself if it has a slash, else the first match on PATH.
+fn find_program(name: &str) -> Option<std::path::PathBuf> {
+    if name.contains('/') {
+        return Path::new(name).is_file().then(|| name.into());
+    }
+    std::env::split_paths(&std::env::var_os("PATH")?).map(|dir| dir.join(name)).find(|p| p.is_file())
 }
 
 /// Creates `path` if missing (never writing content) and advances its mtime so that a
@@ -120,14 +167,7 @@ fn poke_until_gone(mut file: File) -> (Duration, &'static str) {
 
 /// Reads the pid from `pidfile` and sends it `signal`.
 fn send_signal(pidfile: &Path, signal: Signal) -> Result<()> {
-    let text = std::fs::read_to_string(pidfile)
-        .map_err(|err| anyhow!("cannot read pidfile {}: {}", pidfile.display(), io_message(&err)))?;
-    let pid: libc::pid_t = text
-        .trim()
-        .parse()
-        .ok()
-        .filter(|pid| *pid > 0)
-        .ok_or_else(|| anyhow!("pidfile {} holds {:?}, not a process id", pidfile.display(), text.trim()))?;
+    let pid = read_pid(pidfile)?;
     // SAFETY: kill(2) takes plain integers; pid > 0 so it names one process, never a group.
     if unsafe { libc::kill(pid, signal.number) } != 0 {
         let err = std::io::Error::last_os_error();
@@ -138,6 +178,17 @@ fn send_signal(pidfile: &Path, signal: Signal) -> Result<()> {
         });
     }
     Ok(())
+}
+
+/// The process id a pidfile holds.
+fn read_pid(pidfile: &Path) -> Result<libc::pid_t> {
+    let text = std::fs::read_to_string(pidfile)
+        .map_err(|err| anyhow!("cannot read pidfile {}: {}", pidfile.display(), io_message(&err)))?;
+    text.trim()
+        .parse()
+        .ok()
+        .filter(|pid| *pid > 0)
+        .ok_or_else(|| anyhow!("pidfile {} holds {:?}, not a process id", pidfile.display(), text.trim()))
 }
 
 /// Runs `argv` without a shell; its stdout goes to our stderr, its stderr is kept for the error message.

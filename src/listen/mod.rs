@@ -177,6 +177,7 @@ impl State {
             version: Some(env!("CARGO_PKG_VERSION").into()),
             targets: Some(self.targets.keys().cloned().collect()),
             default_target: self.default_target.clone(),
+            health: Some(self.targets.iter().map(|(name, t)| (name.clone(), actions::health(&t.action))).collect()),
             ..Reply::default()
         }
     }
