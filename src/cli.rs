@@ -115,7 +115,7 @@ pub struct SendArgs {
     /// Why: shown in the guest's log (default "save" with --path, else "manual")
     #[arg(long, value_name = "TEXT")]
     pub reason: Option<String>,
-    /// Give up on a guest that has not answered within this time [default: 1000, with --hook hook_timeout_ms]
+    /// Give up on a guest that has not answered within this time [default: 1000; with --wait 35000; with --hook hook_timeout_ms]
     #[arg(long, value_name = "MS")]
     pub timeout: Option<u64>,
     /// Send only if a relevant file differs between these two git revisions
@@ -124,6 +124,9 @@ pub struct SendArgs {
     /// Read "OLD NEW" revision pairs from stdin (git's post-rewrite hook); send only if a relevant file differs
     #[arg(long, conflicts_with_all = ["paths", "changed_between"])]
     pub rewritten: bool,
+    /// Wait for the guest's ready check: print "reloaded APP in N ms", or the failure and the log's excerpt (exit 1)
+    #[arg(long, conflicts_with = "hook")]
+    pub wait: bool,
     /// Run as a git hook: use hook_timeout_ms, and report failures in one line without failing git (exit 0)
     #[arg(long)]
     pub hook: bool,

@@ -2,6 +2,7 @@
 //! file > defaults) and validation. Every resolved value remembers where it came from.
 
 use crate::UsageError;
+use crate::listen::ready::ReadyCheck;
 use crate::protocol::DEFAULT_PORT;
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -100,6 +101,21 @@ impl fmt::Display for ActionSpec {
     }
 }
 
+/// A configured target: its action, and the check that tells when the app is back.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TargetSpec {
+    /// What a trigger does.
+    pub action: ActionSpec,
+    /// Follows the app's log after the action, if configured.
+    pub ready: Option<ReadyCheck>,
+}
+
+impl From<ActionSpec> for TargetSpec {
+    fn from(action: ActionSpec) -> TargetSpec {
+        TargetSpec { action, ready: None }
+    }
+}
+
 /// A signal by number and name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Signal {
@@ -146,6 +162,19 @@ struct TargetFile {
     signal: Option<String>,
     exec: Option<Vec<String>>,
     timeout_ms: Option<u64>,
+    ready: Option<ReadyFile>,
+}
+
+/// A ready check as written in a config file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReadyFile {
+    log: PathBuf,
+    preset: Option<String>,
+    pattern: Option<String>,
+    error_pattern: Option<String>,
+    url: Option<String>,
+    timeout_ms: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -187,7 +216,7 @@ pub struct Config {
     /// The shared token's file; no file means no authentication.
     pub token_file: Setting<Option<PathBuf>>,
     /// Named targets and their actions (guest side).
-    pub targets: Setting<BTreeMap<String, ActionSpec>>,
+    pub targets: Setting<BTreeMap<String, TargetSpec>>,
     /// Target used when a request names none.
     pub default_target: Setting<Option<String>>,
     /// Extensions of relevant files (watcher).
@@ -222,7 +251,7 @@ impl Config {
             token_file: Setting::default(None),
             targets: Setting::default(BTreeMap::from([(
                 DEFAULT_TARGET_NAME.to_string(),
-                ActionSpec::Touch { path: default_touch },
+                ActionSpec::Touch { path: default_touch }.into(),
             )])),
             default_target: Setting::default(None),
             extensions: Setting::default(vec!["py".into()]),
@@ -288,9 +317,9 @@ impl Config {
         if let Some(targets) = file.targets {
             let mut resolved = BTreeMap::new();
             for (name, target) in targets {
-                let action = target_action(target, dir)
+                let spec = target_spec(target, dir)
                     .map_err(|msg| UsageError(format!("{}: key `targets.{name}`: {msg}", path.display())))?;
-                resolved.insert(name, action);
+                resolved.insert(name, spec);
             }
             self.targets = Setting { value: resolved, source: source.clone() };
         }
@@ -387,6 +416,24 @@ fn read_file(path: &Path) -> Result<ConfigFile, UsageError> {
     Ok(file)
 }
 
+fn target_spec(mut t: TargetFile, dir: &Path) -> Result<TargetSpec, String> {
+    let ready = match t.ready.take() {
+        Some(r) => Some(
+            ReadyCheck::new(
+                dir.join(r.log),
+                r.preset.as_deref(),
+                r.pattern.as_deref(),
+                r.error_pattern.as_deref(),
+                r.url,
+                r.timeout_ms.map(Duration::from_millis),
+            )
+            .map_err(|msg| format!("`ready`: {msg}"))?,
+        ),
+        None => None,
+    };
+    Ok(TargetSpec { action: target_action(t, dir)?, ready })
+}
+
 fn target_action(t: TargetFile, dir: &Path) -> Result<ActionSpec, String> {
     let kinds = [t.touch.is_some(), t.fifo.is_some(), t.pidfile.is_some(), t.exec.is_some()];
     if kinds.iter().filter(|k| **k).count() != 1 {
@@ -454,7 +501,7 @@ mod tests {
         assert!(config.token_file.value.as_ref().unwrap().ends_with(".git/touchwire/token"));
         assert_eq!(config.target_names(), vec!["api", "app"]);
         assert_eq!(
-            config.targets.value["api"],
+            config.targets.value["api"].action,
             ActionSpec::Fifo { path: "/tmp/uwsgi-api.fifo".into(), command: "r".into(), poke: true }
         );
         assert_eq!(config.resolved_default_target().as_deref(), Some("app"));
@@ -483,7 +530,7 @@ mod tests {
     #[test]
     fn relative_paths_are_relative_to_the_file() {
         let config = parse(r#"{"targets": {"app": {"touch": "reload"}}, "token_file": "t"}"#).unwrap();
-        let ActionSpec::Touch { path } = &config.targets.value["app"] else { panic!() };
+        let ActionSpec::Touch { path } = &config.targets.value["app"].action else { panic!() };
         assert!(path.is_absolute() && path.ends_with("reload"));
     }
 
@@ -491,9 +538,23 @@ mod tests {
     fn remote_may_be_a_list_and_signal_defaults_to_hup() {
         let config = parse(r#"{"remote": ["a:1", "b"], "targets": {"web": {"pidfile": "/run/g.pid"}}}"#).unwrap();
         assert_eq!(config.remotes.value, vec!["a:1", "b"]);
-        let ActionSpec::Signal { signal, .. } = config.targets.value["web"] else { panic!() };
+        let ActionSpec::Signal { signal, .. } = config.targets.value["web"].action else { panic!() };
         assert_eq!(signal.name, "HUP");
         assert_eq!(config.resolved_default_target().as_deref(), Some("web"));
+    }
+
+    #[test]
+    fn a_ready_check_takes_a_preset_and_its_errors_name_the_key() {
+        let config = parse(r#"{"targets": {"app": {"touch": "/r", "ready": {"preset": "uwsgi", "log": "app.log", "timeout_ms": 5000}}}}"#)
+            .unwrap();
+        let ready = config.targets.value["app"].ready.as_ref().unwrap();
+        assert!(ready.log.is_absolute() && ready.timeout == Duration::from_secs(5));
+        let err = parse(r#"{"targets": {"app": {"touch": "/r", "ready": {"log": "a.log"}}}}"#).unwrap_err().0;
+        assert!(err.contains("targets.app") && err.contains("`pattern` or a `preset`"), "{err}");
+        let err = parse(r#"{"targets": {"app": {"touch": "/r", "ready": {"log": "a", "pattern": "x", "colour": 1}}}}"#)
+            .unwrap_err()
+            .0;
+        assert!(err.contains("colour"), "{err}");
     }
 
     #[test]

@@ -33,7 +33,7 @@ pub fn command(args: DemoArgs) -> Result<()> {
     let receiver = Receiver::bind(
         "127.0.0.1:0",
         ListenOptions {
-            targets: BTreeMap::from([("app".to_string(), ActionSpec::Touch { path: reload_file.clone() })]),
+            targets: BTreeMap::from([("app".to_string(), ActionSpec::Touch { path: reload_file.clone() }.into())]),
             default_target: Some("app".into()),
             token: Some(token.clone()),
             settle: Duration::from_millis(200),
@@ -51,6 +51,7 @@ pub fn command(args: DemoArgs) -> Result<()> {
         target: None,
         timeout: Duration::from_millis(1000),
         log: quiet,
+        root: None,
     };
     let outcomes = start_watching(&repo_dir, &addr, &settings)?;
     println!("host side: touchwire watch on the sample, sending to {addr}\n");

@@ -91,6 +91,9 @@ pub struct Reply {
     /// Per target, whether its action could run now and why not (ping; an extension of v1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health: Option<std::collections::BTreeMap<String, Health>>,
+    /// The ready check's result, for a request with `"wait":true` to a target that has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready: Option<Ready>,
     /// What went wrong, for a person.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -110,6 +113,21 @@ pub struct Health {
     pub ok: bool,
     /// What was checked, for a person.
     pub detail: String,
+    /// Whether the target has a ready check (so `wait` is worth asking for).
+    #[serde(default)]
+    pub ready_check: bool,
+}
+
+/// How a ready check ended.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Ready {
+    /// The app is back.
+    pub ok: bool,
+    /// From the action's start to the end of the check.
+    pub ms: u64,
+    /// Why not, with an excerpt of the app's log.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// What one received line means.

@@ -4,12 +4,15 @@ use crate::cli::{Global, SendArgs};
 use crate::client::fan_out;
 use crate::config::Config;
 use crate::output::{Log, millis};
-use crate::protocol::{Op, Request};
+use crate::protocol::{Op, Ready, Request};
 use crate::watch::filter::Filter;
 use anyhow::{Context, Result, anyhow};
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+/// How long `send --wait` waits by default: longer than the default ready check (30 s).
+const WAIT_TIMEOUT_MS: u64 = 35_000;
 
 /// Sends one reload; fails (exit 1) if any remote did not acknowledge it. As a git hook
 /// (`--hook`) it reports failures but never fails.
@@ -43,7 +46,11 @@ fn send(global: &Global, args: SendArgs) -> Result<()> {
         config.remotes.set_by_flag(args.to.clone());
     }
     let remotes = config.remotes_required()?;
-    let timeout = args.timeout.unwrap_or(if args.hook { config.hook_timeout_ms.value } else { 1000 });
+    let timeout = args.timeout.unwrap_or(match (args.hook, args.wait) {
+        (true, _) => config.hook_timeout_ms.value,
+        (false, true) => WAIT_TIMEOUT_MS,
+        (false, false) => 1000,
+    });
     let credentials = crate::credentials(&config)?;
     let reason = args.reason.clone().unwrap_or_else(|| if files.is_empty() { "manual" } else { "save" }.into());
     let request = Request {
@@ -51,19 +58,29 @@ fn send(global: &Global, args: SendArgs) -> Result<()> {
         target: args.target.clone(),
         reason: Some(reason),
         files,
+        wait: args.wait,
         ..Request::default()
     };
     let results = fan_out(&remotes, &credentials, &request, Duration::from_millis(timeout));
     let mut failures = Vec::new();
     for (remote, result) in remotes.iter().zip(results) {
         match result {
+            Ok((reply, _)) if reply.ready.as_ref().is_some_and(|r| !r.ok) => {
+                let target = reply.target.clone().unwrap_or_default();
+                let ready = reply.ready.clone().unwrap_or(Ready { ok: false, ms: 0, error: None });
+                let error = ready.error.unwrap_or_default();
+                log.record("failed", json!({"remote": remote, "ok": false, "reply": reply}));
+                failures.push(anyhow!("{remote}: {target} did not come back ({} ms):\n{error}", ready.ms));
+            }
             Ok((reply, rtt)) => {
                 let target = reply.target.clone().unwrap_or_default();
                 let action = reply.action.clone().unwrap_or_default();
-                let human = if reply.merged == Some(true) {
-                    format!("{target} on {remote}: merged into a reload under way ({})", millis(rtt))
-                } else {
-                    format!("reloaded {target} on {remote} ({action}) in {}", millis(rtt))
+                let human = match (&reply.ready, reply.merged) {
+                    (Some(ready), _) => format!("reloaded {target} on {remote} in {} ms", ready.ms),
+                    (None, Some(true)) => {
+                        format!("{target} on {remote}: merged into a reload under way ({})", millis(rtt))
+                    }
+                    (None, _) => format!("reloaded {target} on {remote} ({action}) in {}", millis(rtt)),
                 };
                 let fields = json!({"remote": remote, "ok": true, "ms": rtt.as_secs_f64() * 1000.0, "reply": reply});
                 log.event("sent", &human, fields);

@@ -31,7 +31,7 @@ pub fn command(global: &Global, args: StatusArgs) -> Result<()> {
     };
     row("token_file", &config.token_file, token);
     row("listen", &config.listen, &config.listen.value);
-    let targets: Vec<_> = config.targets.value.iter().map(|(name, action)| format!("{name}: {action}")).collect();
+    let targets: Vec<_> = config.targets.value.iter().map(|(name, spec)| format!("{name}: {}", spec.action)).collect();
     row("targets", &config.targets, targets.join("; "));
     row("default_target", &config.default_target, config.resolved_default_target().unwrap_or_else(|| "none".into()));
     row("extensions", &config.extensions, config.extensions.value.join(", "));

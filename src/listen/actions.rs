@@ -68,7 +68,7 @@ pub fn health(spec: &ActionSpec) -> Health {
             }
         }
     };
-    Health { ok, detail }
+    Health { ok, detail, ready_check: false }
 }
 
 /// The program `name` would run: itself if it has a slash, else the first match on PATH.

@@ -4,13 +4,14 @@
 pub mod actions;
 pub mod coalesce;
 mod connection;
+pub mod ready;
 pub mod start;
 mod target;
 
 use crate::auth::Token;
-use crate::config::ActionSpec;
+use crate::config::TargetSpec;
 use crate::output::{Log, clean, summary};
-use crate::protocol::{self, Incoming, Op, Reply, Request};
+use crate::protocol::{self, Health, Incoming, Op, Reply, Request};
 use anyhow::{Context, Result};
 use coalesce::Coalescer;
 use serde_json::json;
@@ -25,7 +26,7 @@ use target::Target;
 #[derive(Debug, Clone)]
 pub struct Options {
     /// Named targets and what they do.
-    pub targets: BTreeMap<String, ActionSpec>,
+    pub targets: BTreeMap<String, TargetSpec>,
     /// Target of requests that name none.
     pub default_target: Option<String>,
     /// Shared token; `None` turns authentication off.
@@ -64,8 +65,8 @@ impl Receiver {
         let targets = options
             .targets
             .into_iter()
-            .map(|(name, action)| {
-                let target = Target::new(name.clone(), action, Coalescer::new(options.settle));
+            .map(|(name, spec)| {
+                let target = Target::new(name.clone(), spec, Coalescer::new(options.settle));
                 (name, Arc::new(target))
             })
             .collect();
@@ -177,7 +178,15 @@ impl State {
             version: Some(env!("CARGO_PKG_VERSION").into()),
             targets: Some(self.targets.keys().cloned().collect()),
             default_target: self.default_target.clone(),
-            health: Some(self.targets.iter().map(|(name, t)| (name.clone(), actions::health(&t.action))).collect()),
+            health: Some(
+                self.targets
+                    .iter()
+                    .map(|(name, t)| {
+                        let health = Health { ready_check: t.spec.ready.is_some(), ..actions::health(&t.spec.action) };
+                        (name.clone(), health)
+                    })
+                    .collect(),
+            ),
             ..Reply::default()
         }
     }
@@ -196,17 +205,18 @@ impl State {
             [] => format!("{} from {peer}", clean(reason)),
             files => format!("{}: {} from {peer}", clean(reason), summary(files)),
         };
-        let (merged, result) = target.trigger(self.log, fields, &describe);
-        match result {
-            Ok(()) => Reply {
+        let answer = target.trigger(self.log, fields, &describe, request.wait);
+        match answer.result {
+            Ok(ready) => Reply {
                 ok: true,
                 op: Some(Op::Reload.as_str().into()),
                 target: Some(target.name.clone()),
-                action: Some(target.action.kind().into()),
-                merged: Some(merged),
+                action: Some(target.spec.action.kind().into()),
+                merged: Some(answer.merged),
+                ready: if request.wait { ready } else { None },
                 ..Reply::default()
             },
-            Err(err) => Reply::error(format!("{err:#}")),
+            Err(err) => Reply::error(err),
         }
     }
 }

@@ -15,7 +15,7 @@ use std::time::Duration;
 pub fn command(global: &Global, args: ListenArgs) -> Result<()> {
     let mut config = Config::load(&crate::locate(global)?)?;
     if let Some(action) = flag_action(&args)? {
-        config.targets.set_by_flag(BTreeMap::from([(args.target.clone(), action)]));
+        config.targets.set_by_flag(BTreeMap::from([(args.target.clone(), action.into())]));
         config.default_target.set_by_flag(Some(args.target.clone()));
     }
     if let Some(addr) = &args.addr {
@@ -51,7 +51,7 @@ pub fn command(global: &Global, args: ListenArgs) -> Result<()> {
     let auth = options.token.is_some();
     let receiver = Receiver::bind(&addr, options.clone())?;
     let bound = receiver.local_addr()?;
-    let targets: Vec<_> = options.targets.iter().map(|(name, action)| format!("{name}: {action}")).collect();
+    let targets: Vec<_> = options.targets.iter().map(|(name, spec)| format!("{name}: {}", spec.action)).collect();
     // Always the first line, even with --quiet: scripts and tests read the port from it.
     log.warn(
         "listening",

@@ -8,11 +8,18 @@ use crate::output::{Log, millis, summary};
 use crate::protocol::{Op, Reply, Request};
 use anyhow::{Context, Result};
 use serde_json::json;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
 use std::time::{Duration, Instant};
 
 /// Ping a kept connection this often, below the receiver's 10 s idle timeout.
 const KEEPALIVE: Duration = Duration::from_secs(4);
+/// How long a trigger waits for the guest's ready check at most.
+const WAIT_TIMEOUT: Duration = Duration::from_secs(35);
+/// Most triggers waiting for a ready check at once; more go without waiting.
+const MAX_WAITING: usize = 2;
 /// Longest wait between reconnection attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
@@ -43,6 +50,8 @@ pub struct Settings {
     pub timeout: Duration,
     /// Where outcomes are printed.
     pub log: Log,
+    /// The host's work tree, to name a failing file of the guest's traceback by its path here.
+    pub root: Option<PathBuf>,
 }
 
 impl Delivery {
@@ -51,7 +60,14 @@ impl Delivery {
         let mut senders = Vec::new();
         for remote in remotes {
             let (tx, rx) = channel();
-            let mut link = Link { remote: remote.clone(), settings: settings.clone(), connection: None, down: None };
+            let mut link = Link {
+                remote: remote.clone(),
+                settings: settings.clone(),
+                connection: None,
+                waits: false,
+                waiting: Arc::new(AtomicUsize::new(0)),
+                down: None,
+            };
             let outcomes = outcomes.clone();
             std::thread::Builder::new()
                 .name(format!("deliver {remote}"))
@@ -75,6 +91,10 @@ struct Link {
     remote: String,
     settings: Settings,
     connection: Option<Connection>,
+    /// The guest's target has a ready check: triggers wait for it, each on a connection of its own.
+    waits: bool,
+    /// Triggers waiting for their ready check now.
+    waiting: Arc<AtomicUsize>,
     /// While the remote is unreachable: when to try again, the current backoff, and why it failed.
     down: Option<(Instant, Duration, String)>,
 }
@@ -95,8 +115,12 @@ impl Link {
                         trigger.files.sort();
                         trigger.files.dedup();
                     }
+                    if self.waits && self.waiting.load(Ordering::SeqCst) < MAX_WAITING {
+                        self.deliver_and_wait(trigger, outcomes.clone());
+                        continue;
+                    }
                     let outcome = self.deliver(&trigger);
-                    self.report(&outcome);
+                    report(&self.settings, &outcome);
                     if let Some(tx) = &outcomes {
                         let _ = tx.send(outcome);
                     }
@@ -113,11 +137,14 @@ impl Link {
         let log = self.settings.log;
         let timeout = self.settings.timeout;
         let opened = Connection::open(&self.remote, &self.settings.credentials, timeout).and_then(|mut connection| {
-            connection.request(Request { op: Some(Op::Ping), ..Request::default() }, timeout)?;
-            Ok(connection)
+            let pong = connection.request(Request { op: Some(Op::Ping), ..Request::default() }, timeout)?;
+            Ok((connection, pong))
         });
         match opened {
-            Ok(connection) => {
+            Ok((connection, pong)) => {
+                let target = self.settings.target.clone().or(pong.default_target);
+                let health = pong.health.unwrap_or_default();
+                self.waits = target.and_then(|t| health.get(&t).map(|h| h.ready_check)).unwrap_or(false);
                 self.connection = Some(connection);
                 let remote = &self.remote;
                 log.event("connected", &format!("connected to {remote}"), json!({"remote": remote}));
@@ -155,6 +182,35 @@ impl Link {
                 let _ = self.connect();
             }
             None => {}
+        }
+    }
+
+    /// Sends `trigger` asking to wait for the ready check, on a connection of its own and a
+    /// thread of its own: the next trigger is not held up, and the guest coalesces it.
+    fn deliver_and_wait(&self, trigger: Trigger, outcomes: Option<Sender<Outcome>>) {
+        let (remote, settings, waiting) = (self.remote.clone(), self.settings.clone(), Arc::clone(&self.waiting));
+        waiting.fetch_add(1, Ordering::SeqCst);
+        let spawned = std::thread::Builder::new().name("wait".into()).spawn(move || {
+            let request = Request {
+                op: Some(Op::Reload),
+                target: settings.target.clone(),
+                reason: Some(trigger.reason.into()),
+                files: trigger.files.clone(),
+                wait: true,
+                ..Request::default()
+            };
+            let timeout = settings.timeout.max(WAIT_TIMEOUT);
+            let result = crate::client::exchange(&remote, &settings.credentials, &request, timeout)
+                .map_err(|err| format!("{err:#}"));
+            let outcome = Outcome { remote, files: trigger.files, result };
+            report(&settings, &outcome);
+            if let Some(tx) = outcomes {
+                let _ = tx.send(outcome);
+            }
+            waiting.fetch_sub(1, Ordering::SeqCst);
+        });
+        if spawned.is_err() {
+            self.waiting.fetch_sub(1, Ordering::SeqCst);
         }
     }
 
@@ -204,28 +260,92 @@ impl Link {
         }
         Err(format!("{}: the connection failed twice", self.remote))
     }
+}
 
-    fn report(&self, outcome: &Outcome) {
-        let log = self.settings.log;
-        let files = summary(&outcome.files);
-        match &outcome.result {
-            Ok((reply, rtt)) => {
-                let target = reply.target.as_deref().unwrap_or("?");
-                let what = if reply.merged == Some(true) {
-                    "merged into a reload under way".to_string()
-                } else {
-                    format!("reloaded ({})", reply.action.as_deref().unwrap_or("?"))
-                };
-                let line = format!("{target}: {files} -> {} {what} in {}", outcome.remote, millis(*rtt));
-                let fields = json!({"remote": outcome.remote, "files": outcome.files, "ok": true, "target": target,
-                                    "merged": reply.merged, "ms": rtt.as_secs_f64() * 1000.0});
-                log.event("trigger", &line, fields);
-            }
-            Err(error) => {
-                let line = format!("not delivered: {files}: {error}");
-                let fields = json!({"remote": outcome.remote, "files": outcome.files, "ok": false, "error": error});
-                log.warn("undelivered", &line, fields);
+/// One line per trigger and remote: delivered (and, with a ready check, whether the app came
+/// back), or why not.
+fn report(settings: &Settings, outcome: &Outcome) {
+    let log = settings.log;
+    let files = summary(&outcome.files);
+    let remote = &outcome.remote;
+    match &outcome.result {
+        Ok((reply, rtt)) => {
+            let target = reply.target.as_deref().unwrap_or("?");
+            let fields = json!({"remote": remote, "files": outcome.files, "ok": true, "target": target,
+                                "merged": reply.merged, "ms": rtt.as_secs_f64() * 1000.0, "ready": reply.ready});
+            match &reply.ready {
+                Some(ready) if !ready.ok => {
+                    let error = ready.error.as_deref().unwrap_or("");
+                    let (place, last) = failure_place(error, settings.root.as_deref());
+                    let line =
+                        format!("{target}: reload failed{place} after {} ms: {last} ({files} -> {remote})", ready.ms);
+                    log.warn("not_ready", &line, fields);
+                    for excerpt in error.lines() {
+                        log.debug(&format!("  {excerpt}"));
+                    }
+                }
+                Some(ready) => {
+                    log.event("trigger", &format!("{target}: {files} -> {remote} reloaded in {} ms", ready.ms), fields)
+                }
+                None => {
+                    let what = if reply.merged == Some(true) {
+                        "merged into a reload under way".to_string()
+                    } else {
+                        format!("reloaded ({})", reply.action.as_deref().unwrap_or("?"))
+                    };
+                    log.event("trigger", &format!("{target}: {files} -> {remote} {what} in {}", millis(*rtt)), fields);
+                }
             }
         }
+        Err(error) => {
+            let line = format!("not delivered: {files}: {error}");
+            let fields = json!({"remote": remote, "files": outcome.files, "ok": false, "error": error});
+            log.warn("undelivered", &line, fields);
+        }
+    }
+}
+
+/// Where a Python traceback says the failure is (" at FILE:LINE", from its last `File "…", line N`)
+/// and the excerpt's last line (the exception). The guest's path becomes the path in `root`
+/// that it ends with (`/vagrant/app/views.py` is `app/views.py`), when there is one.
+pub fn failure_place<'a>(excerpt: &'a str, root: Option<&Path>) -> (String, &'a str) {
+    let last = excerpt.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").trim();
+    let place = excerpt
+        .lines()
+        .rev()
+        .find_map(|line| {
+            let rest = line.trim().strip_prefix("File \"")?;
+            let (file, rest) = rest.split_once('"')?;
+            let number: String = rest.strip_prefix(", line ")?.chars().take_while(char::is_ascii_digit).collect();
+            (!number.is_empty()).then(|| format!(" at {}:{number}", host_path(file, root)))
+        })
+        .unwrap_or_default();
+    (place, last)
+}
+
+/// The shortest tail of the guest's `file` path that names a file in `root`, or `file` itself.
+fn host_path(file: &str, root: Option<&Path>) -> String {
+    let Some(root) = root else { return file.to_string() };
+    let parts: Vec<&str> = file.split('/').filter(|p| !p.is_empty()).collect();
+    (0..parts.len())
+        .rev()
+        .map(|start| parts[start..].join("/"))
+        .find(|tail| root.join(tail).is_file())
+        .unwrap_or_else(|| file.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_traceback_names_the_place_of_the_failure() {
+        let excerpt = "Traceback (most recent call last):\n  File \"/srv/wsgi.py\", line 1, in <module>\n    from app.views import x\n  File \"/srv/app/views.py\", line 3, in <module>\n    import foo\nModuleNotFoundError: No module named 'foo'\n";
+        let (place, last) = super::failure_place(excerpt, None);
+        assert_eq!(place, " at /srv/app/views.py:3");
+        assert_eq!(last, "ModuleNotFoundError: No module named 'foo'");
+        assert_eq!(super::failure_place("not ready after 100 ms", None), (String::new(), "not ready after 100 ms"));
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir(root.path().join("app")).unwrap();
+        std::fs::write(root.path().join("app/views.py"), "").unwrap();
+        assert_eq!(super::failure_place(excerpt, Some(root.path())).0, " at app/views.py:3");
     }
 }

@@ -45,6 +45,7 @@ pub fn command(global: &Global, args: WatchArgs) -> Result<()> {
         target: args.target.clone(),
         timeout: Duration::from_millis(args.timeout),
         log,
+        root: None,
     };
     let remotes = config.remotes_required()?;
     let mut watcher = Watcher::start(&options)?;
@@ -53,6 +54,7 @@ pub fn command(global: &Global, args: WatchArgs) -> Result<()> {
         &format!("sending triggers to {}", remotes.join(", ")),
         json!({"remotes": remotes, "root": watcher.root().display().to_string()}),
     );
+    let settings = Settings { root: Some(watcher.root().to_path_buf()), ..settings };
     let delivery = Delivery::start(&remotes, &settings, None)?;
     loop {
         for trigger in watcher.step(Duration::from_secs(3600))? {

@@ -1,0 +1,353 @@
+//! Ready checks (DESIGN.md, "Knowing the app is back"): after an action, follow the app's log
+//! from where it stood before the action until the ready pattern (then, if set, until the URL
+//! answers below 500), the error pattern (then an excerpt of the log around it), or the timeout.
+
+use crate::protocol::Ready;
+use anyhow::{Context, Result, anyhow, bail};
+use regex::Regex;
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// Log lines of the known servers: `(name, ready pattern, error pattern)`.
+pub const PRESETS: &[(&str, &str, &str)] = &[
+    (
+        "uwsgi",
+        r"WSGI app \d+ \(mountpoint='[^']*'\) ready in",
+        r"Traceback|unable to load app|no python application found",
+    ),
+    ("gunicorn", r"Booting worker with pid", r"Traceback|Worker failed to boot|Exception in worker process"),
+    ("django", r"Starting development server at", r"Traceback|Error: "),
+    ("uvicorn", r"Application startup complete", r"Traceback|Error loading ASGI app"),
+];
+
+/// How long the default check waits.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Most lines kept for an error excerpt.
+const EXCERPT_LINES: usize = 12;
+
+/// A configured ready check.
+#[derive(Debug, Clone)]
+pub struct ReadyCheck {
+    /// The app's log file.
+    pub log: PathBuf,
+    /// A line that says the app is back.
+    pub pattern: Regex,
+    /// A line that says it failed.
+    pub error_pattern: Option<Regex>,
+    /// Asked after the ready line; any answer below 500 is ready.
+    pub url: Option<String>,
+    /// Give up after this long.
+    pub timeout: Duration,
+}
+
+impl PartialEq for ReadyCheck {
+    fn eq(&self, other: &Self) -> bool {
+        self.log == other.log
+            && self.pattern.as_str() == other.pattern.as_str()
+            && self.error_pattern.as_ref().map(Regex::as_str) == other.error_pattern.as_ref().map(Regex::as_str)
+            && self.url == other.url
+            && self.timeout == other.timeout
+    }
+}
+
+impl ReadyCheck {
+    /// A check from its parts: `preset` gives the patterns that `pattern`/`error_pattern` do not.
+    pub fn new(
+        log: PathBuf,
+        preset: Option<&str>,
+        pattern: Option<&str>,
+        error_pattern: Option<&str>,
+        url: Option<String>,
+        timeout: Option<Duration>,
+    ) -> Result<ReadyCheck, String> {
+        let preset = match preset {
+            Some(name) => Some(PRESETS.iter().find(|(n, _, _)| *n == name).ok_or_else(|| {
+                let names: Vec<_> = PRESETS.iter().map(|(n, _, _)| *n).collect();
+                format!("unknown preset {name:?} (known: {})", names.join(", "))
+            })?),
+            None => None,
+        };
+        let regex =
+            |text: &str, key: &str| Regex::new(text).map_err(|err| format!("`{key}` is not a valid regex: {err}"));
+        let pattern = match (pattern, preset) {
+            (Some(p), _) => regex(p, "pattern")?,
+            (None, Some((_, p, _))) => regex(p, "pattern")?,
+            (None, None) => return Err("a ready check needs a `pattern` or a `preset`".into()),
+        };
+        let error_pattern = match (error_pattern, preset) {
+            (Some(p), _) => Some(regex(p, "error_pattern")?),
+            (None, Some((_, _, p))) => Some(regex(p, "error_pattern")?),
+            (None, None) => None,
+        };
+        if let Some(url) = &url {
+            parse_url(url).map_err(|err| format!("`url`: {err}"))?;
+        }
+        Ok(ReadyCheck { log, pattern, error_pattern, url, timeout: timeout.unwrap_or(DEFAULT_TIMEOUT) })
+    }
+
+    /// Starts following the log; call before the action, then [`ReadyCheck::wait`].
+    pub fn follow(&self) -> LogFollower {
+        LogFollower::start(&self.log)
+    }
+
+    /// Waits for the outcome; `follower` started before the action, `start` is when the action began.
+    pub fn wait(&self, mut follower: LogFollower, start: Instant) -> Outcome {
+        let deadline = start + self.timeout;
+        let mut recent: VecDeque<String> = VecDeque::new();
+        let mut ready_seen = false;
+        for _ in 0..1_000_000 {
+            if Instant::now() >= deadline {
+                break;
+            }
+            let mut batch = follower.poll().into_iter();
+            while let Some(line) = batch.next() {
+                if let Some(error) = &self.error_pattern
+                    && error.is_match(&line)
+                {
+                    recent.push_back(line);
+                    recent.extend(batch);
+                    return failed(start, self.excerpt(&mut follower, recent, deadline));
+                }
+                if self.pattern.is_match(&line) {
+                    ready_seen = true;
+                }
+                recent.push_back(line);
+                if recent.len() > 3 {
+                    recent.pop_front();
+                }
+            }
+            if ready_seen {
+                match &self.url {
+                    None => return ready_now(start),
+                    Some(url) if url_ready(url, deadline) => return ready_now(start),
+                    Some(_) => {}
+                }
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let what = if ready_seen {
+            format!("{} did not answer below 500", self.url.as_deref().unwrap_or(""))
+        } else {
+            format!("no line matching {:?} in {}", self.pattern.as_str(), self.log.display())
+        };
+        failed(start, format!("not ready after {} ms: {what}", self.timeout.as_millis()))
+    }
+
+    /// The error line with a little context before it and what follows it (a traceback's last
+    /// line names the exception), waiting briefly for the rest to be written.
+    fn excerpt(&self, follower: &mut LogFollower, lines: VecDeque<String>, deadline: Instant) -> String {
+        let mut lines: Vec<String> = lines.into_iter().collect();
+        let settle = (Instant::now() + Duration::from_millis(300)).min(deadline);
+        while Instant::now() < settle && lines.len() < EXCERPT_LINES + 3 {
+            lines.extend(follower.poll());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        lines.truncate(EXCERPT_LINES + 3);
+        lines.join("\n")
+    }
+}
+
+/// How a ready check ended (the wire's `ready` object).
+pub type Outcome = Ready;
+
+fn ready_now(start: Instant) -> Outcome {
+    Ready { ok: true, ms: start.elapsed().as_millis() as u64, error: None }
+}
+
+fn failed(start: Instant, error: String) -> Outcome {
+    Ready { ok: false, ms: start.elapsed().as_millis() as u64, error: Some(error) }
+}
+
+/// Reads the lines added to a log file since it started, across rotation (the file renamed and
+/// recreated), truncation, and a file that does not exist yet.
+#[derive(Debug)]
+pub struct LogFollower {
+    path: PathBuf,
+    file: Option<File>,
+    inode: Option<(u64, u64)>,
+    offset: u64,
+    partial: Vec<u8>,
+}
+
+impl LogFollower {
+    /// Starts at the file's current end (or at its beginning, once it appears).
+    pub fn start(path: &Path) -> LogFollower {
+        let mut follower =
+            LogFollower { path: path.to_path_buf(), file: None, inode: None, offset: 0, partial: Vec::new() };
+        if let Ok(file) = File::open(path)
+            && let Ok(meta) = file.metadata()
+        {
+            follower.inode = Some((meta.dev(), meta.ino()));
+            follower.offset = meta.len();
+            follower.file = Some(file);
+        }
+        follower
+    }
+
+    /// The complete lines written since the last call.
+    pub fn poll(&mut self) -> Vec<String> {
+        let mut lines = Vec::new();
+        let current = std::fs::metadata(&self.path).ok().map(|m| ((m.dev(), m.ino()), m.len()));
+        match current {
+            Some((inode, _)) if Some(inode) != self.inode => {
+                // Rotated (or created): finish the old file, then read the new one from its start.
+                self.read_new(&mut lines);
+                self.partial.clear();
+                self.file = File::open(&self.path).ok();
+                self.inode = Some(inode);
+                self.offset = 0;
+            }
+            Some((_, len)) if len < self.offset => {
+                // Truncated in place: start over.
+                self.offset = 0;
+                self.partial.clear();
+            }
+            _ => {}
+        }
+        self.read_new(&mut lines);
+        lines
+    }
+
+    fn read_new(&mut self, lines: &mut Vec<String>) {
+        let Some(file) = &mut self.file else { return };
+        if file.seek(SeekFrom::Start(self.offset)).is_err() {
+            return;
+        }
+        let mut chunk = Vec::new();
+        // Bounded: a log that grows by more than 4 MiB between two polls is read in pieces.
+        if let Ok(n) = Read::by_ref(file).take(4 << 20).read_to_end(&mut chunk) {
+            self.offset += n as u64;
+        }
+        self.partial.extend_from_slice(&chunk);
+        while let Some(end) = self.partial.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = self.partial.drain(..=end).collect();
+            lines.push(String::from_utf8_lossy(&line[..line.len() - 1]).trim_end_matches('\r').to_string());
+        }
+    }
+}
+
+/// `http://HOST[:PORT][/PATH]` split into the address and the path.
+fn parse_url(url: &str) -> Result<(String, String)> {
+    let rest = url.strip_prefix("http://").context("only http:// URLs are checked")?;
+    let (host, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    if host.is_empty() {
+        bail!("no host in {url:?}");
+    }
+    let addr = if host.contains(':') && !host.ends_with(']') { host.to_string() } else { format!("{host}:80") };
+    Ok((addr, path.to_string()))
+}
+
+/// Whether `url` answers with a status below 500 before `deadline` (one quick attempt).
+fn url_ready(url: &str, deadline: Instant) -> bool {
+    let attempt = || -> Result<u16> {
+        let (addr, path) = parse_url(url)?;
+        let left = deadline.saturating_duration_since(Instant::now()).min(Duration::from_secs(2));
+        let target = addr.to_socket_addrs()?.next().ok_or_else(|| anyhow!("no address for {addr}"))?;
+        let mut stream = TcpStream::connect_timeout(&target, left.max(Duration::from_millis(1)))?;
+        stream.set_read_timeout(Some(left.max(Duration::from_millis(1))))?;
+        write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n\r\n")?;
+        let mut head = [0u8; 64];
+        let n = stream.read(&mut head)?;
+        let status = String::from_utf8_lossy(&head[..n]);
+        let code = status.split_whitespace().nth(1).and_then(|c| c.parse().ok());
+        code.ok_or_else(|| anyhow!("not an HTTP answer"))
+    };
+    attempt().is_ok_and(|code| code < 500)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn append(path: &Path, text: &str) {
+        std::fs::OpenOptions::new().create(true).append(true).open(path).unwrap().write_all(text.as_bytes()).unwrap();
+    }
+
+    #[test]
+    fn the_follower_reads_only_new_complete_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("app.log");
+        append(&log, "old line\n");
+        let mut f = LogFollower::start(&log);
+        assert!(f.poll().is_empty());
+        append(&log, "one\ntw");
+        assert_eq!(f.poll(), ["one"]);
+        append(&log, "o\n");
+        assert_eq!(f.poll(), ["two"]);
+    }
+
+    #[test]
+    fn the_follower_survives_rotation_truncation_and_a_missing_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("app.log");
+        let mut f = LogFollower::start(&log);
+        assert!(f.poll().is_empty(), "no file yet");
+        append(&log, "first\n");
+        assert_eq!(f.poll(), ["first"]);
+        append(&log, "last of old\n");
+        std::fs::rename(&log, dir.path().join("app.log.1")).unwrap();
+        append(&log, "first of new\n");
+        assert_eq!(f.poll(), ["last of old", "first of new"]);
+        // Truncation shows as a file shorter than what was read (polled every 10 ms in a check).
+        std::fs::write(&log, "").unwrap();
+        assert!(f.poll().is_empty());
+        append(&log, "after truncation\n");
+        assert_eq!(f.poll(), ["after truncation"]);
+    }
+
+    #[test]
+    fn presets_compile_and_custom_patterns_win() {
+        for (name, _, _) in PRESETS {
+            ReadyCheck::new("x.log".into(), Some(name), None, None, None, None).unwrap();
+        }
+        let check = ReadyCheck::new("x.log".into(), Some("uwsgi"), Some("up"), None, None, None).unwrap();
+        assert_eq!(check.pattern.as_str(), "up");
+        assert!(check.error_pattern.unwrap().is_match("Traceback (most recent call last):"));
+        assert!(
+            ReadyCheck::new("x.log".into(), Some("nope"), None, None, None, None).unwrap_err().contains("known: uwsgi")
+        );
+        assert!(ReadyCheck::new("x.log".into(), None, None, None, None, None).is_err());
+        assert!(ReadyCheck::new("x.log".into(), None, Some("("), None, None, None).unwrap_err().contains("regex"));
+        assert!(ReadyCheck::new("x.log".into(), None, Some("up"), None, Some("https://x".into()), None).is_err());
+    }
+
+    #[test]
+    fn urls_are_split_into_address_and_path() {
+        assert_eq!(parse_url("http://127.0.0.1:8000/health").unwrap(), ("127.0.0.1:8000".into(), "/health".into()));
+        assert_eq!(parse_url("http://app").unwrap(), ("app:80".into(), "/".into()));
+    }
+
+    #[test]
+    fn a_check_ends_on_ready_on_error_with_an_excerpt_or_on_timeout() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("app.log");
+        let check = |timeout| {
+            ReadyCheck::new(log.clone(), Some("uwsgi"), None, None, None, Some(Duration::from_millis(timeout))).unwrap()
+        };
+        let follower = check(2000).follow();
+        append(&log, "spawned uWSGI worker 1\nWSGI app 0 (mountpoint='') ready in 0 seconds on interpreter 0x1\n");
+        let outcome = check(2000).wait(follower, Instant::now());
+        assert!(outcome.ok, "{outcome:?}");
+
+        let follower = check(2000).follow();
+        append(
+            &log,
+            "*** Operational MODE: single process ***\nTraceback (most recent call last):\n  File \"/srv/app/views.py\", line 3, in <module>\nImportError: No module named 'foo'\n",
+        );
+        let outcome = check(2000).wait(follower, Instant::now());
+        assert!(!outcome.ok);
+        let error = outcome.error.unwrap();
+        assert!(error.contains("Traceback") && error.contains("ImportError: No module named 'foo'"), "{error}");
+
+        let outcome = check(100).wait(check(100).follow(), Instant::now());
+        assert!(outcome.error.unwrap().starts_with("not ready after 100 ms: no line matching"));
+    }
+}
