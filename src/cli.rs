@@ -115,7 +115,7 @@ pub struct SendArgs {
     /// Why: shown in the guest's log (default "save" with --path, else "manual")
     #[arg(long, value_name = "TEXT")]
     pub reason: Option<String>,
-    /// Give up on a guest that has not answered within this time [default: 1000; with --wait 35000; with --hook hook_timeout_ms]
+    /// Give up on a guest that has not answered within this time (with --wait, its ready check takes the time it needs) [default: 1000, with --hook hook_timeout_ms]
     #[arg(long, value_name = "MS")]
     pub timeout: Option<u64>,
     /// Send only if a relevant file differs between these two git revisions

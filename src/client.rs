@@ -240,6 +240,9 @@ fn truncate(text: &str, max: usize) -> String {
     }
 }
 
+/// Longest wait for the reply to a `wait` request: the guest's default ready check (30 s) and some.
+pub const WAIT_REPLY: Duration = Duration::from_secs(35);
+
 /// One request to one remote on a fresh connection, within `timeout` overall. Returns the reply and the round trip.
 pub fn exchange(
     remote: &str,
@@ -249,7 +252,12 @@ pub fn exchange(
 ) -> Result<(Reply, Duration)> {
     let start = Instant::now();
     let mut connection = Connection::open(remote, credentials, timeout)?;
-    let left = timeout.saturating_sub(start.elapsed()).max(Duration::from_millis(1));
+    // Reaching the guest is bounded by `timeout`; a reply that waits for the app to come back
+    // takes as long as the guest's ready check, which bounds it in turn.
+    let left = match request.wait {
+        true => WAIT_REPLY,
+        false => timeout.saturating_sub(start.elapsed()).max(Duration::from_millis(1)),
+    };
     let reply = connection.request(request.clone(), left)?;
     Ok((reply, start.elapsed()))
 }

@@ -11,9 +11,6 @@ use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// How long `send --wait` waits by default: longer than the default ready check (30 s).
-const WAIT_TIMEOUT_MS: u64 = 35_000;
-
 /// Sends one reload; fails (exit 1) if any remote did not acknowledge it. As a git hook
 /// (`--hook`) it reports failures but never fails.
 pub fn command(global: &Global, args: SendArgs) -> Result<()> {
@@ -46,11 +43,7 @@ fn send(global: &Global, args: SendArgs) -> Result<()> {
         config.remotes.set_by_flag(args.to.clone());
     }
     let remotes = config.remotes_required()?;
-    let timeout = args.timeout.unwrap_or(match (args.hook, args.wait) {
-        (true, _) => config.hook_timeout_ms.value,
-        (false, true) => WAIT_TIMEOUT_MS,
-        (false, false) => 1000,
-    });
+    let timeout = args.timeout.unwrap_or(if args.hook { config.hook_timeout_ms.value } else { 1000 });
     let credentials = crate::credentials(&config)?;
     let reason = args.reason.clone().unwrap_or_else(|| if files.is_empty() { "manual" } else { "save" }.into());
     let request = Request {

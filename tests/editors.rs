@@ -54,6 +54,11 @@ impl EditorRun {
         }
     }
 
+    /// The editor's messages so far (it writes them out while it waits).
+    fn messages(&self) -> String {
+        std::fs::read_to_string(self.dir.join("messages.txt")).unwrap_or_default()
+    }
+
     fn saved(&self) -> bool {
         self.dir.join("SAVED").exists()
     }
@@ -73,7 +78,8 @@ impl Drop for EditorRun {
     }
 }
 
-const VIM_WAIT: &str = "let n = 0 | while n < 400 && !filereadable('DONE') | sleep 50m | let n += 1 | endwhile";
+const VIM_WAIT: &str = "let n = 0 | while n < 400 && !filereadable('DONE') | sleep 50m | let n += 1 \
+    | redir! > messages.txt | silent messages | redir END | endwhile";
 
 /// Vim or Neovim with only the shipped plugin, editing `file` in the repo: `before` commands, then `:write`.
 fn vim(editor: &str, dir: &Path, file: &str, before: &[&str], vars: &[(&str, &str)]) -> EditorRun {
@@ -107,7 +113,8 @@ fn emacs(dir: &Path, file: &str, setup: &str, vars: &[(&str, &str)]) -> EditorRu
     let program = format!(
         "(progn (global-touchwire-mode 1) (find-file {file:?}) {setup} (goto-char (point-max)) (insert \"# edit\\n\") \
          (save-buffer) (write-region \"saved\" nil \"SAVED\") \
-         (let ((n 0)) (while (and (< n 400) (not (file-exists-p \"DONE\"))) (sleep-for 0.05) (setq n (1+ n)))) \
+         (let ((n 0)) (while (and (< n 400) (not (file-exists-p \"DONE\"))) (sleep-for 0.05) (setq n (1+ n)) \
+           (with-current-buffer \"*Messages*\" (write-region nil nil \"messages.txt\" nil 'quiet)))) \
          (with-current-buffer \"*Messages*\" (write-region nil nil \"messages.txt\")))"
     );
     let child = Command::new("emacs")
@@ -131,6 +138,9 @@ fn scenario(start: impl Fn(&Setup, &str, bool, &[(&str, &str)]) -> EditorRun) {
     let run = start(&s, "app.py", true, &[]);
     let event = s.receiver.wait_event("reload");
     assert_eq!(event["files"], json!(["app.py"]), "{event}");
+    // The result shows where the user saved.
+    let shown = format!("reloaded app on {}", s.receiver.addr);
+    eventually("the editor to show the result", || run.messages().contains(&shown));
     run.finish();
     s.no_trigger("one save");
 
@@ -237,7 +247,7 @@ fn vscode_watch_task_signals_ready_and_reports_failures_as_problems() {
     let tasks = jsonc("editor/vscode/tasks.json");
     let watch = task(&tasks, "touchwire: watch");
     assert_eq!(watch["runOptions"]["runOn"], "folderOpen");
-    let matcher = &watch["problemMatcher"];
+    let matcher = &watch["problemMatcher"][0];
     let re = |key: &Value| regex::Regex::new(key.as_str().unwrap()).unwrap();
     let (begins, ends) = (re(&matcher["background"]["beginsPattern"]), re(&matcher["background"]["endsPattern"]));
     let problem = re(&matcher["pattern"]["regexp"]);

@@ -124,4 +124,14 @@ fn the_watcher_waits_and_names_the_failing_file_and_line() {
     util::eventually("the failure line naming app/value.py:1", || {
         watcher.stderr().contains("app: reload failed at app/value.py:1 after")
     });
+    // VS Code's watch task turns that line into a problem at the file and line.
+    let tasks = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/editor/vscode/tasks.json")).unwrap();
+    let tasks = touchwire::editor::parse_jsonc(&tasks).unwrap();
+    let watch = tasks["tasks"].as_array().unwrap().iter().find(|t| t["label"] == "touchwire: watch").unwrap();
+    let pattern = &watch["problemMatcher"][1]["pattern"];
+    let re = regex::Regex::new(pattern["regexp"].as_str().unwrap()).unwrap();
+    let stderr = watcher.stderr();
+    let captures = stderr.lines().find_map(|line| re.captures(line)).expect("the problem matcher matches the line");
+    assert_eq!((&captures[1], &captures[2]), ("app/value.py", "1"));
+    assert!(captures[3].contains("No module named 'no_such_module'"), "{}", &captures[3]);
 }

@@ -8,11 +8,12 @@
 ;;; Commentary:
 
 ;; After each save of a matching file (default: Python files) this runs
-;; `touchwire send --path FILE' as an asynchronous process, so a save never
-;; waits on the network.  touchwire sends a trigger only if the file is
+;; `touchwire send --wait --path FILE' as an asynchronous process, so a save
+;; never waits on the network.  touchwire sends a trigger only if the file is
 ;; relevant (tracked by git, or untracked but not ignored) and waits for the
-;; guest's acknowledgement.  A failure is shown once, as one line in the echo
-;; area, never as a prompt.
+;; guest's answer: "reloaded app on HOST in 412 ms" when the guest has a ready
+;; check, or the failure.  The result is one line in the echo area, never a
+;; prompt; a failure's traceback goes to *Messages*.
 ;;
 ;; Per buffer: M-x touchwire-mode.  Everywhere: (global-touchwire-mode 1).
 ;; M-x touchwire-send sends a reload now.
@@ -34,14 +35,20 @@
   :type 'regexp)
 
 (defun touchwire--sentinel (process _event)
-  "Report PROCESS's failure in one line once it has ended, then clean up."
+  "Show PROCESS's result in one line once it has ended, then clean up.
+On failure the whole output (the app's traceback) goes to *Messages* first."
   (when (memq (process-status process) '(exit signal))
-    (let ((buffer (process-buffer process)))
-      (unless (zerop (process-exit-status process))
-        (let* ((text (if (buffer-live-p buffer) (with-current-buffer buffer (buffer-string)) ""))
-               (line (car (last (split-string text "\n" t "[ \t]+")))))
-          (message "%s" (or line (format "touchwire: exited with status %d"
-                                         (process-exit-status process))))))
+    (let* ((buffer (process-buffer process))
+           (status (process-exit-status process))
+           (text (if (buffer-live-p buffer) (with-current-buffer buffer (buffer-string)) ""))
+           (lines (split-string text "\n" t "[ \t]+"))
+           (line (car (last lines))))
+      (unless (zerop status)
+        (let ((inhibit-message t))
+          (dolist (earlier (butlast lines))
+            (message "%s" earlier))))
+      (cond (line (message "%s" line))
+            ((not (zerop status)) (message "touchwire: exited with status %d" status)))
       (when (buffer-live-p buffer)
         (kill-buffer buffer)))))
 
@@ -52,7 +59,7 @@
   (make-process
    :name "touchwire"
    :buffer (generate-new-buffer " *touchwire*")
-   :command (append (list touchwire-command "send") (when file (list "--path" file)))
+   :command (append (list touchwire-command "send" "--wait") (when file (list "--path" file)))
    :connection-type 'pipe
    :noquery t
    :sentinel #'touchwire--sentinel))

@@ -13,16 +13,45 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-/// Log lines of the known servers: `(name, ready pattern, error pattern)`.
-pub const PRESETS: &[(&str, &str, &str)] = &[
-    (
-        "uwsgi",
-        r"WSGI app \d+ \(mountpoint='[^']*'\) ready in",
-        r"Traceback|unable to load app|no python application found",
-    ),
-    ("gunicorn", r"Booting worker with pid", r"Traceback|Worker failed to boot|Exception in worker process"),
-    ("django", r"Starting development server at", r"Traceback|Error: "),
-    ("uvicorn", r"Application startup complete", r"Traceback|Error loading ASGI app"),
+/// A known server's log lines.
+pub struct Preset {
+    /// Its name in `"preset"`.
+    pub name: &'static str,
+    /// A line that says the app is back.
+    pub ready: &'static str,
+    /// A line that says it failed.
+    pub error: &'static str,
+    /// How long after the ready line an error may still come: gunicorn says "Booting worker"
+    /// before the worker imports the app, so a failed import follows it.
+    pub grace: Duration,
+}
+
+/// The servers whose log lines ship with touchwire (recorded in tests/fixtures/).
+pub const PRESETS: &[Preset] = &[
+    Preset {
+        name: "uwsgi",
+        ready: r"WSGI app \d+ \(mountpoint='[^']*'\) ready in",
+        error: r"Traceback|unable to load app|no python application found",
+        grace: Duration::ZERO,
+    },
+    Preset {
+        name: "gunicorn",
+        ready: r"Booting worker with pid",
+        error: r"Traceback|Worker failed to boot|Exception in worker process",
+        grace: Duration::from_millis(1000),
+    },
+    Preset {
+        name: "django",
+        ready: r"Starting development server at",
+        error: r"Traceback|Error: ",
+        grace: Duration::ZERO,
+    },
+    Preset {
+        name: "uvicorn",
+        ready: r"Application startup complete",
+        error: r"Traceback|Error loading ASGI app",
+        grace: Duration::ZERO,
+    },
 ];
 
 /// How long the default check waits.
@@ -43,6 +72,8 @@ pub struct ReadyCheck {
     pub url: Option<String>,
     /// Give up after this long.
     pub timeout: Duration,
+    /// Wait this long after the ready line for an error before calling it ready.
+    pub grace: Duration,
 }
 
 impl PartialEq for ReadyCheck {
@@ -52,6 +83,7 @@ impl PartialEq for ReadyCheck {
             && self.error_pattern.as_ref().map(Regex::as_str) == other.error_pattern.as_ref().map(Regex::as_str)
             && self.url == other.url
             && self.timeout == other.timeout
+            && self.grace == other.grace
     }
 }
 
@@ -66,8 +98,8 @@ impl ReadyCheck {
         timeout: Option<Duration>,
     ) -> Result<ReadyCheck, String> {
         let preset = match preset {
-            Some(name) => Some(PRESETS.iter().find(|(n, _, _)| *n == name).ok_or_else(|| {
-                let names: Vec<_> = PRESETS.iter().map(|(n, _, _)| *n).collect();
+            Some(name) => Some(PRESETS.iter().find(|p| p.name == name).ok_or_else(|| {
+                let names: Vec<_> = PRESETS.iter().map(|p| p.name).collect();
                 format!("unknown preset {name:?} (known: {})", names.join(", "))
             })?),
             None => None,
@@ -76,18 +108,19 @@ impl ReadyCheck {
             |text: &str, key: &str| Regex::new(text).map_err(|err| format!("`{key}` is not a valid regex: {err}"));
         let pattern = match (pattern, preset) {
             (Some(p), _) => regex(p, "pattern")?,
-            (None, Some((_, p, _))) => regex(p, "pattern")?,
+            (None, Some(preset)) => regex(preset.ready, "pattern")?,
             (None, None) => return Err("a ready check needs a `pattern` or a `preset`".into()),
         };
         let error_pattern = match (error_pattern, preset) {
             (Some(p), _) => Some(regex(p, "error_pattern")?),
-            (None, Some((_, _, p))) => Some(regex(p, "error_pattern")?),
+            (None, Some(preset)) => Some(regex(preset.error, "error_pattern")?),
             (None, None) => None,
         };
+        let grace = preset.map_or(Duration::ZERO, |p| p.grace);
         if let Some(url) = &url {
             parse_url(url).map_err(|err| format!("`url`: {err}"))?;
         }
-        Ok(ReadyCheck { log, pattern, error_pattern, url, timeout: timeout.unwrap_or(DEFAULT_TIMEOUT) })
+        Ok(ReadyCheck { log, pattern, error_pattern, url, timeout: timeout.unwrap_or(DEFAULT_TIMEOUT), grace })
     }
 
     /// Starts following the log; call before the action, then [`ReadyCheck::wait`].
@@ -99,7 +132,7 @@ impl ReadyCheck {
     pub fn wait(&self, mut follower: LogFollower, start: Instant) -> Outcome {
         let deadline = start + self.timeout;
         let mut recent: VecDeque<String> = VecDeque::new();
-        let mut ready_seen = false;
+        let mut ready_seen: Option<Instant> = None;
         for _ in 0..1_000_000 {
             if Instant::now() >= deadline {
                 break;
@@ -113,24 +146,25 @@ impl ReadyCheck {
                     recent.extend(batch);
                     return failed(start, self.excerpt(&mut follower, recent, deadline));
                 }
-                if self.pattern.is_match(&line) {
-                    ready_seen = true;
+                if ready_seen.is_none() && self.pattern.is_match(&line) {
+                    ready_seen = Some(Instant::now());
                 }
                 recent.push_back(line);
                 if recent.len() > 3 {
                     recent.pop_front();
                 }
             }
-            if ready_seen {
+            if let Some(seen) = ready_seen {
                 match &self.url {
-                    None => return ready_now(start),
+                    None if seen.elapsed() >= self.grace => return ready_now(start),
+                    None => {}
                     Some(url) if url_ready(url, deadline) => return ready_now(start),
                     Some(_) => {}
                 }
             }
             std::thread::sleep(Duration::from_millis(10));
         }
-        let what = if ready_seen {
+        let what = if ready_seen.is_some() {
             format!("{} did not answer below 500", self.url.as_deref().unwrap_or(""))
         } else {
             format!("no line matching {:?} in {}", self.pattern.as_str(), self.log.display())
@@ -305,8 +339,8 @@ mod tests {
 
     #[test]
     fn presets_compile_and_custom_patterns_win() {
-        for (name, _, _) in PRESETS {
-            ReadyCheck::new("x.log".into(), Some(name), None, None, None, None).unwrap();
+        for preset in PRESETS {
+            ReadyCheck::new("x.log".into(), Some(preset.name), None, None, None, None).unwrap();
         }
         let check = ReadyCheck::new("x.log".into(), Some("uwsgi"), Some("up"), None, None, None).unwrap();
         assert_eq!(check.pattern.as_str(), "up");
@@ -317,6 +351,30 @@ mod tests {
         assert!(ReadyCheck::new("x.log".into(), None, None, None, None, None).is_err());
         assert!(ReadyCheck::new("x.log".into(), None, Some("("), None, None, None).unwrap_err().contains("regex"));
         assert!(ReadyCheck::new("x.log".into(), None, Some("up"), None, Some("https://x".into()), None).is_err());
+    }
+
+    /// Plays a recorded log of a real server into a fresh log file and runs its preset's check on it.
+    fn replay(server: &str, kind: &str) -> Outcome {
+        let fixture = format!("{}/tests/fixtures/{server}-{kind}.log", env!("CARGO_MANIFEST_DIR"));
+        let recorded = std::fs::read_to_string(&fixture).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("app.log");
+        let check = ReadyCheck::new(log.clone(), Some(server), None, None, None, Some(Duration::from_secs(5))).unwrap();
+        let follower = check.follow();
+        append(&log, &recorded);
+        check.wait(follower, Instant::now())
+    }
+
+    #[test]
+    fn presets_recognise_the_recorded_logs_of_real_servers() {
+        for server in ["uwsgi", "gunicorn", "django", "uvicorn"] {
+            let ready = replay(server, "ready");
+            assert!(ready.ok, "{server}: {ready:?}");
+            let failed = replay(server, "error");
+            assert!(!failed.ok, "{server}: a failed start passed for ready");
+            let error = failed.error.unwrap();
+            assert!(error.contains("Traceback"), "{server}: {error}");
+        }
     }
 
     #[test]

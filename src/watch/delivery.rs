@@ -16,8 +16,6 @@ use std::time::{Duration, Instant};
 
 /// Ping a kept connection this often, below the receiver's 10 s idle timeout.
 const KEEPALIVE: Duration = Duration::from_secs(4);
-/// How long a trigger waits for the guest's ready check at most.
-const WAIT_TIMEOUT: Duration = Duration::from_secs(35);
 /// Most triggers waiting for a ready check at once; more go without waiting.
 const MAX_WAITING: usize = 2;
 /// Longest wait between reconnection attempts.
@@ -199,8 +197,7 @@ impl Link {
                 wait: true,
                 ..Request::default()
             };
-            let timeout = settings.timeout.max(WAIT_TIMEOUT);
-            let result = crate::client::exchange(&remote, &settings.credentials, &request, timeout)
+            let result = crate::client::exchange(&remote, &settings.credentials, &request, settings.timeout)
                 .map_err(|err| format!("{err:#}"));
             let outcome = Outcome { remote, files: trigger.files, result };
             report(&settings, &outcome);
@@ -306,20 +303,23 @@ fn report(settings: &Settings, outcome: &Outcome) {
 }
 
 /// Where a Python traceback says the failure is (" at FILE:LINE", from its last `File "…", line N`)
-/// and the excerpt's last line (the exception). The guest's path becomes the path in `root`
-/// that it ends with (`/vagrant/app/views.py` is `app/views.py`), when there is one.
+/// and what failed (the exception line that follows the frames, else the excerpt's last line).
+/// The guest's path becomes the path in `root` that it ends with (`/vagrant/app/views.py` is
+/// `app/views.py`), when there is one.
 pub fn failure_place<'a>(excerpt: &'a str, root: Option<&Path>) -> (String, &'a str) {
-    let last = excerpt.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").trim();
-    let place = excerpt
-        .lines()
-        .rev()
-        .find_map(|line| {
-            let rest = line.trim().strip_prefix("File \"")?;
+    let lines: Vec<&str> = excerpt.lines().collect();
+    let frame = lines.iter().rposition(|line| line.trim_start().starts_with("File \""));
+    let place = frame
+        .and_then(|i| {
+            let rest = lines[i].trim().strip_prefix("File \"")?;
             let (file, rest) = rest.split_once('"')?;
             let number: String = rest.strip_prefix(", line ")?.chars().take_while(char::is_ascii_digit).collect();
             (!number.is_empty()).then(|| format!(" at {}:{number}", host_path(file, root)))
         })
         .unwrap_or_default();
+    // After the last frame come its indented source lines, then the exception.
+    let exception = frame.and_then(|i| lines[i + 1..].iter().find(|l| !l.starts_with(' ') && !l.trim().is_empty()));
+    let last = exception.or_else(|| lines.iter().rev().find(|l| !l.trim().is_empty())).map_or("", |l| l.trim());
     (place, last)
 }
 
@@ -338,7 +338,7 @@ fn host_path(file: &str, root: Option<&Path>) -> String {
 mod tests {
     #[test]
     fn a_traceback_names_the_place_of_the_failure() {
-        let excerpt = "Traceback (most recent call last):\n  File \"/srv/wsgi.py\", line 1, in <module>\n    from app.views import x\n  File \"/srv/app/views.py\", line 3, in <module>\n    import foo\nModuleNotFoundError: No module named 'foo'\n";
+        let excerpt = "Traceback (most recent call last):\n  File \"/srv/wsgi.py\", line 1, in <module>\n    from app.views import x\n  File \"/srv/app/views.py\", line 3, in <module>\n    import foo\nModuleNotFoundError: No module named 'foo'\nunable to load app 0\n";
         let (place, last) = super::failure_place(excerpt, None);
         assert_eq!(place, " at /srv/app/views.py:3");
         assert_eq!(last, "ModuleNotFoundError: No module named 'foo'");

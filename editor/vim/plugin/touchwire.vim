@@ -1,6 +1,7 @@
 " touchwire: reload the guest's app when a file is saved. Vim 8.2+ and Neovim.
-" After each write of a matching file it runs `touchwire send --path FILE` as a job, so a save
-" never waits on the network. A failure is shown once, as one message line, never a prompt.
+" After each write of a matching file it runs `touchwire send --wait --path FILE` as a job, so a
+" save never waits on the network, and shows the result in one line ("reloaded app in 412 ms",
+" or the failure; the app's traceback goes to :messages). Never a prompt.
 " See :help touchwire.
 
 if exists('g:loaded_touchwire')
@@ -12,19 +13,30 @@ let g:touchwire_command = get(g:, 'touchwire_command', 'touchwire')
 let g:touchwire_enabled = get(g:, 'touchwire_enabled', 1)
 let g:touchwire_patterns = get(g:, 'touchwire_patterns', '*.py')
 
-" Shows the last line touchwire printed on stderr, cut to fit the command line so that it never
-" asks to press ENTER.
+" Shows the result in one line ("reloaded app on HOST in 412 ms", or what failed), cut to fit
+" the command line so that it never asks to press ENTER. A failure's whole output (the app's
+" traceback) goes to :messages first, without being shown.
 function! s:Report(lines, status) abort
-  if a:status == 0
-    return
-  endif
   let l:lines = filter(copy(a:lines), 'v:val !=# ""')
-  let l:text = empty(l:lines) ? 'touchwire: exited with status ' . a:status : l:lines[-1]
+  if empty(l:lines)
+    if a:status == 0
+      return
+    endif
+    let l:lines = ['touchwire: exited with status ' . a:status]
+  endif
+  if a:status != 0
+    for l:line in l:lines[:-2]
+      silent echomsg l:line
+    endfor
+  endif
+  let l:text = l:lines[-1]
   let l:width = &columns - 12
   if strdisplaywidth(l:text) > l:width
     let l:text = strcharpart(l:text, 0, l:width) . '…'
   endif
-  echohl WarningMsg
+  if a:status != 0
+    echohl WarningMsg
+  endif
   echomsg l:text
   echohl None
 endfunction
@@ -33,9 +45,10 @@ function! s:NvimExit(job, status, event) dict abort
   call s:Report(self.stderr, a:status)
 endfunction
 
-" Runs `touchwire send [--path FILE]` in the background.
+" Runs `touchwire send --wait [--path FILE]` in the background: the guest answers once the app
+" is back (when it has a ready check) or at once.
 function! s:Send(path) abort
-  let l:argv = [g:touchwire_command, 'send']
+  let l:argv = [g:touchwire_command, 'send', '--wait']
   if a:path !=# ''
     let l:argv += ['--path', a:path]
   endif
