@@ -9,34 +9,15 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
-use util::{Env, Listener, Repo, WAIT, eventually, require};
+use util::{Project, WAIT, eventually, require};
 
 const QUIET: Duration = Duration::from_millis(800);
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
-struct Setup {
-    env: Env,
-    repo: Repo,
-    receiver: Listener,
-}
+type Setup = Project;
 
 fn setup() -> Setup {
-    let env = Env::new();
-    let repo = Repo::init(env.join("repo"));
-    let receiver = env.listen(&["--settle", "0", "--touch", env.join("app.reload").to_str().unwrap()]);
-    repo.write(".touchwire.json", &json!({"remote": receiver.addr}).to_string());
-    repo.write("app.py", "VALUE = 1\n");
-    repo.write("notes.txt", "notes\n");
-    repo.commit_all("init");
-    Setup { env, repo, receiver }
-}
-
-impl Setup {
-    #[track_caller]
-    fn no_trigger(&self, what: &str) {
-        let extra = self.receiver.named_within("reload", QUIET);
-        assert!(extra.is_empty(), "{what}: unexpected trigger(s) {extra:?}");
-    }
+    Project::new(&[("app.py", "VALUE = 1\n"), ("notes.txt", "notes\n")], true)
 }
 
 /// An editor run: it saves, writes `SAVED`, then waits (bounded) for the test to create `DONE`,
@@ -142,13 +123,13 @@ fn scenario(start: impl Fn(&Setup, &str, bool, &[(&str, &str)]) -> EditorRun) {
     let shown = format!("reloaded app on {}", s.receiver.addr);
     eventually("the editor to show the result", || run.messages().contains(&shown));
     run.finish();
-    s.no_trigger("one save");
+    s.no_trigger("one save", QUIET);
 
     start(&s, "notes.txt", true, &[]).finish();
-    s.no_trigger("a .txt save");
+    s.no_trigger("a .txt save", QUIET);
 
     start(&s, "app.py", false, &[]).finish();
-    s.no_trigger("turned off");
+    s.no_trigger("turned off", QUIET);
 
     let mute = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = mute.local_addr().unwrap().to_string();

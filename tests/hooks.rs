@@ -6,27 +6,14 @@ use serde_json::json;
 use std::os::unix::fs::PermissionsExt;
 use std::process::Output;
 use std::time::Duration;
-use util::{Env, Listener, Repo};
+use util::{Project, Repo};
 
 const QUIET: Duration = Duration::from_millis(800);
 
-struct Setup {
-    env: Env,
-    repo: Repo,
-    receiver: Listener,
-}
+type Setup = Project;
 
-/// A repository with app.py and README.md on `main`, its .touchwire.json pointing at a receiver
-/// that acts on every trigger (settle 0).
 fn setup() -> Setup {
-    let env = Env::new();
-    let repo = Repo::init(env.join("repo"));
-    let receiver = env.listen(&["--settle", "0", "--touch", env.join("app.reload").to_str().unwrap()]);
-    repo.write(".touchwire.json", &json!({"remote": receiver.addr}).to_string());
-    repo.write("app.py", "VALUE = 'main'\n");
-    repo.write("README.md", "main\n");
-    repo.commit_all("init");
-    Setup { env, repo, receiver }
+    Project::new(&[("app.py", "VALUE = 'main'\n"), ("README.md", "main\n")], true)
 }
 
 impl Setup {
@@ -44,12 +31,6 @@ impl Setup {
     #[track_caller]
     fn trigger(&self) -> serde_json::Value {
         self.receiver.wait_event("reload")
-    }
-
-    #[track_caller]
-    fn no_trigger(&self, what: &str) {
-        let extra = self.receiver.named_within("reload", QUIET);
-        assert!(extra.is_empty(), "{what}: unexpected trigger(s) {extra:?}");
     }
 
     /// A branch `name` off main whose commit changes `files`.
@@ -140,13 +121,13 @@ fn checkouts_reload_only_when_a_relevant_file_differs() {
     s.install();
     s.git(&["checkout", "-q", "code"]);
     assert_eq!(files(&s.trigger()), ["app.py", "lib/new.py"]);
-    s.no_trigger("a branch checkout");
+    s.no_trigger("a branch checkout", QUIET);
     s.git(&["checkout", "-q", "-b", "copy"]);
-    s.no_trigger("checkout -b (same tree)");
+    s.no_trigger("checkout -b (same tree)", QUIET);
     s.git(&["checkout", "-q", "main"]);
     s.trigger(); // back from code to main: app.py and lib/new.py differ again
     s.git(&["checkout", "-q", "docs"]);
-    s.no_trigger("a checkout that changes README.md alone");
+    s.no_trigger("a checkout that changes README.md alone", QUIET);
 }
 
 #[test]
@@ -178,7 +159,7 @@ fn a_pull_bringing_py_changes_reloads_once() {
     let event = s.trigger();
     assert_eq!(files(&event), ["app.py"]);
     assert_eq!(event["reason"], "merge");
-    s.no_trigger("a pull");
+    s.no_trigger("a pull", QUIET);
 }
 
 #[test]
@@ -193,7 +174,7 @@ fn a_rebase_that_rewrites_py_files_reloads() {
     let event = s.trigger();
     assert_eq!(event["reason"], "rebase", "post-rewrite reloads, post-checkout keeps out of the rebase: {event}");
     assert!(files(&event).contains(&"app.py"), "{event}");
-    s.no_trigger("a rebase");
+    s.no_trigger("a rebase", QUIET);
 }
 
 #[test]
@@ -239,13 +220,13 @@ fn touchwire_skip_and_a_missing_binary_send_nothing_and_fail_nothing() {
     s.install();
     let output = s.repo.git_as_user(&s.env, &["checkout", "-q", "feature"], true, &[("TOUCHWIRE_SKIP", "1")]);
     assert!(output.status.success());
-    s.no_trigger("TOUCHWIRE_SKIP=1");
+    s.no_trigger("TOUCHWIRE_SKIP=1", QUIET);
 
     let output = s.repo.git_as_user(&s.env, &["checkout", "-q", "main"], false, &[]);
     assert!(output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("touchwire: not found on PATH"), "{stderr}");
-    s.no_trigger("touchwire not on PATH");
+    s.no_trigger("touchwire not on PATH", QUIET);
 }
 
 #[test]
@@ -259,7 +240,7 @@ fn send_changed_between_compares_trees() {
         .run_in(&s.repo.root, &["send", "-v", "--changed-between", "main", "docs"])
         .expect_code(0)
         .expect_stderr("nothing to send");
-    s.no_trigger("a diff without relevant files");
+    s.no_trigger("a diff without relevant files", QUIET);
     s.env
         .run_in(&s.repo.root, &["send", "--changed-between", "main", "no-such-branch"])
         .expect_code(1)

@@ -4,30 +4,24 @@ mod util;
 
 use serde_json::Value;
 use std::time::Duration;
-use util::{Daemon, Env, Listener, Repo};
+use util::{Daemon, Env, Project, Repo};
 
 /// How long to listen for a trigger that must not come.
 const QUIET: Duration = Duration::from_millis(600);
 
-struct Setup {
-    env: Env,
-    repo: Repo,
-    receiver: Listener,
-}
+type Setup = Project;
 
-/// A repository with `app/views.py`, `app/models.py`, `README.txt` (all tracked) and an ignored
-/// `venv/`, and a receiver that acts on every trigger (settle 0) so each shows as one reload.
 fn setup() -> Setup {
-    let env = Env::new();
-    let repo = Repo::init(env.join("repo"));
-    repo.write(".gitignore", "venv/\n*.log\n");
-    repo.write("app/views.py", "VALUE = 1\n");
-    repo.write("app/models.py", "MODEL = 1\n");
-    repo.write("README.txt", "readme\n");
-    repo.write("venv/lib/site.py", "# site\n");
-    repo.commit_all("init");
-    let receiver = env.listen(&["--settle", "0", "--touch", env.join("app.reload").to_str().unwrap()]);
-    Setup { env, repo, receiver }
+    Project::new(
+        &[
+            (".gitignore", "venv/\n*.log\n"),
+            ("app/views.py", "VALUE = 1\n"),
+            ("app/models.py", "MODEL = 1\n"),
+            ("README.txt", "readme\n"),
+            ("venv/lib/site.py", "# site\n"),
+        ],
+        false,
+    )
 }
 
 impl Setup {
@@ -45,12 +39,6 @@ impl Setup {
         let event = self.receiver.wait_event("reload");
         event["files"].as_array().unwrap().iter().map(|f| f.as_str().unwrap().to_string()).collect()
     }
-
-    #[track_caller]
-    fn expect_no_trigger(&self, what: &str) {
-        let extra = self.receiver.named_within("reload", QUIET);
-        assert!(extra.is_empty(), "{what}: unexpected trigger(s) {extra:?}");
-    }
 }
 
 #[test]
@@ -60,7 +48,7 @@ fn an_edit_of_a_tracked_py_file_is_one_trigger_naming_it() {
     assert_eq!(ready["relevant"], 2, "{ready}");
     s.repo.write("app/views.py", "VALUE = 2\n");
     assert_eq!(s.next_trigger(), ["app/views.py"]);
-    s.expect_no_trigger("an in-place save");
+    s.no_trigger("an in-place save", QUIET);
 }
 
 #[test]
@@ -72,10 +60,10 @@ fn ignored_and_unwatched_files_send_nothing() {
     s.repo.write("README.txt", "changed\n");
     s.repo.write("app/debug.log", "log\n");
     s.repo.write("app/views.pyc", "bytes\n");
-    s.expect_no_trigger("venv, .txt, .log, .pyc");
+    s.no_trigger("venv, .txt, .log, .pyc", QUIET);
     // The metadata of a relevant file alone is no change: the guest's touches never loop back.
     touchwire::listen::actions::touch(&s.repo.root.join("app/views.py")).unwrap();
-    s.expect_no_trigger("a touch");
+    s.no_trigger("a touch", QUIET);
     // The watcher is alive all along: a relevant change still comes through, alone.
     s.repo.write("app/models.py", "MODEL = 2\n");
     assert_eq!(s.next_trigger(), ["app/models.py"]);
@@ -99,7 +87,7 @@ fn untracked_files_count_unless_tracked_only() {
 
     let (_watcher, _) = s.watch(&["--tracked-only"]);
     s.repo.write("app/other.py", "OTHER = 1\n");
-    s.expect_no_trigger("an untracked file with --tracked-only");
+    s.no_trigger("an untracked file with --tracked-only", QUIET);
     // `git add` makes it tracked, and the watcher re-reads the index without a restart.
     s.repo.git(&["add", "app/other.py"]);
     std::thread::sleep(Duration::from_millis(200));
@@ -115,7 +103,7 @@ fn a_new_gitignore_rule_takes_effect_without_a_restart() {
     s.repo.write(".gitignore", "venv/\n*.log\ngen/\n");
     std::thread::sleep(Duration::from_millis(200));
     s.repo.write("gen/out.py", "# generated again\n");
-    s.expect_no_trigger("a file under a newly ignored folder");
+    s.no_trigger("a file under a newly ignored folder", QUIET);
     s.repo.write("app/views.py", "VALUE = 9\n");
     assert_eq!(s.next_trigger(), ["app/views.py"], "the watcher is alive");
 }
@@ -128,7 +116,7 @@ fn an_atomic_save_is_one_trigger() {
     std::fs::write(&tmp, "VALUE = 3\n").unwrap();
     std::fs::rename(&tmp, s.repo.root.join("app/views.py")).unwrap();
     assert_eq!(s.next_trigger(), ["app/views.py"]);
-    s.expect_no_trigger("an atomic save");
+    s.no_trigger("an atomic save", QUIET);
 }
 
 #[test]
@@ -142,7 +130,7 @@ fn vim_backup_and_write_is_one_trigger_at_the_completed_write() {
     std::fs::write(&views, "VALUE = 4\n").unwrap();
     std::fs::remove_file(&backup).unwrap();
     assert_eq!(s.next_trigger(), ["app/views.py"]);
-    s.expect_no_trigger("a backup-and-write save");
+    s.no_trigger("a backup-and-write save", QUIET);
 }
 
 #[test]
@@ -151,7 +139,7 @@ fn a_deletion_is_one_trigger() {
     let (_watcher, _) = s.watch(&[]);
     std::fs::remove_file(s.repo.root.join("app/models.py")).unwrap();
     assert_eq!(s.next_trigger(), ["app/models.py"]);
-    s.expect_no_trigger("a deletion");
+    s.no_trigger("a deletion", QUIET);
 }
 
 #[test]
@@ -283,7 +271,7 @@ fn send_path_sends_only_for_relevant_files() {
         .expect_code(0)
         .expect_stderr("git ignores it")
         .expect_stderr("its extension is not watched");
-    s.expect_no_trigger("send --path of irrelevant files");
+    s.no_trigger("send --path of irrelevant files", QUIET);
 }
 
 #[test]
@@ -338,7 +326,7 @@ fn polling_sees_edits_but_not_touches() {
     std::thread::sleep(Duration::from_millis(300));
     let later = std::time::SystemTime::now() + Duration::from_secs(5);
     std::fs::File::open(s.repo.root.join("app/views.py")).unwrap().set_modified(later).unwrap();
-    s.expect_no_trigger("an mtime change under --poll");
+    s.no_trigger("an mtime change under --poll", QUIET);
 }
 
 #[test]

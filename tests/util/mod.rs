@@ -380,3 +380,35 @@ impl Repo {
         self.git(&["commit", "-q", "-m", message]);
     }
 }
+
+/// A git repository and a receiver that acts on every trigger (settle 0): what the watcher,
+/// hooks and editor tests start from.
+pub struct Project {
+    pub env: Env,
+    pub repo: Repo,
+    pub receiver: Listener,
+}
+
+impl Project {
+    /// `files` committed on `main`; with `configured`, a `.touchwire.json` naming the receiver too.
+    pub fn new(files: &[(&str, &str)], configured: bool) -> Project {
+        let env = Env::new();
+        let repo = Repo::init(env.join("repo"));
+        let receiver = env.listen(&["--settle", "0", "--touch", env.join("app.reload").to_str().unwrap()]);
+        if configured {
+            repo.write(".touchwire.json", &serde_json::json!({"remote": receiver.addr}).to_string());
+        }
+        for (path, content) in files {
+            repo.write(path, content);
+        }
+        repo.commit_all("init");
+        Project { env, repo, receiver }
+    }
+
+    /// Asserts that the receiver acts on nothing for `window`.
+    #[track_caller]
+    pub fn no_trigger(&self, what: &str, window: Duration) {
+        let extra = self.receiver.named_within("reload", window);
+        assert!(extra.is_empty(), "{what}: unexpected trigger(s) {extra:?}");
+    }
+}
