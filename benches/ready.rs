@@ -8,24 +8,18 @@
 //! over the action alone. Needs uwsgi and uwsgi-plugin-python3. Only 127.0.0.1 is contacted;
 //! children are killed by their PID at the end.
 
+mod common;
+
 use anyhow::{Context, Result, bail};
+use common::{Guard, Kill, quantile};
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_touchwire");
 const WAIT: Duration = Duration::from_secs(20);
-
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn main() {
     if let Err(err) = run() {
@@ -38,9 +32,9 @@ fn run() -> Result<()> {
     let edits: usize = std::env::var("BENCH_EDITS").ok().and_then(|v| v.parse().ok()).unwrap_or(20).max(5);
     println!("# touchwire ready-check benchmark\n");
     println!("Command: `cargo bench --bench ready`, {edits} edits per action, uWSGI 1 worker on loopback.\n");
-    println!("- CPU: {}", cpu_model());
-    println!("- logical CPUs: {}", std::thread::available_parallelism().map_or(0, |n| n.get()));
-    println!("- uWSGI: {}\n", output(Command::new("uwsgi").arg("--version"))?.trim());
+    println!("- CPU: {}", common::cpu_model());
+    println!("- logical CPUs: {}", common::logical_cpus());
+    println!("- uWSGI: {}\n", common::first_line("uwsgi", &["--version"], WAIT, Kill::Pid)?);
     println!(
         "| action | save → \"reloaded\" printed, median ms | p90 ms | save → new value served, median ms | p90 ms | check's overhead, median ms |"
     );
@@ -50,11 +44,11 @@ fn run() -> Result<()> {
         let overhead: Vec<f64> = reported.iter().zip(&served).map(|(r, s)| r - s).collect();
         println!(
             "| {action} | {:.0} | {:.0} | {:.0} | {:.0} | {:.1} |",
-            percentile(&reported, 50),
-            percentile(&reported, 90),
-            percentile(&served, 50),
-            percentile(&served, 90),
-            percentile(&overhead, 50)
+            quantile(&reported, 0.5),
+            quantile(&reported, 0.9),
+            quantile(&served, 0.5),
+            quantile(&served, 0.9),
+            quantile(&overhead, 0.5)
         );
     }
     println!("\nThe check's overhead is send's exit minus the first new answer (polled every 2 ms). The log follower");
@@ -77,7 +71,7 @@ fn measure(action: &str, edits: usize) -> Result<(Vec<f64>, Vec<f64>)> {
     git(root, &["init", "-q"])?;
     git(root, &["add", "-A"])?;
     git(root, &["-c", "user.email=b@b", "-c", "user.name=bench", "commit", "-qm", "app"])?;
-    let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let port = common::free_port()?;
     let (reload, fifo, log) = (root.join("app.reload"), root.join("master.fifo"), root.join("uwsgi.log"));
     std::fs::write(&reload, "")?;
     let mut uwsgi = Command::new("uwsgi");
@@ -94,21 +88,23 @@ fn measure(action: &str, edits: usize) -> Result<(Vec<f64>, Vec<f64>)> {
             serde_json::json!({"fifo": fifo, "ready": {"preset": "uwsgi", "log": log}})
         }
     };
-    let _uwsgi = Guard(uwsgi.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).spawn()?);
+    let _uwsgi =
+        Guard::spawn(uwsgi.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()), "uwsgi", Kill::Pid)?;
     wait_for(|| fetch(port).is_some_and(|v| v == "v0"), "uWSGI to serve the app")?;
     let guest = root.join("guest.json");
     std::fs::write(&guest, serde_json::json!({"targets": {"app": target}}).to_string())?;
-    let listen_port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let listen_port = common::free_port()?;
     let addr = format!("127.0.0.1:{listen_port}");
-    let _listen = Guard(
+    let _listen = Guard::spawn(
         Command::new(BIN)
             .args(["listen", "-q", "--addr", &addr, "--config"])
             .arg(&guest)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()?,
-    );
+            .stderr(Stdio::null()),
+        "touchwire listen",
+        Kill::Pid,
+    )?;
     wait_for(|| TcpStream::connect(&addr).is_ok(), "the receiver")?;
     let (mut reported, mut served) = (Vec::new(), Vec::new());
     for i in 1..=edits {
@@ -153,15 +149,9 @@ fn fetch(port: u16) -> Option<String> {
     head.starts_with("HTTP/1.").then(|| body.to_string()).filter(|_| head.contains(" 200 "))
 }
 
+/// Polls `check` every 20 ms for at most [`WAIT`].
 fn wait_for(mut check: impl FnMut() -> bool, what: &str) -> Result<()> {
-    let start = Instant::now();
-    while start.elapsed() < WAIT {
-        if check() {
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    bail!("timed out waiting for {what}")
+    common::wait_until(WAIT, Duration::from_millis(20), &format!("timed out waiting for {what}"), || Ok(check()))
 }
 
 fn git(dir: &Path, args: &[&str]) -> Result<()> {
@@ -170,20 +160,4 @@ fn git(dir: &Path, args: &[&str]) -> Result<()> {
         bail!("git {args:?} failed");
     }
     Ok(())
-}
-
-fn output(cmd: &mut Command) -> Result<String> {
-    Ok(String::from_utf8_lossy(&cmd.output()?.stdout).into_owned())
-}
-
-fn cpu_model() -> String {
-    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let line = info.lines().find(|l| l.starts_with("model name")).unwrap_or("");
-    line.split(':').nth(1).unwrap_or("?").trim().to_string()
-}
-
-fn percentile(samples: &[f64], p: usize) -> f64 {
-    let mut sorted = samples.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    sorted.get((sorted.len() * p / 100).min(sorted.len().saturating_sub(1))).copied().unwrap_or(f64::NAN)
 }

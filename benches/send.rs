@@ -17,20 +17,22 @@
 //! alone. Only 127.0.0.1 is contacted. Every child process is killed by its PID when the bench ends, on error
 //! paths too, and every wait has a deadline of a few seconds.
 
+mod common;
+
 use anyhow::{Context, Result, anyhow, bail};
+use common::{Guard, Kill, Samples, free_port, mb};
 use serde_json::Value;
 use std::fs::{self, File};
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
-use std::process::{Child, ChildStdout, Command, Stdio};
+use std::process::{ChildStdout, Command, Stdio};
 use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, Barrier, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 use touchwire::auth::Token;
 use touchwire::protocol::{self, Greeting, Op, Reply, Request};
-use wait_timeout::ChildExt;
 
 /// Latency samples per command when `BENCH_RUNS` is not set.
 const DEFAULT_RUNS: usize = 100;
@@ -90,42 +92,18 @@ fn runs_from_env() -> Result<usize> {
 // Processes and files
 // ---------------------------------------------------------------------------------------------------------------
 
-/// A child process that is killed (by its own PID, through [`Child::kill`]) and reaped when dropped,
-/// on error paths too. Killing a child already reaped does nothing.
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Waits at most [`WAIT`] for `child` to exit successfully; a child still running then is killed.
 fn wait_success(child: &mut Guard, what: &str) -> Result<()> {
-    match child.0.wait_timeout(WAIT).with_context(|| format!("cannot wait for {what}"))? {
-        None => bail!("{what} still running after {} s (killed)", WAIT.as_secs()),
-        Some(status) if !status.success() => bail!("{what} failed: {status}"),
-        Some(_) => Ok(()),
+    let status = child.wait_for(WAIT, what)?;
+    if !status.success() {
+        bail!("{what} failed: {status}");
     }
+    Ok(())
 }
 
 /// Runs a short command to completion (at most [`WAIT`]) and returns its stdout and stderr together.
-fn output_of(mut cmd: Command, what: &str) -> Result<String> {
-    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut child = Guard(cmd.spawn().with_context(|| format!("cannot run {what}"))?);
-    let exited = child.0.wait_timeout(WAIT).with_context(|| format!("cannot wait for {what}"))?;
-    if exited.is_none() {
-        bail!("{what} still running after {} s (killed)", WAIT.as_secs());
-    }
-    let mut text = String::new();
-    if let Some(mut stdout) = child.0.stdout.take() {
-        stdout.read_to_string(&mut text).with_context(|| format!("cannot read the output of {what}"))?;
-    }
-    if let Some(mut stderr) = child.0.stderr.take() {
-        stderr.read_to_string(&mut text).with_context(|| format!("cannot read the output of {what}"))?;
-    }
-    Ok(text)
+fn output_of(cmd: Command, what: &str) -> Result<String> {
+    Ok(common::output_of(cmd, what, WAIT, Kill::Pid)?.1)
 }
 
 /// The bench's scratch directory: the token file, the touched files, the receivers' logs, an empty user config.
@@ -167,12 +145,6 @@ impl Scratch {
     }
 }
 
-/// A free loopback port: bound to port 0, read back, released.
-fn free_port() -> Result<u16> {
-    let listener = TcpListener::bind("127.0.0.1:0").context("cannot bind 127.0.0.1:0")?;
-    Ok(listener.local_addr()?.port())
-}
-
 /// Resident memory of a process, in kB, from `/proc/PID/status`.
 #[derive(Debug, Clone, Copy)]
 struct Memory {
@@ -184,18 +156,8 @@ struct Memory {
 
 impl Memory {
     fn of(pid: u32) -> Result<Memory> {
-        let status = fs::read_to_string(format!("/proc/{pid}/status")).context("cannot read the receiver's status")?;
-        let field = |name: &str| -> Result<u64> {
-            let line = status.lines().find(|l| l.starts_with(name)).ok_or_else(|| anyhow!("no {name} in status"))?;
-            let kb = line.trim_start_matches(name).trim().trim_end_matches("kB").trim();
-            kb.parse().with_context(|| format!("unreadable {line:?}"))
-        };
-        Ok(Memory { rss_kb: field("VmRSS:")?, peak_kb: field("VmHWM:")? })
+        Ok(Memory { rss_kb: common::vm_kb(pid, "VmRSS:")?, peak_kb: common::vm_kb(pid, "VmHWM:")? })
     }
-}
-
-fn mb(kb: u64) -> String {
-    format!("{:.1} MB", kb as f64 / 1024.0)
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -214,19 +176,13 @@ struct Machine {
 
 impl Machine {
     fn probe(netcat: &Result<String, String>) -> Result<Machine> {
-        let cpuinfo = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-        let cpu = cpuinfo.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split_once(':'));
-        let mut date = Command::new("date");
-        date.args(["-u", "+%Y-%m-%d %H:%M UTC"]);
-        let mut version = Command::new(env!("CARGO_BIN_EXE_touchwire"));
-        version.arg("--version");
         Ok(Machine {
-            cpu: cpu.map(|(_, name)| name.trim().to_string()).unwrap_or_else(|| "unknown".into()),
-            cpus: thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
-            kernel: fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_string(),
-            touchwire: output_of(version, "touchwire --version")?.trim().to_string(),
+            cpu: common::cpu_model(),
+            cpus: common::logical_cpus(),
+            kernel: common::kernel(),
+            touchwire: common::first_line(env!("CARGO_BIN_EXE_touchwire"), &["--version"], WAIT, Kill::Pid)?,
             netcat: netcat.clone().unwrap_or_else(|_| "not installed".into()),
-            date: output_of(date, "date")?.trim().to_string(),
+            date: common::date(WAIT, Kill::Pid)?,
         })
     }
 
@@ -301,8 +257,8 @@ impl Receiver {
         full.extend_from_slice(args);
         let mut cmd = scratch.touchwire(&full);
         cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(log);
-        let mut child = Guard(cmd.spawn().context("cannot start touchwire listen")?);
-        let stdout = child.0.stdout.take().context("no stdout pipe")?;
+        let mut child = Guard::spawn(&mut cmd, "touchwire listen", Kill::Pid)?;
+        let stdout = child.child.stdout.take().context("no stdout pipe")?;
         let events = Arc::new(Mutex::new(Events::default()));
         let (address_tx, address_rx) = mpsc::channel();
         let counter = Arc::clone(&events);
@@ -316,7 +272,7 @@ impl Receiver {
     }
 
     fn pid(&self) -> u32 {
-        self.child.0.id()
+        self.child.pid()
     }
 
     fn events(&self) -> Events {
@@ -374,18 +330,15 @@ impl NetcatServer {
         let mut cmd = Command::new("nc");
         cmd.args(["-l", "-k", "127.0.0.1", &port.to_string()]);
         cmd.stdin(Stdio::null()).stdout(file).stderr(Stdio::null());
-        let mut child = Guard(cmd.spawn().context("cannot start nc -l")?);
+        let mut child = Guard::spawn(&mut cmd, "nc -l", Kill::Pid)?;
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let deadline = Instant::now() + WAIT;
-        while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
-            if let Some(status) = child.0.try_wait()? {
+        let silent = format!("nc -l -k 127.0.0.1 {port} accepts no connection after {} s", WAIT.as_secs());
+        common::wait_until(WAIT, Duration::from_millis(10), &silent, || {
+            if let Some(status) = child.child.try_wait()? {
                 bail!("nc -l -k 127.0.0.1 {port} exited at once ({status})");
             }
-            if Instant::now() > deadline {
-                bail!("nc -l -k 127.0.0.1 {port} accepts no connection after {} s", WAIT.as_secs());
-            }
-            thread::sleep(Duration::from_millis(10));
-        }
+            Ok(TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok())
+        })?;
         Ok(NetcatServer { _child: child, port, out })
     }
 
@@ -401,9 +354,9 @@ fn time_run(mut cmd: Command, input: Option<&[u8]>, what: &str) -> Result<Durati
     cmd.stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() });
     cmd.stdout(Stdio::null()).stderr(Stdio::null());
     let start = Instant::now();
-    let mut child = Guard(cmd.spawn().with_context(|| format!("cannot start {what}"))?);
+    let mut child = Guard::spawn(&mut cmd, what, Kill::Pid)?;
     if let Some(bytes) = input {
-        let mut stdin = child.0.stdin.take().context("no stdin pipe")?;
+        let mut stdin = child.child.stdin.take().context("no stdin pipe")?;
         stdin.write_all(bytes).with_context(|| format!("cannot write to {what}"))?;
         // Dropping stdin closes it: nc -N then shuts its socket down.
     }
@@ -411,58 +364,47 @@ fn time_run(mut cmd: Command, input: Option<&[u8]>, what: &str) -> Result<Durati
     Ok(start.elapsed())
 }
 
-/// Timings of one command, in milliseconds.
-struct Samples {
+/// Timings of one command, with its label in the report.
+struct Timings {
     label: &'static str,
-    ms: Vec<f64>,
+    samples: Samples,
 }
 
-impl Samples {
-    fn new(label: &'static str) -> Samples {
-        Samples { label, ms: Vec::new() }
+impl Timings {
+    fn new(label: &'static str) -> Timings {
+        Timings { label, samples: Samples::default() }
     }
 
     fn push(&mut self, took: Duration) {
-        self.ms.push(took.as_secs_f64() * 1000.0);
-    }
-
-    /// The `p` quantile (0 to 1), linearly interpolated between the nearest samples.
-    fn quantile(&self, p: f64) -> f64 {
-        let mut sorted = self.ms.clone();
-        sorted.sort_by(f64::total_cmp);
-        let Some(last) = sorted.len().checked_sub(1) else { return f64::NAN };
-        let rank = p * last as f64;
-        let (low, high) = (rank.floor() as usize, rank.ceil() as usize);
-        sorted[low] + (sorted[high] - sorted[low]) * (rank - low as f64)
+        self.samples.push(took);
     }
 
     fn median(&self) -> f64 {
-        self.quantile(0.5)
+        self.samples.median()
     }
 
     fn row(&self) -> String {
-        let min = self.ms.iter().copied().fold(f64::INFINITY, f64::min);
         format!(
             "| {} | {:.3} | {:.3} | {:.3} | {} |",
             self.label,
-            self.median(),
-            self.quantile(0.9),
-            min,
-            self.ms.len()
+            self.samples.median(),
+            self.samples.quantile(0.9),
+            self.samples.min(),
+            self.samples.len()
         )
     }
 }
 
 /// The nc baseline's results, when nc is there.
 struct Baseline {
-    direct: Samples,
-    pipeline: Samples,
+    direct: Timings,
+    pipeline: Timings,
     lines_received: usize,
 }
 
 /// Section 2's results.
 struct Latency {
-    send: Samples,
+    send: Timings,
     baseline: Option<Baseline>,
     runs: usize,
     /// Actions the receiver ran, warm-ups included: one per send, since it runs with `--settle 0`.
@@ -487,10 +429,10 @@ fn measure_latency(scratch: &Scratch, runs: usize, with_netcat: bool) -> Result<
         cmd
     };
     let mut latency = Latency {
-        send: Samples::new("`touchwire send` (authenticates, waits for the acknowledgement)"),
+        send: Timings::new("`touchwire send` (authenticates, waits for the acknowledgement)"),
         baseline: server.as_ref().map(|_| Baseline {
-            direct: Samples::new("`nc -N`, spawned directly, `.` on its stdin"),
-            pipeline: Samples::new("`sh -c \"echo . \\| nc -N\"` (the blog post's pipeline)"),
+            direct: Timings::new("`nc -N`, spawned directly, `.` on its stdin"),
+            pipeline: Timings::new("`sh -c \"echo . \\| nc -N\"` (the blog post's pipeline)"),
             lines_received: 0,
         }),
         runs,

@@ -20,18 +20,18 @@
 //! namespace addresses are contacted. Every child leads its own process group and is killed with it (by its PID)
 //! when the bench ends, on errors and Ctrl-C too; the namespaces are deleted; every wait has a deadline.
 
+mod common;
+
 use anyhow::{Context, Result, anyhow, bail};
+use common::{Guard, Kill, check_interrupted, load_average};
 use serde_json::Value;
 use std::fs::{self, File};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::fd::AsRawFd;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, RecvTimeoutError};
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::mpsc::RecvTimeoutError;
 use std::thread;
 use std::time::{Duration, Instant};
 use wait_timeout::ChildExt;
@@ -67,9 +67,7 @@ const STEPS: [&str; 5] = [
 ];
 
 fn main() {
-    if let Err(err) = ctrlc::set_handler(on_interrupt) {
-        eprintln!("bench: cannot install the Ctrl-C handler ({err}); an interrupted run may leave children behind");
-    }
+    common::install_interrupt_handler();
     if let Err(err) = run() {
         eprintln!("bench uwsgi failed: {err:#}");
         std::process::exit(1);
@@ -125,75 +123,9 @@ fn preflight() -> Result<()> {
 // Processes, the network, the scratch directory
 // ---------------------------------------------------------------------------------------------------------------
 
-/// Process groups of the children not yet reaped: the Ctrl-C handler kills them.
-static LIVE: Mutex<Vec<i32>> = Mutex::new(Vec::new());
-/// Set by Ctrl-C: loops stop, no new child starts, and the normal error path cleans up.
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
-
-fn live() -> std::sync::MutexGuard<'static, Vec<i32>> {
-    LIVE.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-fn on_interrupt() {
-    INTERRUPTED.store(true, Ordering::SeqCst);
-    for &group in live().iter() {
-        kill_group(group);
-    }
-    eprintln!("bench: interrupted: children killed, cleaning up");
-}
-
-fn check_interrupted() -> Result<()> {
-    if INTERRUPTED.load(Ordering::SeqCst) {
-        bail!("interrupted");
-    }
-    Ok(())
-}
-
-/// SIGKILL to the process group `group`: the group of a child spawned as its leader and not yet reaped.
-fn kill_group(group: i32) {
-    // SAFETY: kill(2) takes no pointers. The id is that of a child of ours that leads its own group and has not
-    // been reaped (reaping removes it from LIVE first), so the group id cannot have been reused.
-    unsafe {
-        libc::kill(-group, libc::SIGKILL);
-    }
-}
-
-/// A child started as the leader of its own process group, killed with its whole group (its PID is the group's
-/// id: uWSGI's workers, a shell's pipeline) and reaped when dropped, on error paths too.
-struct Guard(Child);
-
-impl Guard {
-    fn spawn(cmd: &mut Command, what: &str) -> Result<Guard> {
-        check_interrupted()?;
-        cmd.process_group(0);
-        let mut live = live();
-        let child = cmd.spawn().with_context(|| format!("cannot start {what}"))?;
-        live.push(child.id() as i32);
-        Ok(Guard(child))
-    }
-
-    /// Waits at most [`WAIT`] for the child's exit; a child still running then is left to [`Drop`].
-    fn wait(&mut self, what: &str) -> Result<ExitStatus> {
-        let status = self.0.wait_timeout(WAIT).with_context(|| format!("cannot wait for {what}"))?;
-        let status = status.ok_or_else(|| anyhow!("{what} still running after {} s (killed)", WAIT.as_secs()))?;
-        let pid = self.0.id() as i32;
-        live().retain(|&group| group != pid);
-        Ok(status)
-    }
-}
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let pid = self.0.id() as i32;
-        let mut live = live();
-        if live.contains(&pid) {
-            live.retain(|&group| group != pid);
-            kill_group(pid);
-        }
-        drop(live);
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+/// Spawns `cmd` as the leader of its own process group, killed with it (see [`Kill::Group`]).
+fn spawn(cmd: &mut Command, what: &str) -> Result<Guard> {
+    Guard::spawn(cmd, what, Kill::Group)
 }
 
 /// Runs a short command to completion (at most [`WAIT`]); fails with what it said unless it succeeded.
@@ -206,59 +138,15 @@ fn run_cmd(cmd: Command, what: &str) -> Result<String> {
 }
 
 /// Runs a short command to completion (at most [`WAIT`]); returns its status, stdout and stderr.
-fn output_of(mut cmd: Command, what: &str) -> Result<(ExitStatus, String)> {
-    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut child = Guard::spawn(&mut cmd, what)?;
-    // Read in threads while it runs: a full pipe would stop it, and a child that hangs is killed on return.
-    let read_all = |mut pipe: Box<dyn Read + Send>| {
-        thread::spawn(move || {
-            let mut text = String::new();
-            let _ = pipe.read_to_string(&mut text);
-            text
-        })
-    };
-    let stdout = read_all(Box::new(child.0.stdout.take().context("no stdout pipe")?));
-    let stderr = read_all(Box::new(child.0.stderr.take().context("no stderr pipe")?));
-    let status = child.wait(what)?;
-    let mut text = stdout.join().unwrap_or_default();
-    text.push_str(&stderr.join().unwrap_or_default());
-    Ok((status, text))
+fn output_of(cmd: Command, what: &str) -> Result<(ExitStatus, String)> {
+    common::output_of(cmd, what, WAIT, Kill::Group)
 }
 
 /// A line of a child's output with the instant the bench read it.
-type Stamped = (Instant, String);
+type Stamped = common::Stamped<String>;
 
-/// A thread reading a child's output: each line goes into a channel with the [`Instant`] it arrived.
-struct Lines(mpsc::Receiver<Stamped>);
-
-impl Lines {
-    fn follow(pipe: impl Read + Send + 'static) -> Lines {
-        let (tx, rx) = mpsc::channel();
-        thread::spawn(move || {
-            for line in BufReader::new(pipe).split(b'\n').map_while(Result::ok) {
-                if tx.send((Instant::now(), String::from_utf8_lossy(&line).into_owned())).is_err() {
-                    break;
-                }
-            }
-        });
-        Lines(rx)
-    }
-
-    /// The first line for which `wanted` holds, within [`WAIT`]; the others on the way are dropped.
-    fn wait_for(&self, wanted: impl Fn(&str) -> bool) -> Option<Stamped> {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let (at, line) = self.0.recv_timeout(deadline.checked_duration_since(Instant::now())?).ok()?;
-            if wanted(&line) {
-                return Some((at, line));
-            }
-        }
-    }
-
-    fn drain(&self) -> Vec<Stamped> {
-        self.0.try_iter().collect()
-    }
-}
+/// A child's output, followed line by line.
+type Lines = common::Lines<String>;
 
 /// A touchwire JSON line, or `null`.
 fn json(line: &str) -> Value {
@@ -530,7 +418,7 @@ impl Rig {
             Method::Blog => {
                 let mut nc = net.guest("sh");
                 nc.args(["-c", &format!("exec nc -l -k {GUEST_ADDR} {} > {reload}", 9001 + index)]);
-                children.push(Guard::spawn(nc.stdout(Stdio::null()).stderr(env.log("nc-l")?), "nc -l -k")?);
+                children.push(spawn(nc.stdout(Stdio::null()).stderr(env.log("nc-l")?), "nc -l -k")?);
                 // Listening proves the shell created FILE: uWSGI must find it. The empty connection writes nothing.
                 let addr: SocketAddr = format!("{GUEST_ADDR}:{}", 9001 + index).parse()?;
                 let deadline = Instant::now() + WAIT;
@@ -555,8 +443,8 @@ impl Rig {
             Method::FsReload => uwsgi.args(["--fs-reload", &format!("{root}/app")]),
             _ => uwsgi.args(["--master-fifo", &fifo]),
         };
-        let mut child = Guard::spawn(uwsgi.stdout(Stdio::null()).stderr(Stdio::piped()), "uwsgi")?;
-        let log = Lines::follow(child.0.stderr.take().context("no stderr pipe")?);
+        let mut child = spawn(uwsgi.stdout(Stdio::null()).stderr(Stdio::piped()), "uwsgi")?;
+        let log = Lines::follow(child.child.stderr.take().context("no stderr pipe")?, Some);
         children.push(child);
         let deadline = Instant::now() + WAIT;
         while get(http).ok().as_deref() != Some("start") {
@@ -591,11 +479,11 @@ impl Rig {
                 _ => listen.args(["--fifo", &fifo]),
             };
             let mut cmd = env.touchwire(listen);
-            let mut child = Guard::spawn(cmd.stdout(Stdio::piped()).stderr(env.log(&name)?), "touchwire listen")?;
-            let events = Lines::follow(child.0.stdout.take().context("no stdout pipe")?);
+            let mut child = spawn(cmd.stdout(Stdio::piped()).stderr(env.log(&name)?), "touchwire listen")?;
+            let events = Lines::follow(child.child.stdout.take().context("no stdout pipe")?, Some);
             rig._children.push(child);
             events
-                .wait_for(|line| json(line)["event"] == "listening")
+                .wait_for(WAIT, |line: &String| json(line)["event"] == "listening")
                 .ok_or_else(|| anyhow!("touchwire listen did not start; it said:\n{}", env.said(&name)))?;
             rig.receiver = Some(events);
         }
@@ -607,12 +495,12 @@ impl Rig {
                 .current_dir(&rig.repo);
             let mut cmd = env.touchwire(watch);
             cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(env.log(&name)?);
-            let mut child = Guard::spawn(&mut cmd, "touchwire watch")?;
-            let events = Lines::follow(child.0.stdout.take().context("no stdout pipe")?);
+            let mut child = spawn(&mut cmd, "touchwire watch")?;
+            let events = Lines::follow(child.child.stdout.take().context("no stdout pipe")?, Some);
             rig._children.push(child);
             for event in ["ready", "connected"] {
                 events
-                    .wait_for(|line| json(line)["event"] == event)
+                    .wait_for(WAIT, |line: &String| json(line)["event"] == event)
                     .ok_or_else(|| anyhow!("touchwire watch: no {event} event; it said:\n{}", env.said(&name)))?;
             }
             rig.watcher = Some(events);
@@ -625,7 +513,7 @@ impl Rig {
             );
             let mut sh = Command::new("sh");
             sh.args(["-c", &pipeline]).stdin(Stdio::null()).stdout(Stdio::null()).stderr(env.log("pipeline")?);
-            rig._children.push(Guard::spawn(&mut sh, "the inotifywait | nc pipeline")?);
+            rig._children.push(spawn(&mut sh, "the inotifywait | nc pipeline")?);
         }
         Ok(rig)
     }
@@ -650,7 +538,7 @@ impl Rig {
                 let mut send = Command::new(env!("CARGO_BIN_EXE_touchwire"));
                 send.args(["send", "-q", "--to", &self.remote, "--token-file", &self.token, "--path"]).arg(&file);
                 send.current_dir(&self.repo).stdin(Stdio::null()).stdout(Stdio::null());
-                let status = Guard::spawn(&mut send, "touchwire send")?.wait("touchwire send --path")?;
+                let status = spawn(&mut send, "touchwire send")?.wait_for(WAIT, "touchwire send --path")?;
                 if !status.success() {
                     bail!("touchwire send --path failed: {status}");
                 }
@@ -693,7 +581,7 @@ fn follow_reload(uwsgi: &Lines, start: Instant) -> Result<Vec<Stamped>> {
     loop {
         check_interrupted()?;
         let wait = (last + QUIET).saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
-        match uwsgi.0.recv_timeout(wait) {
+        match uwsgi.next(wait) {
             Ok((at, line)) => {
                 last = last.max(at);
                 log.push((at, line));
@@ -730,7 +618,7 @@ struct Poll {
 /// [`MAX_REQUESTS`].
 fn poll(addr: SocketAddr, expected: &str, deadline: Instant) -> Poll {
     let mut poll = Poll::default();
-    while poll.requests < MAX_REQUESTS && Instant::now() < deadline && !INTERRUPTED.load(Ordering::SeqCst) {
+    while poll.requests < MAX_REQUESTS && Instant::now() < deadline && !common::interrupted() {
         let began = Instant::now();
         poll.requests += 1;
         match get(addr) {
@@ -799,25 +687,15 @@ fn measure(rigs: &[Rig], edits: usize) -> Result<Results> {
 
 /// The first line of `program ARGS`.
 fn first_line(program: &str, args: &[&str]) -> String {
-    let mut cmd = Command::new(program);
-    cmd.args(args);
     // Not run_cmd: `inotifywait --help` exits 1.
-    output_of(cmd, program)
-        .map(|(_, text)| text.lines().next().unwrap_or("").trim().to_string())
-        .unwrap_or_else(|e| format!("{e:#}"))
-}
-
-fn load_average() -> String {
-    fs::read_to_string("/proc/loadavg").unwrap_or_default().split_whitespace().take(3).collect::<Vec<_>>().join(", ")
+    common::first_line(program, args, WAIT, Kill::Group).unwrap_or_else(|e| format!("{e:#}"))
 }
 
 fn machine(python: &str) {
-    let cpuinfo = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let cpu = cpuinfo.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split_once(':'));
     println!("## Machine\n");
-    println!("- CPU: {}", cpu.map_or("unknown", |(_, name)| name.trim()));
-    println!("- logical CPUs available: {}", thread::available_parallelism().map_or(0, |n| n.get()));
-    println!("- kernel: {}", fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim());
+    println!("- CPU: {}", common::cpu_model());
+    println!("- logical CPUs available: {}", common::logical_cpus());
+    println!("- kernel: {}", common::kernel());
     println!("- touchwire: {}", first_line(env!("CARGO_BIN_EXE_touchwire"), &["--version"]));
     println!("- uWSGI: {} (python3 plugin; {python})", first_line("uwsgi", &["--version"]));
     println!("- inotifywait: {}", first_line("inotifywait", &["--help"]));
@@ -828,12 +706,8 @@ fn machine(python: &str) {
 
 /// The `p` quantile (0 to 1) of `values` in ms, linearly interpolated; `None` without values.
 fn quantile(values: impl Iterator<Item = Duration>, p: f64) -> Option<f64> {
-    let mut sorted: Vec<f64> = values.map(|d| d.as_secs_f64() * 1000.0).collect();
-    sorted.sort_by(f64::total_cmp);
-    let last = sorted.len().checked_sub(1)?;
-    let rank = p * last as f64;
-    let (low, high) = (rank.floor() as usize, rank.ceil() as usize);
-    Some(sorted[low] + (sorted[high] - sorted[low]) * (rank - low as f64))
+    let ms: Vec<f64> = values.map(|d| d.as_secs_f64() * 1000.0).collect();
+    (!ms.is_empty()).then(|| common::quantile(&ms, p))
 }
 
 fn ms(value: Option<f64>) -> String {

@@ -25,20 +25,19 @@
 //! shells' pipelines and their `nc` go too) when the bench ends, on error paths and on Ctrl-C too. Every wait
 //! has a deadline; the scratch directory is removed at the end.
 
+mod common;
+
 use anyhow::{Context, Result, anyhow, bail};
+use common::{Guard, Kill, Lines, Samples, check_interrupted, load_average, mb};
 use serde_json::Value;
 use std::fmt::Write as _;
 use std::fs::{self, File};
-use std::io::{BufRead, BufReader, Read};
-use std::os::unix::process::CommandExt;
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::process::{ChildStdout, Command, Stdio};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
-use wait_timeout::ChildExt;
 
 /// Latency samples per tool and save style when `BENCH_SAVES` is not set; also the minimum.
 const DEFAULT_SAVES: usize = 30;
@@ -81,9 +80,7 @@ const STORM_QUIET: Duration = Duration::from_secs(3);
 const STORM_MAX: Duration = Duration::from_secs(120);
 
 fn main() {
-    if let Err(err) = ctrlc::set_handler(on_interrupt) {
-        eprintln!("bench: cannot install the Ctrl-C handler ({err}); an interrupted run may leave children behind");
-    }
+    common::install_interrupt_handler();
     if let Err(err) = run() {
         eprintln!("bench watch failed: {err:#}");
         std::process::exit(1);
@@ -127,149 +124,25 @@ fn saves_from_env() -> Result<usize> {
 // Processes
 // ---------------------------------------------------------------------------------------------------------------
 
-/// Process groups of the children not yet reaped: the Ctrl-C handler kills them.
-static LIVE: Mutex<Vec<i32>> = Mutex::new(Vec::new());
-/// Set by Ctrl-C: loops stop, no new child starts, and the normal error path cleans up.
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
-
-fn live() -> std::sync::MutexGuard<'static, Vec<i32>> {
-    LIVE.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-fn on_interrupt() {
-    INTERRUPTED.store(true, Ordering::SeqCst);
-    for &group in live().iter() {
-        kill_group(group);
-    }
-    eprintln!("bench: interrupted: children killed, cleaning up");
-}
-
-/// Fails once Ctrl-C was pressed; called in every loop.
-fn check_interrupted() -> Result<()> {
-    if INTERRUPTED.load(Ordering::SeqCst) {
-        bail!("interrupted");
-    }
-    Ok(())
-}
-
-/// SIGKILL to the process group `group`: the group of a child spawned as its leader and not yet reaped.
-fn kill_group(group: i32) {
-    // SAFETY: kill(2) takes no pointers. The id is that of a child of ours that leads its own group and has not
-    // been reaped (reaping removes it from LIVE first), so the group id cannot have been reused.
-    unsafe {
-        libc::kill(-group, libc::SIGKILL);
-    }
-}
-
-/// A child started as the leader of its own process group, killed with its whole group (its PID is the group's
-/// id) and reaped when dropped, on error paths too.
-struct Guard {
-    child: Child,
-    reaped: bool,
-}
-
-impl Guard {
-    fn spawn(cmd: &mut Command, what: &str) -> Result<Guard> {
-        check_interrupted()?;
-        cmd.process_group(0);
-        let mut live = live();
-        let child = cmd.spawn().with_context(|| format!("cannot start {what}"))?;
-        live.push(child.id() as i32);
-        Ok(Guard { child, reaped: false })
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// Waits at most `limit` for the child's exit; a child still running then is left to [`Drop`].
-    fn wait_for(&mut self, limit: Duration, what: &str) -> Result<ExitStatus> {
-        match self.child.wait_timeout(limit).with_context(|| format!("cannot wait for {what}"))? {
-            None => bail!("{what} still running after {} s (killed)", limit.as_secs()),
-            Some(status) => {
-                self.forget();
-                Ok(status)
-            }
-        }
-    }
-
-    fn forget(&mut self) {
-        let pid = self.child.id() as i32;
-        live().retain(|&group| group != pid);
-        self.reaped = true;
-    }
-}
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        if !self.reaped {
-            let pid = self.child.id() as i32;
-            live().retain(|&group| group != pid);
-            kill_group(pid);
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Spawns `cmd` as the leader of its own process group, killed with it (see [`Kill::Group`]).
+fn spawn(cmd: &mut Command, what: &str) -> Result<Guard> {
+    Guard::spawn(cmd, what, Kill::Group)
 }
 
 /// Runs a short command to completion (at most [`WAIT`]) and returns its stdout and stderr together.
-fn output_of(mut cmd: Command, what: &str) -> Result<String> {
-    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut child = Guard::spawn(&mut cmd, what)?;
-    // Read in threads while it runs: a full pipe would stop it, and a child that hangs is killed on return.
-    let read_all = |mut pipe: Box<dyn Read + Send>| {
-        thread::spawn(move || {
-            let mut text = String::new();
-            let _ = pipe.read_to_string(&mut text);
-            text
-        })
-    };
-    let stdout = read_all(Box::new(child.child.stdout.take().context("no stdout pipe")?));
-    let stderr = read_all(Box::new(child.child.stderr.take().context("no stderr pipe")?));
-    child.wait_for(WAIT, what)?;
-    let mut text = stdout.join().unwrap_or_default();
-    text.push_str(&stderr.join().unwrap_or_default());
-    Ok(text)
+fn output_of(cmd: Command, what: &str) -> Result<String> {
+    Ok(common::output_of(cmd, what, WAIT, Kill::Group)?.1)
 }
 
 /// A JSON event from a child's stdout, with the instant the bench read it.
-type Stamped = (Instant, Value);
+type Stamped = common::Stamped<Value>;
 
-/// A thread reading a child's stdout: each JSON line goes into a channel with the [`Instant`] it arrived.
-struct Events(mpsc::Receiver<Stamped>);
+/// A child's stdout, followed: its JSON lines (see [`follow_events`]).
+type Events = Lines<Value>;
 
-impl Events {
-    fn follow(stdout: ChildStdout) -> Events {
-        let (tx, rx) = mpsc::channel();
-        thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let arrived = Instant::now();
-                if let Ok(event) = serde_json::from_str::<Value>(&line)
-                    && tx.send((arrived, event)).is_err()
-                {
-                    break;
-                }
-            }
-        });
-        Events(rx)
-    }
-
-    /// The next event named `name` within `limit`; others on the way are dropped.
-    fn wait_for(&self, name: &str, limit: Duration) -> Option<Stamped> {
-        let deadline = Instant::now() + limit;
-        loop {
-            let left = deadline.checked_duration_since(Instant::now())?;
-            let (at, event) = self.0.recv_timeout(left).ok()?;
-            if event["event"] == name {
-                return Some((at, event));
-            }
-        }
-    }
-
-    /// Every event already arrived.
-    fn drain(&self) -> Vec<Stamped> {
-        self.0.try_iter().collect()
-    }
+/// Follows a child's stdout: each JSON line goes into [`Events`] with the instant it arrived.
+fn follow_events(stdout: ChildStdout) -> Events {
+    Lines::follow(stdout, |line| serde_json::from_str(&line).ok())
 }
 
 /// How many of `events` are named `name`.
@@ -327,7 +200,7 @@ impl Env {
         let mut cmd = Command::new("git");
         cmd.args(args).current_dir(repo).env("HOME", self.home()).env("GIT_CONFIG_NOSYSTEM", "1");
         cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(self.log("git")?);
-        let status = Guard::spawn(&mut cmd, &what)?.wait_for(GIT_WAIT, &what)?;
+        let status = spawn(&mut cmd, &what)?.wait_for(GIT_WAIT, &what)?;
         if !status.success() {
             bail!("{what} failed ({status}): {}", self.said("git"));
         }
@@ -456,12 +329,6 @@ fn version(program: &str, args: &[&str], marker: &str, install: &str) -> Result<
     }
 }
 
-/// The first three fields of `/proc/loadavg`: other work on the machine shows here.
-fn load_average() -> String {
-    let text = fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    text.split_whitespace().take(3).collect::<Vec<_>>().join(", ")
-}
-
 /// What the numbers were measured on.
 struct Machine {
     lines: Vec<(&'static str, String)>,
@@ -469,22 +336,15 @@ struct Machine {
 
 impl Machine {
     fn probe(tools: &Tools) -> Result<Machine> {
-        let cpuinfo = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-        let cpu = cpuinfo.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split_once(':'));
-        let read = |path: &str| fs::read_to_string(path).unwrap_or_default().trim().to_string();
-        let run = |program: &str, args: &[&str]| {
-            let mut cmd = Command::new(program);
-            cmd.args(args);
-            output_of(cmd, program).map(|text| text.lines().next().unwrap_or("").trim().to_string())
-        };
+        let run = |program: &str, args: &[&str]| common::first_line(program, args, WAIT, Kill::Group);
         let shown =
             |found: &Result<String, String>| found.clone().unwrap_or_else(|why| format!("not installed: {why}"));
         Ok(Machine {
             lines: vec![
-                ("CPU", cpu.map(|(_, name)| name.trim().to_string()).unwrap_or_else(|| "unknown".into())),
-                ("logical CPUs available", thread::available_parallelism().map(|n| n.get()).unwrap_or(0).to_string()),
-                ("kernel", read("/proc/sys/kernel/osrelease")),
-                ("fs.inotify.max_user_watches", read("/proc/sys/fs/inotify/max_user_watches")),
+                ("CPU", common::cpu_model()),
+                ("logical CPUs available", common::logical_cpus().to_string()),
+                ("kernel", common::kernel()),
+                ("fs.inotify.max_user_watches", common::read_trimmed("/proc/sys/fs/inotify/max_user_watches")),
                 ("touchwire", run(env!("CARGO_BIN_EXE_touchwire"), &["--version"])?),
                 ("git", run("git", &["--version"])?),
                 ("inotifywait", shown(&tools.inotifywait)),
@@ -529,10 +389,10 @@ impl Listener {
         let mut cmd = env.touchwire(env.dir.path(), &args);
         let log = format!("listen-{name}");
         cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(env.log(&log)?);
-        let mut child = Guard::spawn(&mut cmd, "touchwire listen")?;
-        let events = Events::follow(child.child.stdout.take().context("no stdout pipe")?);
+        let mut child = spawn(&mut cmd, "touchwire listen")?;
+        let events = follow_events(child.child.stdout.take().context("no stdout pipe")?);
         let (_, listening) = events
-            .wait_for("listening", WAIT)
+            .wait_for(WAIT, |e| e["event"] == "listening")
             .ok_or_else(|| anyhow!("touchwire listen printed no address; it said:\n{}", env.said(&log)))?;
         let addr = listening["addr"].as_str().context("no addr in the listening event")?.to_string();
         Ok(Listener { _child: child, addr, events })
@@ -598,15 +458,15 @@ impl Tool {
         let stdout = if self == Tool::Touchwire { Stdio::piped() } else { Stdio::null() };
         cmd.stdin(Stdio::null()).stdout(stdout).stderr(env.log(&log)?);
         let started = Instant::now();
-        let mut child = Guard::spawn(&mut cmd, self.slug())?;
+        let mut child = spawn(&mut cmd, self.slug())?;
         let mut watcher = Watcher { child: None, events: None, ready: None };
         if self == Tool::Touchwire {
-            let events = Events::follow(child.child.stdout.take().context("no stdout pipe")?);
+            let events = follow_events(child.child.stdout.take().context("no stdout pipe")?);
             let (at, ready) = events
-                .wait_for("ready", STARTUP_WAIT)
+                .wait_for(STARTUP_WAIT, |e| e["event"] == "ready")
                 .ok_or_else(|| anyhow!("touchwire watch never got ready; it said:\n{}", env.said(&log)))?;
             events
-                .wait_for("connected", WAIT)
+                .wait_for(WAIT, |e| e["event"] == "connected")
                 .ok_or_else(|| anyhow!("touchwire watch never connected; it said:\n{}", env.said(&log)))?;
             watcher.ready = Some((at - started, ready));
             watcher.events = Some(events);
@@ -642,7 +502,7 @@ fn await_first_action(receiver: &Listener, what: &str, probe: impl Fn(usize) -> 
     for attempt in 0..PROBE_TRIES {
         check_interrupted()?;
         probe(attempt)?;
-        if receiver.events.wait_for("reload", PROBE_WAIT).is_some() {
+        if receiver.events.wait_for(PROBE_WAIT, |e| e["event"] == "reload").is_some() {
             thread::sleep(TAIL_WAIT);
             receiver.events.drain();
             return Ok(());
@@ -681,36 +541,6 @@ fn save(path: &Path, style: Style, content: &str) -> Result<()> {
             fs::write(&tmp, content).with_context(|| format!("cannot write {}", tmp.display()))?;
             fs::rename(&tmp, path).with_context(|| format!("cannot rename onto {}", path.display()))
         }
-    }
-}
-
-/// Timings in milliseconds.
-#[derive(Debug, Default)]
-struct Samples {
-    ms: Vec<f64>,
-}
-
-impl Samples {
-    fn push(&mut self, took: Duration) {
-        self.ms.push(took.as_secs_f64() * 1000.0);
-    }
-
-    /// The `p` quantile (0 to 1), linearly interpolated between the nearest samples.
-    fn quantile(&self, p: f64) -> f64 {
-        let mut sorted = self.ms.clone();
-        sorted.sort_by(f64::total_cmp);
-        let Some(last) = sorted.len().checked_sub(1) else { return f64::NAN };
-        let rank = p * last as f64;
-        let (low, high) = (rank.floor() as usize, rank.ceil() as usize);
-        sorted[low] + (sorted[high] - sorted[low]) * (rank - low as f64)
-    }
-
-    fn median(&self) -> f64 {
-        self.quantile(0.5)
-    }
-
-    fn min(&self) -> f64 {
-        self.ms.iter().copied().fold(f64::INFINITY, f64::min)
     }
 }
 
@@ -775,7 +605,7 @@ fn latency_series(rigs: &[Rig], style: Style, saves: usize) -> Result<Vec<Series
             let content = format!("VALUE = {round}  # {style:?}\n\ndef view(request):\n    return VALUE\n");
             let start = Instant::now();
             save(&rig.file, style, &content)?;
-            match rig.receiver.events.wait_for("reload", WAIT) {
+            match rig.receiver.events.wait_for(WAIT, |e| e["event"] == "reload") {
                 Some((at, _)) if counted => {
                     series.samples.push(at - start);
                     series.actions += 1;
@@ -955,17 +785,6 @@ fn group_cpu_ms(group: u32) -> f64 {
     ticks as f64 * 1000.0 / ticks_per_s
 }
 
-/// VmHWM (peak resident memory) of a process, in kB.
-fn peak_rss_kb(pid: u32) -> Result<u64> {
-    let status = fs::read_to_string(format!("/proc/{pid}/status")).context("cannot read /proc/PID/status")?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:")).context("no VmHWM in /proc/PID/status")?;
-    line.trim_start_matches("VmHWM:").trim().trim_end_matches("kB").trim().parse().context("unreadable VmHWM")
-}
-
-fn mb(kb: u64) -> String {
-    format!("{:.1} MB", kb as f64 / 1024.0)
-}
-
 /// One start-up of one tool on the large tree.
 #[derive(Debug)]
 struct Startup {
@@ -1048,14 +867,14 @@ fn start_on_large_tree(
             cmd.args(["-w", &repo.to_string_lossy(), "-e", "py", "--postpone", "--", "true"]).current_dir(repo);
             cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(env.log("watchexec-large")?);
             let started = Instant::now();
-            let child = Guard::spawn(&mut cmd, "watchexec")?;
+            let child = spawn(&mut cmd, "watchexec")?;
             let ready = wait_watches_stable(child.pid(), started)?;
             (Watcher { child: Some(child), events: None, ready: None }, ready, None)
         }
     };
     let pid = watcher.pid();
     thread::sleep(Duration::from_secs(1));
-    let startup = Startup { ready, reported, watches: group_watches(pid), peak_kb: peak_rss_kb(pid)? };
+    let startup = Startup { ready, reported, watches: group_watches(pid), peak_kb: common::vm_kb(pid, "VmHWM:")? };
     let idle_cpu = if idle {
         eprintln!("bench:   idle CPU over {} s", IDLE.as_secs());
         let before = group_cpu_ms(pid);
@@ -1073,7 +892,7 @@ fn start_inotifywait(repo: &Path) -> Result<(Guard, Duration)> {
     let mut cmd = Command::new("inotifywait");
     cmd.args(["-m", "-r"]).arg(repo).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
     let started = Instant::now();
-    let mut child = Guard::spawn(&mut cmd, "inotifywait -m -r")?;
+    let mut child = spawn(&mut cmd, "inotifywait -m -r")?;
     let stderr = child.child.stderr.take().context("no stderr pipe")?;
     let (tx, rx) = mpsc::channel();
     thread::spawn(move || {
@@ -1329,7 +1148,7 @@ fn follow_until_quiet(events: &Events, start: Instant) -> Result<(Vec<Stamped>, 
             return Ok((seen, true));
         }
         let Some(left) = until.checked_duration_since(Instant::now()) else { return Ok((seen, false)) };
-        match events.0.recv_timeout(left) {
+        match events.next(left) {
             Ok((at, event)) => {
                 quiet_since = at;
                 seen.push((at, event));
