@@ -139,6 +139,71 @@ mod tests {
         assert_eq!(c.on_trigger(t0 + ms(160)), Decision::Merged { schedule: None });
     }
 
+    /// Plays `triggers` (ms, any order) through a coalescer whose actions take `duration` ms, with
+    /// a synthetic clock; returns when each action started.
+    fn simulate(triggers: &[u64], settle: u64, duration: u64) -> Vec<u64> {
+        #[derive(PartialEq, Eq, PartialOrd, Ord)]
+        enum Event {
+            End,
+            Trailing,
+            Trigger,
+        }
+        let t0 = Instant::now();
+        let at = |t: u64| t0 + ms(t);
+        let since = |i: Instant| i.duration_since(t0).as_millis() as u64;
+        let mut c = Coalescer::new(ms(settle));
+        let mut queue: std::collections::BinaryHeap<std::cmp::Reverse<(u64, Event)>> =
+            triggers.iter().map(|&t| std::cmp::Reverse((t, Event::Trigger))).collect();
+        let mut starts = Vec::new();
+        // Bounded: each trigger causes at most one start, one end and one trailing event.
+        for _ in 0..triggers.len() * 4 + 4 {
+            let Some(std::cmp::Reverse((t, event))) = queue.pop() else { break };
+            let mut start = |queue: &mut std::collections::BinaryHeap<_>| {
+                starts.push(t);
+                queue.push(std::cmp::Reverse((t + duration, Event::End)));
+            };
+            match event {
+                Event::Trigger => match c.on_trigger(at(t)) {
+                    Decision::Act => start(&mut queue),
+                    Decision::Merged { schedule: Some(due) } => {
+                        queue.push(std::cmp::Reverse((since(due), Event::Trailing)))
+                    }
+                    Decision::Merged { schedule: None } => {}
+                },
+                Event::End => {
+                    if let Some(due) = c.on_done(at(t)) {
+                        queue.push(std::cmp::Reverse((since(due), Event::Trailing)));
+                    }
+                }
+                Event::Trailing => {
+                    if c.on_trailing_due() {
+                        start(&mut queue);
+                    }
+                }
+            }
+        }
+        assert!(queue.is_empty(), "the simulation did not settle");
+        starts
+    }
+
+    proptest::proptest! {
+        /// For any triggers: actions are at least a settle window apart (so at most two in any
+        /// window), never overlap, and the last one starts no earlier than the last trigger.
+        #[test]
+        fn any_burst_is_coalesced_and_the_last_change_is_picked_up(
+            triggers in proptest::collection::vec(0u64..5_000, 1..200),
+            settle in 1u64..500,
+            duration in 0u64..300,
+        ) {
+            let starts = simulate(&triggers, settle, duration);
+            for pair in starts.windows(2) {
+                proptest::prop_assert!(pair[1] >= pair[0] + settle + duration, "{starts:?}");
+            }
+            let last_trigger = *triggers.iter().max().unwrap();
+            proptest::prop_assert!(starts.last().is_some_and(|&s| s >= last_trigger), "{starts:?} after {last_trigger}");
+        }
+    }
+
     #[test]
     fn zero_settle_acts_on_every_trigger_that_finds_the_target_idle() {
         let t0 = Instant::now();

@@ -228,6 +228,35 @@ mod tests {
         assert_eq!(d.poll(t0 + ms(230), false).unwrap().files, Vec::<String>::new(), "a lone rescan still triggers");
     }
 
+    proptest::proptest! {
+        /// Any storm of changes, each within the quiet time of the last and all within the cap,
+        /// costs at most two triggers, and every changed file is named in one of them.
+        #[test]
+        fn a_storm_is_two_triggers_at_most_and_loses_no_file(
+            changes in proptest::collection::vec((0u64..29, 0usize..50, proptest::bool::ANY), 1..300),
+        ) {
+            let t0 = Instant::now();
+            let mut d = Debouncer::new(ms(30));
+            let (mut now, mut sent) = (t0, Vec::new());
+            let mut changed = BTreeSet::new();
+            for (gap, file, written) in &changes {
+                now += ms(*gap);
+                if now.duration_since(t0) >= BURST_CAP {
+                    break;
+                }
+                let path = format!("m{file}.py");
+                changed.insert(path.clone());
+                let change = if *written { Change::Written } else { Change::Removed };
+                sent.extend(d.on_change(change, &path, now, false));
+                sent.extend(d.poll(now, false));
+            }
+            sent.extend(d.poll(now + ms(30), false));
+            proptest::prop_assert!(sent.len() <= 2, "{} triggers", sent.len());
+            let named: BTreeSet<String> = sent.iter().flat_map(|t| t.files.clone()).collect();
+            proptest::prop_assert_eq!(named, changed);
+        }
+    }
+
     #[test]
     fn a_new_burst_leads_again_after_the_last_one_closed() {
         let t0 = Instant::now();
