@@ -7,6 +7,9 @@ use std::path::Path;
 
 type HmacSha256 = Hmac<Sha256>;
 
+/// Shortest token a token file may hold.
+pub const MIN_TOKEN_BYTES: usize = 16;
+
 /// A shared secret: the token file's content with surrounding whitespace trimmed.
 #[derive(Clone)]
 pub struct Token(Vec<u8>);
@@ -27,11 +30,19 @@ impl Token {
         Ok(Token(trimmed.as_bytes().to_vec()))
     }
 
-    /// Reads a token file.
+    /// Reads a token file; a token shorter than [`MIN_TOKEN_BYTES`] is refused, since it could be guessed.
     pub fn read(path: &Path) -> Result<Token> {
         let text =
             std::fs::read_to_string(path).with_context(|| format!("cannot read token file {}", path.display()))?;
-        Token::new(&text).with_context(|| format!("token file {}", path.display()))
+        let token = Token::new(&text).with_context(|| format!("token file {}", path.display()))?;
+        if token.0.len() < MIN_TOKEN_BYTES {
+            bail!(
+                "the token in {} is {} bytes: use at least {MIN_TOKEN_BYTES} (`touchwire init` writes 64 random hex digits)",
+                path.display(),
+                token.0.len()
+            );
+        }
+        Ok(token)
     }
 
     /// The MAC a client sends for `nonce`: lowercase hex of HMAC-SHA256(token, nonce).
@@ -93,8 +104,15 @@ mod tests {
     }
 
     #[test]
-    fn empty_token_is_refused() {
+    fn empty_and_short_tokens_are_refused() {
         assert!(Token::new(" \n\t").is_err());
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token");
+        std::fs::write(&file, "short-token\n").unwrap();
+        let err = format!("{:#}", Token::read(&file).unwrap_err());
+        assert!(err.contains("11 bytes: use at least 16"), "{err}");
+        std::fs::write(&file, "0123456789abcdef\n").unwrap();
+        assert!(Token::read(&file).is_ok());
     }
 
     #[test]

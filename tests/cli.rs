@@ -121,7 +121,7 @@ fn init_then_listen_then_status_and_send_work_end_to_end() {
     assert!(reload.exists());
 
     let wrong = env.join("wrong-token");
-    std::fs::write(&wrong, "nope").unwrap();
+    std::fs::write(&wrong, "not-the-guests-token").unwrap();
     let mut cmd = env.command(&repo, &["status", "--to", &listener.addr]);
     let output = cmd.env("TOUCHWIRE_TOKEN_FILE", &wrong).output().unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -140,6 +140,28 @@ fn status_fails_when_a_remote_is_down() {
         .expect_code(1)
         .expect_stdout(&format!("{dead}: FAILED: {dead}: connection refused"))
         .expect_stderr("1 of 1 remotes failed");
+}
+
+#[test]
+fn a_short_token_is_refused_at_start_on_both_sides() {
+    let env = Env::new();
+    let token = env.join("token");
+    std::fs::write(&token, "guessable").unwrap();
+    let file = env.join("a.reload");
+    env.run(&[
+        "listen",
+        "--addr",
+        "127.0.0.1:0",
+        "--touch",
+        file.to_str().unwrap(),
+        "--token-file",
+        token.to_str().unwrap(),
+    ])
+    .expect_code(2)
+    .expect_stderr("is 9 bytes: use at least 16");
+    env.run(&["send", "--to", "127.0.0.1:9", "--token-file", token.to_str().unwrap()])
+        .expect_code(2)
+        .expect_stderr("is 9 bytes: use at least 16");
 }
 
 #[test]

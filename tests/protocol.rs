@@ -76,7 +76,7 @@ fn right_token_wrong_token_and_no_mac() {
     // The same through `send`.
     env.run(&["send", "--to", &listener.addr, "--token-file", &token]).expect_code(0);
     let bad = env.join("bad-token");
-    std::fs::write(&bad, "wrong").unwrap();
+    std::fs::write(&bad, "a-wrong-token-of-some-length").unwrap();
     env.run(&["send", "--to", &listener.addr, "--token-file", bad.to_str().unwrap()])
         .expect_code(1)
         .expect_stderr(&format!("{}: unauthorized: wrong token", listener.addr));

@@ -336,8 +336,8 @@ fn the_watcher_says_when_its_token_is_wrong() {
     repo.write("app.py", "X = 1\n");
     repo.commit_all("init");
     let (good, bad) = (env.join("good-token"), env.join("bad-token"));
-    std::fs::write(&good, "right").unwrap();
-    std::fs::write(&bad, "wrong").unwrap();
+    std::fs::write(&good, "the-right-token-0123").unwrap();
+    std::fs::write(&bad, "the-wrong-token-0123").unwrap();
     let receiver = env.listen(&["--touch", env.join("r").to_str().unwrap(), "--token-file", good.to_str().unwrap()]);
     let (watcher, _) = env.watch_in(&repo.root, &["--to", &receiver.addr, "--token-file", bad.to_str().unwrap()]);
     let event = watcher.wait_event("disconnected");
