@@ -27,7 +27,7 @@ fn uwsgi(env: &Env, repo: &Repo) -> Uwsgi {
         .args(["--plugin", "python3", "--master", "--processes", "1", "--http-socket", &format!("127.0.0.1:{port}")])
         .args(["--chdir", root, "--pythonpath", root, "--wsgi-file", "wsgi.py"])
         .args(["--touch-reload", env.join("app.reload").to_str().unwrap()])
-        .args(["--logto", env.join("uwsgi.log").to_str().unwrap()])
+        .args(["--logto", env.join("uwsgi.log").to_str().unwrap(), "--log-reopen"])
         .stdin(Stdio::null())
         .spawn()
         .unwrap();
@@ -134,4 +134,24 @@ fn the_watcher_waits_and_names_the_failing_file_and_line() {
     let captures = stderr.lines().find_map(|line| re.captures(line)).expect("the problem matcher matches the line");
     assert_eq!((&captures[1], &captures[2]), ("app/value.py", "1"));
     assert!(captures[3].contains("No module named 'no_such_module'"), "{}", &captures[3]);
+}
+
+#[test]
+fn a_log_rotated_during_the_wait_is_still_followed() {
+    if !ready_to_run() {
+        return;
+    }
+    let (env, repo, _receiver) = setup(json!({"preset": "uwsgi", "log": "uwsgi.log", "timeout_ms": 15000}));
+    let _uwsgi = uwsgi(&env, &repo);
+    repo.write("app/value.py", "VALUE = 'rotated'\n");
+    let send =
+        env.command(&repo.root, &["send", "--wait"]).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    // logrotate's way: rename, and let the server open a new file (uWSGI's --log-reopen does, at the reload).
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    std::fs::rename(env.join("uwsgi.log"), env.join("uwsgi.log.1")).unwrap();
+    let output = send.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("reloaded app on"), "{stderr}");
+    assert!(env.join("uwsgi.log").exists(), "uWSGI wrote its reload to a new log file");
 }
