@@ -142,9 +142,8 @@ impl ReadyCheck {
                 if let Some(error) = &self.error_pattern
                     && error.is_match(&line)
                 {
-                    recent.push_back(line);
-                    recent.extend(batch);
-                    return failed(start, self.excerpt(&mut follower, recent, deadline));
+                    let after: Vec<String> = std::iter::once(line).chain(batch).collect();
+                    return failed(start, self.excerpt(&mut follower, recent, after, deadline));
                 }
                 if ready_seen.is_none() && self.pattern.is_match(&line) {
                     ready_seen = Some(Instant::now());
@@ -174,16 +173,48 @@ impl ReadyCheck {
 
     /// The error line with a little context before it and what follows it (a traceback's last
     /// line names the exception), waiting briefly for the rest to be written.
-    fn excerpt(&self, follower: &mut LogFollower, lines: VecDeque<String>, deadline: Instant) -> String {
-        let mut lines: Vec<String> = lines.into_iter().collect();
+    fn excerpt(
+        &self,
+        follower: &mut LogFollower,
+        before: VecDeque<String>,
+        after: Vec<String>,
+        deadline: Instant,
+    ) -> String {
+        let start = before.len();
+        let mut lines: Vec<String> = before.into_iter().chain(after).collect();
         let settle = (Instant::now() + Duration::from_millis(300)).min(deadline);
-        while Instant::now() < settle && lines.len() < EXCERPT_LINES + 3 {
+        // A traceback ends with the exception: read until it has come, or the settle time passes.
+        while Instant::now() < settle && traceback_end(&lines[start..]).is_none() && lines.len() < 1000 {
             lines.extend(follower.poll());
             std::thread::sleep(Duration::from_millis(20));
         }
-        lines.truncate(EXCERPT_LINES + 3);
+        let end = traceback_end(&lines[start..]).map_or(lines.len(), |i| start + i + 1);
+        lines.truncate(end);
+        // Keep the context before the error and the traceback's end, where the exception is.
+        let keep = EXCERPT_LINES + 3;
+        if lines.len() > keep {
+            // The error line and the one after it ("Traceback ..." where gunicorn logs its own line first).
+            let head_end = start + 2;
+            let tail_start = lines.len() - (keep - head_end - 1);
+            lines.drain(head_end..tail_start);
+            lines.insert(head_end, "  ...".into());
+        }
         lines.join("\n")
     }
+}
+
+/// Where a Python traceback that starts at `lines[0]` ends: the first line that is not indented
+/// after at least one frame (the exception).
+fn traceback_end(lines: &[String]) -> Option<usize> {
+    let mut frames = false;
+    for (i, line) in lines.iter().enumerate().skip(1) {
+        if line.trim_start().starts_with("File \"") {
+            frames = true;
+        } else if frames && !line.starts_with(' ') && !line.trim().is_empty() {
+            return Some(i);
+        }
+    }
+    None
 }
 
 /// How a ready check ended (the wire's `ready` object).
@@ -374,6 +405,8 @@ mod tests {
             assert!(!failed.ok, "{server}: a failed start passed for ready");
             let error = failed.error.unwrap();
             assert!(error.contains("Traceback"), "{server}: {error}");
+            // The excerpt keeps the exception at the traceback's end, whatever the depth.
+            assert!(error.contains("No module named 'no_such_module'"), "{server}: {error}");
         }
     }
 

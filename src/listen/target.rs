@@ -85,8 +85,8 @@ impl Target {
         Answer { merged, result }
     }
 
-    /// Runs the action, logs it, opens the settle window, schedules the trailing action owed,
-    /// and starts the ready check; returns the action's own error.
+    /// Runs the action and logs it; then, after its ready check if it has one, opens the settle
+    /// window and schedules the trailing action owed. Returns the action's own error.
     fn act(self: &Arc<Self>, log: Log, mut fields: Value, describe: &str, generation: u64) -> ActionResult {
         let follower = self.spec.ready.as_ref().map(|check| check.follow());
         let start = Instant::now();
@@ -104,15 +104,24 @@ impl Target {
                 log.warn("reload_failed", &format!("{} failed ({describe}): {message}", self.name), fields);
             }
         }
+        let answer = result.clone().map(|()| None);
+        match (result, follower) {
+            // With a check, the target stays busy until the app is back: a trailing action's
+            // check must not take this reload's "ready" line for its own.
+            (Ok(()), Some(follower)) => self.check(log, follower, start, generation),
+            (result, _) => {
+                self.finish(log);
+                self.publish(generation, result.map(|()| None));
+            }
+        }
+        answer
+    }
+
+    /// The action (and its check) is over: the settle window opens, and the trailing action owed is scheduled.
+    fn finish(self: &Arc<Self>, log: Log) {
         if let Some(at) = lock(&self.state).0.on_done(Instant::now()) {
             self.schedule_trailing(log, at);
         }
-        let answer = result.clone().map(|()| None);
-        match (result, follower) {
-            (Ok(()), Some(follower)) => self.check(log, follower, start, generation),
-            (result, _) => self.publish(generation, result.map(|()| None)),
-        }
-        answer
     }
 
     /// Runs the ready check on a thread of its own, so the action's requester is not held up.
@@ -128,9 +137,11 @@ impl Target {
                 let error = outcome.error.as_deref().unwrap_or("");
                 log.warn("not_ready", &format!("{} NOT ready after {} ms: {error}", target.name, outcome.ms), fields);
             }
+            target.finish(log);
             target.publish(generation, Ok(Some(outcome)));
         });
         if spawned.is_err() {
+            self.finish(log);
             self.publish(generation, Err("cannot start the ready check".into()));
         }
     }

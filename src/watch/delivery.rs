@@ -323,12 +323,12 @@ pub fn failure_place<'a>(excerpt: &'a str, root: Option<&Path>) -> (String, &'a 
     (place, last)
 }
 
-/// The shortest tail of the guest's `file` path that names a file in `root`, or `file` itself.
+/// The longest tail of the guest's `file` path that names a file in `root`, or `file` itself
+/// (longest first: `pkg/app.py` must not become the root's `app.py`).
 fn host_path(file: &str, root: Option<&Path>) -> String {
     let Some(root) = root else { return file.to_string() };
     let parts: Vec<&str> = file.split('/').filter(|p| !p.is_empty()).collect();
     (0..parts.len())
-        .rev()
         .map(|start| parts[start..].join("/"))
         .find(|tail| root.join(tail).is_file())
         .unwrap_or_else(|| file.to_string())
@@ -347,5 +347,7 @@ mod tests {
         std::fs::create_dir(root.path().join("app")).unwrap();
         std::fs::write(root.path().join("app/views.py"), "").unwrap();
         assert_eq!(super::failure_place(excerpt, Some(root.path())).0, " at app/views.py:3");
+        std::fs::write(root.path().join("views.py"), "").unwrap();
+        assert_eq!(super::failure_place(excerpt, Some(root.path())).0, " at app/views.py:3", "longest tail first");
     }
 }
