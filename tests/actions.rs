@@ -200,3 +200,17 @@ fn a_burst_of_50_triggers_costs_exactly_two_actions() {
     assert!(later.iter().all(|e| e["event"] != "reload"), "no third action: {later:?}");
     assert_eq!(std::fs::read_to_string(&count).unwrap().lines().count(), 2);
 }
+
+#[test]
+fn a_stopping_receiver_runs_the_trailing_reload_it_owes_first() {
+    let env = Env::new();
+    let count = env.join("actions");
+    let script = format!("echo x >> {}", count.display());
+    let mut listener = env.listen(&["--settle", "1000", "--exec", "sh", "-c", &script]);
+    env.run(&["send", "--to", &listener.addr]).expect_code(0);
+    env.run(&["send", "--to", &listener.addr]).expect_code(0).expect_stderr("merged");
+    // Stopped inside the settle window: the merged trigger's reload still runs, then it exits.
+    assert_eq!(listener.terminate(), Some(0), "{}", listener.stderr());
+    assert_eq!(std::fs::read_to_string(&count).unwrap().lines().count(), 2);
+    eventually("the stop to be told", || listener.stderr().contains("stopping: finishing the reloads"));
+}

@@ -61,6 +61,11 @@ impl Coalescer {
         self.owed.then_some(end)
     }
 
+    /// Whether nothing is running or owed: a receiver may stop without losing a change.
+    pub fn idle(&self) -> bool {
+        !self.busy && !self.owed
+    }
+
     /// A scheduled trailing instant has come: returns whether to act now (then report its end
     /// with [`Coalescer::on_done`]).
     pub fn on_trailing_due(&mut self) -> bool {

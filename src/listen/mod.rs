@@ -87,6 +87,13 @@ impl Receiver {
         self.listener.local_addr().context("cannot read the bound address")
     }
 
+    /// A handle that tells, from another thread, whether every target is idle (nothing running,
+    /// no trailing action owed): what a clean shutdown waits for.
+    pub fn idle_probe(&self) -> impl Fn() -> bool + Send + 'static {
+        let state = Arc::clone(&self.state);
+        move || state.targets.values().all(|t| t.idle())
+    }
+
     /// Serves connections forever.
     pub fn serve(self) -> Result<()> {
         for stream in self.listener.incoming() {

@@ -52,6 +52,11 @@ impl Target {
         }
     }
 
+    /// Whether no action runs or is owed.
+    pub fn idle(&self) -> bool {
+        lock(&self.state).0.idle()
+    }
+
     /// Handles one trigger: acts at once (leading edge), or merges it into the action under way
     /// or the open window, arranging the trailing action. With `wait`, returns only once the
     /// action that covers this trigger has been checked. `fields` and `describe` tell the

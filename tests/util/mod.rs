@@ -215,6 +215,21 @@ impl Daemon {
         events
     }
 
+    /// Sends SIGTERM and waits (at most [`WAIT`]) for the process to exit; returns its exit code.
+    pub fn terminate(&mut self) -> Option<i32> {
+        let pid = libc::pid_t::try_from(self.child.id()).ok()?;
+        // SAFETY: kill(2) on the PID of a child we started and have not reaped.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        let deadline = Instant::now() + WAIT;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
     /// Whether the process is still running.
     pub fn is_alive(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
