@@ -362,3 +362,14 @@ fn a_slow_action_is_reported_once_and_never_run_twice() {
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(std::fs::read_to_string(&runs).unwrap().lines().count(), 1, "the trigger was not sent again");
 }
+
+#[test]
+fn a_stopping_watcher_sends_the_changes_it_still_holds() {
+    let s = setup();
+    // A long debounce holds the deletion (a removal never leads) in the open burst.
+    let (mut watcher, _) = s.watch(&["--debounce", "5000"]);
+    std::fs::remove_file(s.repo.root.join("app/models.py")).unwrap();
+    std::thread::sleep(Duration::from_millis(300)); // for the watcher to take the event in
+    assert_eq!(watcher.terminate(), Some(0), "{}", watcher.stderr());
+    assert_eq!(s.next_trigger(), ["app/models.py"]);
+}

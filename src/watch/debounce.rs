@@ -105,6 +105,14 @@ impl Debouncer {
             .then(|| Trigger { files: burst.pending.into_iter().collect(), reason })
     }
 
+    /// Ends the open burst now (the watcher is stopping): its pending changes, if any, as a trigger.
+    pub fn flush(&mut self) -> Option<Trigger> {
+        let burst = self.burst.take()?;
+        let reason = if burst.rescan { "rescan" } else { "burst" };
+        (!burst.pending.is_empty() || burst.rescan)
+            .then(|| Trigger { files: burst.pending.into_iter().collect(), reason })
+    }
+
     /// When [`Debouncer::poll`] should next be called, if a burst is open.
     pub fn deadline(&self, git_busy: bool) -> Option<Instant> {
         let burst = self.burst.as_ref()?;
@@ -255,6 +263,16 @@ mod tests {
             let named: BTreeSet<String> = sent.iter().flat_map(|t| t.files.clone()).collect();
             proptest::prop_assert_eq!(named, changed);
         }
+    }
+
+    #[test]
+    fn a_flush_hands_over_what_is_pending() {
+        let t0 = Instant::now();
+        let mut d = Debouncer::new(ms(30));
+        assert_eq!(d.flush(), None);
+        d.on_change(Change::Removed, "gone.py", t0, false);
+        assert_eq!(files(&d.flush()), ["gone.py"]);
+        assert_eq!(d.flush(), None, "nothing twice");
     }
 
     #[test]

@@ -127,6 +127,8 @@ pub struct Watcher {
     /// touch alone must not count as a change.
     hashes: HashMap<String, u64>,
     stale_lock_warned: bool,
+    /// Another sender into the event channel, so a stop request can wake [`Watcher::step`].
+    waker: std::sync::mpsc::Sender<notify::Result<Event>>,
     log: Log,
 }
 
@@ -138,6 +140,7 @@ impl Watcher {
         options.log.debug(&format!("repository and index read in {} ms", opened.elapsed().as_millis()));
         let git_dir = filter.git_dir().canonicalize().context("cannot resolve the git directory")?;
         let (tx, events) = channel();
+        let waker = tx.clone();
         let (fs, close_events, recursive): (Box<dyn notify::Watcher + Send>, bool, bool) = match options.poll {
             Some(interval) => {
                 // mtimes are compared in whole seconds: only the content tells two saves in one second apart.
@@ -164,6 +167,7 @@ impl Watcher {
             recursive,
             hashes: HashMap::new(),
             stale_lock_warned: false,
+            waker,
             log: options.log,
         };
         let root = watcher.filter.workdir().display().to_string();
@@ -190,6 +194,19 @@ impl Watcher {
         let line = format!("watching {dirs} directories ({relevant} files relevant) in {root}, ready in {ms} ms");
         watcher.log.event("ready", &line, json!({"root": root, "dirs": dirs, "relevant": relevant, "ms": ms}));
         Ok(watcher)
+    }
+
+    /// A function that wakes a waiting [`Watcher::step`] from another thread (with an event it ignores).
+    pub fn waker(&self) -> impl Fn() + Send + 'static {
+        let waker = self.waker.clone();
+        move || {
+            let _ = waker.send(Ok(Event::new(EventKind::Other)));
+        }
+    }
+
+    /// Ends the open burst now: its pending changes as one trigger, if any (for a clean stop).
+    pub fn flush(&mut self) -> Option<Trigger> {
+        self.debouncer.flush()
     }
 
     /// The work tree's root.

@@ -8,6 +8,8 @@ use crate::config::Config;
 use crate::output::Log;
 use anyhow::{Context, Result};
 use serde_json::json;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 /// Watches the work tree holding `args.dir` (or the current directory) and sends triggers, forever.
@@ -55,10 +57,37 @@ pub fn command(global: &Global, args: WatchArgs) -> Result<()> {
         json!({"remotes": remotes, "root": watcher.root().display().to_string()}),
     );
     let settings = Settings { root: Some(watcher.root().to_path_buf()), ..settings };
-    let delivery = Delivery::start(&remotes, &settings, None)?;
+    let (outcomes_tx, outcomes) = std::sync::mpsc::channel();
+    let delivery = Delivery::start(&remotes, &settings, Some(outcomes_tx))?;
+    // SIGINT/SIGTERM: wake the loop, which sends what the open burst holds before exiting.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (flag, wake) = (Arc::clone(&stop), watcher.waker());
+    ctrlc::set_handler(move || {
+        flag.store(true, Ordering::SeqCst);
+        wake();
+    })
+    .map_err(|err| anyhow::anyhow!("cannot handle SIGINT/SIGTERM: {err}"))?;
     loop {
         for trigger in watcher.step(Duration::from_secs(3600))? {
             delivery.send(&trigger);
         }
+        // Outcomes are printed by the delivery threads; here they only tell a stop when to end.
+        while outcomes.try_recv().is_ok() {}
+        if stop.load(Ordering::SeqCst) {
+            break;
+        }
     }
+    log.warn("stopping", "stopping: sending the changes not sent yet first", json!({}));
+    if let Some(trigger) = watcher.flush() {
+        delivery.send(&trigger);
+        // One outcome per remote, each bounded by the delivery's own timeouts.
+        let deadline = std::time::Instant::now() + settings.timeout * 3 + crate::client::WAIT_REPLY;
+        for _ in 0..remotes.len() {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if outcomes.recv_timeout(left).is_err() {
+                break;
+            }
+        }
+    }
+    Ok(())
 }
