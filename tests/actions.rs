@@ -9,6 +9,18 @@ use std::process::Command;
 use std::time::{Duration, Instant, UNIX_EPOCH};
 use util::{Env, WAIT, eventually};
 
+/// A real FIFO in the env's directory, as uWSGI's master-fifo makes one.
+fn make_fifo(env: &Env) -> std::path::PathBuf {
+    let fifo = env.join("master.fifo");
+    assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    fifo
+}
+
+/// Opens the FIFO for reading without waiting for a writer.
+fn read_end(fifo: &std::path::Path) -> std::fs::File {
+    OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(fifo).unwrap()
+}
+
 fn mtime(path: &std::path::Path) -> Duration {
     std::fs::metadata(path).unwrap().modified().unwrap().duration_since(UNIX_EPOCH).unwrap()
 }
@@ -54,9 +66,8 @@ fn touch_in_a_missing_directory_is_the_guests_error_shown_by_send() {
 #[test]
 fn fifo_writes_the_command_then_pokes_until_the_reader_goes() {
     let env = Env::new();
-    let fifo = env.join("master.fifo");
-    assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
-    let mut reader = OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(&fifo).unwrap();
+    let fifo = make_fifo(&env);
+    let mut reader = read_end(&fifo);
     let listener = env.listen(&["--fifo", fifo.to_str().unwrap()]);
     env.run(&["send", "--to", &listener.addr]).expect_code(0).expect_stderr("(fifo)");
 
@@ -78,7 +89,7 @@ fn fifo_writes_the_command_then_pokes_until_the_reader_goes() {
     let end = listener.wait_event("poke_end");
     assert_eq!(end["why"], "reader gone", "{end}");
     // With the poke ended, a new reader sees no writer and no data.
-    let mut again = OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(&fifo).unwrap();
+    let mut again = read_end(&fifo);
     std::thread::sleep(Duration::from_millis(100));
     let mut buf = [0u8; 16];
     assert_eq!(again.read(&mut buf).unwrap_or(0), 0, "the poke must stop writing");
@@ -87,9 +98,8 @@ fn fifo_writes_the_command_then_pokes_until_the_reader_goes() {
 #[test]
 fn fifo_command_is_configurable() {
     let env = Env::new();
-    let fifo = env.join("master.fifo");
-    assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
-    let mut reader = OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(&fifo).unwrap();
+    let fifo = make_fifo(&env);
+    let mut reader = read_end(&fifo);
     let listener = env.listen(&["--fifo", fifo.to_str().unwrap(), "--fifo-command", "c", "--no-poke"]);
     env.run(&["send", "--to", &listener.addr]).expect_code(0);
     let mut got = String::new();
@@ -103,22 +113,20 @@ fn fifo_command_is_configurable() {
 #[test]
 fn status_tells_which_targets_could_not_act() {
     let env = Env::new();
-    let fifo = env.join("master.fifo");
-    assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    let fifo = make_fifo(&env);
     let listener = env.listen(&["--fifo", fifo.to_str().unwrap()]);
     env.run(&["status", "--to", &listener.addr])
         .expect_code(0)
         .expect_stdout("target app: NOT READY: no reader on")
         .expect_stdout("is uWSGI running with master-fifo?");
-    let _reader = OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(&fifo).unwrap();
+    let _reader = read_end(&fifo);
     env.run(&["status", "--to", &listener.addr]).expect_stdout("target app: ready: uWSGI is attached");
 }
 
 #[test]
 fn fifo_without_a_reader_is_a_clear_error() {
     let env = Env::new();
-    let fifo = env.join("master.fifo");
-    assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    let fifo = make_fifo(&env);
     let listener = env.listen(&["--fifo", fifo.to_str().unwrap()]);
     env.run(&["send", "--to", &listener.addr])
         .expect_code(1)

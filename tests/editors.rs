@@ -28,6 +28,20 @@ struct EditorRun {
 }
 
 impl EditorRun {
+    /// Starts `editor` headless in `dir`, with the `touchwire` under test on its PATH.
+    fn spawn(editor: &mut Command, dir: &Path, vars: &[(&str, &str)]) -> EditorRun {
+        let child = editor
+            .current_dir(dir)
+            .env("PATH", util::path_with_touchwire())
+            .envs(vars.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        EditorRun { child, dir: dir.to_path_buf() }
+    }
+
     /// Clears the files of an earlier run in `dir`.
     fn prepare(dir: &Path) {
         for name in ["SAVED", "DONE", "messages.txt"] {
@@ -75,17 +89,7 @@ fn vim(editor: &str, dir: &Path, file: &str, before: &[&str], vars: &[(&str, &st
         args.extend(["-c".into(), cmd.into()]);
     }
     args.extend(["-c".into(), "redir! > messages.txt | silent messages | redir END".into(), "-c".into(), "qa!".into()]);
-    let child = Command::new(editor)
-        .args(&args)
-        .current_dir(dir)
-        .env("PATH", util::path_with_touchwire())
-        .envs(vars.iter().copied())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    EditorRun { child, dir: dir.to_path_buf() }
+    EditorRun::spawn(Command::new(editor).args(&args), dir, vars)
 }
 
 /// Emacs in batch mode with touchwire.el: `setup` forms, then save `file` after an edit.
@@ -98,17 +102,8 @@ fn emacs(dir: &Path, file: &str, setup: &str, vars: &[(&str, &str)]) -> EditorRu
            (with-current-buffer \"*Messages*\" (write-region nil nil \"messages.txt\" nil 'quiet)))) \
          (with-current-buffer \"*Messages*\" (write-region nil nil \"messages.txt\")))"
     );
-    let child = Command::new("emacs")
-        .args(["--batch", "-Q", "-l", &format!("{ROOT}/editor/emacs/touchwire.el"), "--eval", &program])
-        .current_dir(dir)
-        .env("PATH", util::path_with_touchwire())
-        .envs(vars.iter().copied())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    EditorRun { child, dir: dir.to_path_buf() }
+    let script = format!("{ROOT}/editor/emacs/touchwire.el");
+    EditorRun::spawn(Command::new("emacs").args(["--batch", "-Q", "-l", &script, "--eval", &program]), dir, vars)
 }
 
 /// The shared scenario for every editor: a .py save sends one trigger naming it; a .txt save
