@@ -298,6 +298,15 @@ impl Config {
         Ok(config)
     }
 
+    /// The defaults with one config file's `text` (as if read from `path`) applied and checked:
+    /// what `load` does with a file, without touching the file system.
+    pub fn from_file_text(text: &str, path: &Path) -> Result<Config, UsageError> {
+        let mut config = Config::defaults();
+        config.apply(parse_file(text, path)?, path, Source::File(path.to_path_buf()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
     fn apply(&mut self, file: ConfigFile, path: &Path, source: Source) -> Result<(), UsageError> {
         let dir = path.parent().unwrap_or(Path::new("."));
         self.files.push(path.to_path_buf());
@@ -315,6 +324,10 @@ impl Config {
             self.token_file = Setting { value: Some(dir.join(token)), source: source.clone() };
         }
         if let Some(targets) = file.targets {
+            if targets.is_empty() {
+                let msg = "names no target; give at least one, e.g. {\"app\": {\"touch\": \"/tmp/app.reload\"}}";
+                return Err(UsageError(format!("{}: key `targets`: {msg}", path.display())));
+            }
             let mut resolved = BTreeMap::new();
             for (name, target) in targets {
                 let spec = target_spec(target, dir)
@@ -403,7 +416,12 @@ pub fn discover(start: &Path) -> Option<PathBuf> {
 fn read_file(path: &Path) -> Result<ConfigFile, UsageError> {
     let text = std::fs::read_to_string(path)
         .map_err(|err| UsageError(format!("cannot read config file {}: {err}", path.display())))?;
-    let mut de = serde_json::Deserializer::from_str(&text);
+    parse_file(&text, path)
+}
+
+/// Parses a config file's text; errors name `path` and the key.
+fn parse_file(text: &str, path: &Path) -> Result<ConfigFile, UsageError> {
+    let mut de = serde_json::Deserializer::from_str(text);
     let file = serde_path_to_error::deserialize(&mut de).map_err(|err| {
         let key = err.path().to_string();
         if key == "." {
@@ -478,14 +496,7 @@ mod tests {
     use super::*;
 
     fn parse(json: &str) -> Result<Config, UsageError> {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join(FILE_NAME);
-        std::fs::write(&path, json).unwrap();
-        let mut config = Config::defaults();
-        let file = read_file(&path)?;
-        config.apply(file, &path, Source::File(path.clone()))?;
-        config.validate()?;
-        Ok(config)
+        Config::from_file_text(json, &Path::new("/project").join(FILE_NAME))
     }
 
     #[test]
@@ -523,6 +534,8 @@ mod tests {
         assert!(err.contains("key `remote`") && err.contains("an address"), "{err}");
         let err = parse(r#"{} trailing"#).unwrap_err().0;
         assert!(err.contains("trailing characters"), "{err}");
+        let err = parse(r#"{"targets": {}}"#).unwrap_err().0; // found by fuzzing
+        assert!(err.contains("key `targets`: names no target"), "{err}");
         let err = parse(r#"{"default_target": "web"}"#).unwrap_err().0;
         assert!(err.contains("default_target \"web\""), "{err}");
     }

@@ -1,6 +1,8 @@
 //! Wire protocol v1: the messages and the pure parsing of a request line (DESIGN.md, "Wire protocol v1").
 
+use crate::auth::Token;
 use serde::{Deserialize, Serialize};
+use std::io::{BufRead, Read};
 
 /// Protocol version announced in the greeting.
 pub const VERSION: u32 = 1;
@@ -157,6 +159,53 @@ pub fn parse_line(line: &[u8]) -> Incoming {
     }
 }
 
+/// What the receiver does with one line, decided before anything runs.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Admission {
+    /// Answer with version, targets and health.
+    Ping,
+    /// Run the target's action.
+    Reload(Request),
+    /// Answer with an error; `close` ends the connection afterwards.
+    Refuse {
+        /// For the client and the log.
+        error: String,
+        /// Whether to close the connection after answering.
+        close: bool,
+    },
+}
+
+/// Decides what one line (without its `\n`) may do on a connection greeted with `nonce`.
+/// With a `token`, only a request carrying the nonce's MAC gets through, and anything wrong
+/// closes the connection: a client that has not proven the token gets no second guess.
+pub fn admit(line: &[u8], nonce: &str, token: Option<&Token>) -> Admission {
+    let refuse = |error: &str, close: bool| Admission::Refuse { error: error.into(), close };
+    let request = match (parse_line(line), token) {
+        (Incoming::Invalid(error), _) => return Admission::Refuse { error, close: token.is_some() },
+        (Incoming::Legacy, Some(_)) => {
+            return refuse(
+                "unauthorized: this receiver requires a token; plain lines are accepted only with auth off",
+                true,
+            );
+        }
+        (Incoming::Legacy, None) => {
+            Request { op: Some(Op::Reload), reason: Some("plain line".into()), ..Request::default() }
+        }
+        (Incoming::Request(request), Some(token)) => match &request.mac {
+            None => return refuse("unauthorized: this receiver requires a token (no mac sent)", true),
+            Some(mac) if !token.verify(nonce, mac) => {
+                return refuse("unauthorized: wrong token (mac does not match)", true);
+            }
+            Some(_) => request,
+        },
+        (Incoming::Request(request), None) => request,
+    };
+    match request.op {
+        Some(Op::Ping) => Admission::Ping,
+        _ => Admission::Reload(request),
+    }
+}
+
 /// Drops files from the end of a request until its line fits in [`MAX_LINE`], noting how many
 /// were left out in `reason`: the list is for the receiver's log, the reload happens regardless.
 pub fn fit(mut request: Request) -> Request {
@@ -189,6 +238,31 @@ pub fn fit(mut request: Request) -> Request {
     }
 }
 
+/// One line read from a connection (the framing both sides use).
+pub enum Line {
+    /// A complete line is in the buffer.
+    Complete,
+    /// The line exceeded [`MAX_LINE`].
+    TooLong,
+    /// The peer closed the connection.
+    Eof,
+}
+
+/// Reads one `\n`-terminated line of at most [`MAX_LINE`] bytes into `buf` (without the `\n`).
+pub fn read_line(reader: &mut impl BufRead, buf: &mut Vec<u8>) -> std::io::Result<Line> {
+    buf.clear();
+    let n = reader.take(MAX_LINE as u64 + 1).read_until(b'\n', buf)?;
+    if n == 0 {
+        return Ok(Line::Eof);
+    }
+    if buf.last() == Some(&b'\n') {
+        buf.pop();
+        return Ok(Line::Complete);
+    }
+    // No newline: either the cap cut the line, or the peer closed after a last unterminated line.
+    Ok(if buf.len() > MAX_LINE { Line::TooLong } else { Line::Complete })
+}
+
 /// Serializes a message as one protocol line, `\n` included.
 pub fn to_line<T: Serialize>(message: &T) -> String {
     // Serializing these plain structs cannot fail: no maps with non-string keys, no floats.
@@ -200,6 +274,7 @@ pub fn to_line<T: Serialize>(message: &T) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::BufReader;
 
     #[test]
     fn parses_a_full_request() {
@@ -258,5 +333,55 @@ mod tests {
         assert_eq!(line, "{\"op\":\"ping\"}\n");
         let reply = to_line(&Reply::error("nope"));
         assert_eq!(reply, "{\"ok\":false,\"error\":\"nope\"}\n");
+    }
+
+    fn lines(input: &[u8]) -> Vec<String> {
+        let mut reader = BufReader::new(input);
+        let mut buf = Vec::new();
+        let mut out = Vec::new();
+        for _ in 0..10 {
+            match read_line(&mut reader, &mut buf).unwrap() {
+                Line::Complete => out.push(String::from_utf8_lossy(&buf).into_owned()),
+                Line::TooLong => out.push("<too long>".into()),
+                Line::Eof => break,
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn lines_are_split_and_a_last_unterminated_line_counts() {
+        assert_eq!(lines(b"a\nbc\n\nlast"), vec!["a", "bc", "", "last"]);
+    }
+
+    #[test]
+    fn the_line_cap_is_4096_bytes_without_the_newline() {
+        let exact = [vec![b'x'; MAX_LINE], vec![b'\n']].concat();
+        assert_eq!(lines(&exact)[0].len(), MAX_LINE);
+        let over = [vec![b'x'; MAX_LINE + 1], vec![b'\n']].concat();
+        assert_eq!(lines(&over)[0], "<too long>");
+    }
+
+    #[test]
+    fn admit_lets_through_only_the_nonces_mac_when_a_token_is_set() {
+        let token = Token::new("0123456789abcdef0123").unwrap();
+        let with_mac = |mac: &str| format!(r#"{{"op":"reload","mac":"{mac}"}}"#);
+        let good = with_mac(&token.mac("n1"));
+        assert!(matches!(admit(good.as_bytes(), "n1", Some(&token)), Admission::Reload(_)));
+        let replayed = admit(good.as_bytes(), "n2", Some(&token));
+        assert!(matches!(replayed, Admission::Refuse { close: true, ref error } if error.contains("wrong token")));
+        let bare = admit(br#"{"op":"ping"}"#, "n1", Some(&token));
+        assert!(matches!(bare, Admission::Refuse { close: true, ref error } if error.contains("no mac")));
+        let plain = admit(b".", "n1", Some(&token));
+        assert!(matches!(plain, Admission::Refuse { close: true, .. }));
+        assert!(matches!(admit(b"\xff", "n1", Some(&token)), Admission::Refuse { close: true, .. }));
+    }
+
+    #[test]
+    fn admit_without_a_token_takes_plain_lines_and_keeps_bad_ones_open() {
+        let plain = admit(b".", "n", None);
+        assert!(matches!(plain, Admission::Reload(Request { reason: Some(ref r), .. }) if r == "plain line"));
+        assert_eq!(admit(br#"{"op":"ping"}"#, "n", None), Admission::Ping);
+        assert!(matches!(admit(br#"{"op":"nope"}"#, "n", None), Admission::Refuse { close: false, .. }));
     }
 }

@@ -3,10 +3,10 @@
 
 use super::State;
 use crate::auth;
-use crate::protocol::{self, Greeting, MAX_LINE, Reply};
+use crate::protocol::{self, Greeting, Line, MAX_LINE, Reply, read_line};
 use anyhow::Result;
 use serde_json::json;
-use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::io::{BufReader, ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -29,31 +29,6 @@ impl Read for DeadlineReader {
         self.stream.set_read_timeout(Some(left))?;
         self.stream.read(buf)
     }
-}
-
-/// One line read from a connection.
-pub enum Line {
-    /// A complete line is in the buffer.
-    Complete,
-    /// The line exceeded [`MAX_LINE`].
-    TooLong,
-    /// The peer closed the connection.
-    Eof,
-}
-
-/// Reads one `\n`-terminated line of at most [`MAX_LINE`] bytes into `buf` (without the `\n`).
-pub fn read_line(reader: &mut impl BufRead, buf: &mut Vec<u8>) -> std::io::Result<Line> {
-    buf.clear();
-    let n = reader.take(MAX_LINE as u64 + 1).read_until(b'\n', buf)?;
-    if n == 0 {
-        return Ok(Line::Eof);
-    }
-    if buf.last() == Some(&b'\n') {
-        buf.pop();
-        return Ok(Line::Complete);
-    }
-    // No newline: either the cap cut the line, or the peer closed after a last unterminated line.
-    Ok(if buf.len() > MAX_LINE { Line::TooLong } else { Line::Complete })
 }
 
 /// Serves one connection until the peer closes it, times out, or breaks a rule.
@@ -125,37 +100,5 @@ pub fn reject(stream: TcpStream, message: &str) {
             Ok(n) if n > 0 => {}
             _ => return,
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn lines(input: &[u8]) -> Vec<String> {
-        let mut reader = BufReader::new(input);
-        let mut buf = Vec::new();
-        let mut out = Vec::new();
-        for _ in 0..10 {
-            match read_line(&mut reader, &mut buf).unwrap() {
-                Line::Complete => out.push(String::from_utf8_lossy(&buf).into_owned()),
-                Line::TooLong => out.push("<too long>".into()),
-                Line::Eof => break,
-            }
-        }
-        out
-    }
-
-    #[test]
-    fn lines_are_split_and_a_last_unterminated_line_counts() {
-        assert_eq!(lines(b"a\nbc\n\nlast"), vec!["a", "bc", "", "last"]);
-    }
-
-    #[test]
-    fn the_line_cap_is_4096_bytes_without_the_newline() {
-        let exact = [vec![b'x'; MAX_LINE], vec![b'\n']].concat();
-        assert_eq!(lines(&exact)[0].len(), MAX_LINE);
-        let over = [vec![b'x'; MAX_LINE + 1], vec![b'\n']].concat();
-        assert_eq!(lines(&over)[0], "<too long>");
     }
 }

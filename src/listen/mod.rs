@@ -11,7 +11,7 @@ mod target;
 use crate::auth::Token;
 use crate::config::TargetSpec;
 use crate::output::{Log, clean, summary};
-use crate::protocol::{self, Health, Incoming, Op, Reply, Request};
+use crate::protocol::{self, Admission, Health, Op, Reply, Request};
 use anyhow::{Context, Result};
 use coalesce::Coalescer;
 use serde_json::json;
@@ -143,38 +143,12 @@ impl Drop for Slot<'_> {
 }
 
 impl State {
-    /// Answers one line; the flag says whether to close the connection afterwards. Before a
-    /// client has proven it holds the token, anything wrong closes the connection.
+    /// Answers one line; the flag says whether to close the connection afterwards.
     fn handle(&self, line: &[u8], nonce: &str, peer: &str) -> (Reply, bool) {
-        let auth = self.token.is_some();
-        let request = match protocol::parse_line(line) {
-            Incoming::Invalid(message) => return (Reply::error(message), auth),
-            Incoming::Legacy if auth => {
-                let message =
-                    "unauthorized: this receiver requires a token; plain lines are accepted only with auth off";
-                return (Reply::error(message), true);
-            }
-            Incoming::Legacy => {
-                Request { op: Some(Op::Reload), reason: Some("plain line".into()), ..Request::default() }
-            }
-            Incoming::Request(request) => {
-                if let Some(token) = &self.token {
-                    match &request.mac {
-                        None => {
-                            return (Reply::error("unauthorized: this receiver requires a token (no mac sent)"), true);
-                        }
-                        Some(mac) if !token.verify(nonce, mac) => {
-                            return (Reply::error("unauthorized: wrong token (mac does not match)"), true);
-                        }
-                        Some(_) => {}
-                    }
-                }
-                request
-            }
-        };
-        match request.op {
-            Some(Op::Ping) => (self.ping(), false),
-            _ => (self.reload(&request, peer), false),
+        match protocol::admit(line, nonce, self.token.as_ref()) {
+            Admission::Ping => (self.ping(), false),
+            Admission::Reload(request) => (self.reload(&request, peer), false),
+            Admission::Refuse { error, close } => (Reply::error(error), close),
         }
     }
 
