@@ -28,6 +28,17 @@ pub struct Connection {
     token_file: Option<PathBuf>,
 }
 
+/// Longest pause between attempts to reach a receiver that is at its connection cap.
+const BUSY_BACKOFF: Duration = Duration::from_millis(200);
+
+/// What one connection attempt got.
+enum Opened {
+    /// A greeting: the connection is ready for requests.
+    Greeted(Connection),
+    /// The receiver's "busy" line: it is at its connection cap.
+    Busy(String),
+}
+
 /// Adds the default port to an address without one (`guest`, `10.0.0.2`, `::1`).
 pub fn with_default_port(remote: &str) -> String {
     let remote = remote.trim();
@@ -44,9 +55,24 @@ pub fn with_default_port(remote: &str) -> String {
 }
 
 impl Connection {
-    /// Connects to `remote` and reads its greeting, all within `timeout`.
+    /// Connects to `remote` and reads its greeting, all within `timeout`. A receiver at its
+    /// connection cap answers "busy": then try again, with a short backoff, until `timeout`.
     pub fn open(remote: &str, credentials: &Credentials, timeout: Duration) -> Result<Connection> {
         let deadline = Instant::now() + timeout;
+        let mut pause = Duration::from_millis(10);
+        loop {
+            match Connection::open_once(remote, credentials, deadline, timeout)? {
+                Opened::Greeted(connection) => return Ok(connection),
+                Opened::Busy(_) if Instant::now() + pause < deadline => {
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(BUSY_BACKOFF);
+                }
+                Opened::Busy(error) => bail!("{remote}: {error} (still, after {} ms)", timeout.as_millis()),
+            }
+        }
+    }
+
+    fn open_once(remote: &str, credentials: &Credentials, deadline: Instant, timeout: Duration) -> Result<Opened> {
         let addr = with_default_port(remote);
         let addrs: Vec<SocketAddr> =
             addr.to_socket_addrs().map_err(|err| anyhow!("{remote}: cannot resolve address: {err}"))?.collect();
@@ -75,6 +101,9 @@ impl Connection {
         let greeting: Greeting = match serde_json::from_str(&line) {
             Ok(greeting) => greeting,
             Err(_) => match serde_json::from_str::<Reply>(&line) {
+                Ok(Reply { ok: false, error: Some(error), .. }) if error.starts_with("busy:") => {
+                    return Ok(Opened::Busy(error));
+                }
                 Ok(Reply { ok: false, error: Some(error), .. }) => bail!("{remote}: {error}"),
                 _ => bail!("{remote}: not a touchwire receiver (it said {:?})", truncate(&line, 80)),
             },
@@ -94,14 +123,14 @@ impl Connection {
             ),
             (None, false) => None,
         };
-        Ok(Connection {
+        Ok(Opened::Greeted(Connection {
             remote: remote.to_string(),
             reader,
             writer,
             greeting,
             mac,
             token_file: credentials.file.clone(),
-        })
+        }))
     }
 
     /// Whether the receiver asked for authentication.
@@ -175,7 +204,6 @@ fn connect_failure(err: &std::io::Error, timeout: Duration) -> String {
     }
 }
 
-/// Reads one line before `deadline`.
 /// Why a call got no reply.
 #[derive(Debug)]
 pub enum CallError {

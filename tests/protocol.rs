@@ -5,6 +5,7 @@ mod util;
 use serde_json::json;
 use std::io::Write;
 use std::net::TcpStream;
+use std::time::Duration;
 use util::{Env, Raw, mac};
 
 const TOKEN: &str = "0123456789abcdef0123456789abcdef";
@@ -158,10 +159,21 @@ fn connections_over_the_cap_get_an_error_line_not_a_hang() {
     let mut answer = String::new();
     std::io::Read::read_to_string(&mut third, &mut answer).unwrap();
     assert!(answer.contains(r#""ok":false"#) && answer.contains("busy"), "{answer:?}");
-    // `send` reports the busy receiver as the failure it is.
-    env.run(&["send", "--to", &listener.addr]).expect_code(1).expect_stderr("busy");
+    // `send` retries a busy receiver until its timeout, then reports it as the failure it is.
+    env.run(&["send", "--to", &listener.addr])
+        .expect_code(1)
+        .expect_stderr("busy")
+        .expect_stderr("still, after 1000 ms");
+    // With time to spare, it gets the slot that frees up.
+    let patient = env.command(env.path(), &["send", "--to", &listener.addr, "--timeout", "20000"]);
+    let patient = std::thread::spawn(move || {
+        let mut patient = patient;
+        patient.output()
+    });
+    std::thread::sleep(Duration::from_millis(300));
     drop(first);
-    util::eventually("a slot frees up", || env.run(&["send", "--to", &listener.addr]).code == 0);
+    let output = patient.join().unwrap().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
 }
 
 #[test]
