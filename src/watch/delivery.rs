@@ -1,6 +1,7 @@
 //! Delivery of the watcher's triggers: one thread and one kept-open connection per remote,
 //! re-authenticated on reconnect, with backoff. A guest that is down never stops the watcher;
-//! a trigger that could not be delivered is reported with the remote and the reason.
+//! a trigger that could not be delivered is reported with the remote and the reason, and when
+//! it never reached the guest, it is owed: sent once the guest is back.
 
 use super::debounce::Trigger;
 use crate::client::{CallError, Connection, Credentials};
@@ -35,6 +36,7 @@ pub struct Outcome {
 /// Hands triggers to every remote's delivery thread.
 pub struct Delivery {
     remotes: Vec<Sender<Trigger>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
 }
 
 /// What a delivery thread needs.
@@ -55,7 +57,7 @@ pub struct Settings {
 impl Delivery {
     /// Starts one delivery thread per remote; each outcome is printed and, if given, sent to `outcomes`.
     pub fn start(remotes: &[String], settings: &Settings, outcomes: Option<Sender<Outcome>>) -> Result<Delivery> {
-        let mut senders = Vec::new();
+        let (mut senders, mut threads) = (Vec::new(), Vec::new());
         for remote in remotes {
             let (tx, rx) = channel();
             let mut link = Link {
@@ -65,15 +67,26 @@ impl Delivery {
                 waits: false,
                 waiting: Arc::new(AtomicUsize::new(0)),
                 down: None,
+                owed: Vec::new(),
             };
             let outcomes = outcomes.clone();
-            std::thread::Builder::new()
+            let thread = std::thread::Builder::new()
                 .name(format!("deliver {remote}"))
                 .spawn(move || link.run(rx, outcomes))
                 .with_context(|| format!("cannot start the delivery thread for {remote}"))?;
             senders.push(tx);
+            threads.push(thread);
         }
-        Ok(Delivery { remotes: senders })
+        Ok(Delivery { remotes: senders, threads })
+    }
+
+    /// Stops every delivery thread once it has sent what it holds, each bounded by its timeouts;
+    /// triggers still owed to a guest that is down are reported as lost.
+    pub fn finish(self) {
+        drop(self.remotes);
+        for thread in self.threads {
+            let _ = thread.join();
+        }
     }
 
     /// Queues `trigger` for every remote.
@@ -95,6 +108,22 @@ struct Link {
     waiting: Arc<AtomicUsize>,
     /// While the remote is unreachable: when to try again, the current backoff, and why it failed.
     down: Option<(Instant, Duration, String)>,
+    /// Files of triggers that never reached the guest, sent when it is back.
+    owed: Vec<String>,
+}
+
+/// Why a request got no answer, and whether it went out at all.
+struct Undelivered {
+    error: String,
+    /// The request may have reached the guest: sending it again could reload twice.
+    sent: bool,
+}
+
+impl From<String> for Undelivered {
+    /// A failure after the request went out (the safe assumption).
+    fn from(error: String) -> Undelivered {
+        Undelivered { error, sent: true }
+    }
 }
 
 impl Link {
@@ -107,24 +136,39 @@ impl Link {
             };
             match triggers.recv_timeout(wait) {
                 Ok(mut trigger) => {
-                    // Triggers that queued up while a slow guest answered go out as one.
+                    // Triggers that queued up while a slow guest answered, and those owed, go out as one.
                     while let Ok(next) = triggers.try_recv() {
                         trigger.files.extend(next.files);
-                        trigger.files.sort();
-                        trigger.files.dedup();
                     }
-                    if self.waits && self.waiting.load(Ordering::SeqCst) < MAX_WAITING {
+                    trigger.files.append(&mut self.owed);
+                    trigger.files.sort();
+                    trigger.files.dedup();
+                    // A guest that went away is tried here first, so what cannot reach it is owed.
+                    let up = self.connection.as_ref().is_some_and(|c| !c.is_stale());
+                    if up && self.waits && self.waiting.load(Ordering::SeqCst) < MAX_WAITING {
                         self.deliver_and_wait(trigger, outcomes.clone());
                         continue;
                     }
-                    let outcome = self.deliver(&trigger);
-                    report(&self.settings, &outcome);
-                    if let Some(tx) = &outcomes {
-                        let _ = tx.send(outcome);
+                    self.deliver(trigger, outcomes.as_ref());
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    self.keepalive();
+                    if self.connection.is_some() && !self.owed.is_empty() {
+                        let files = std::mem::take(&mut self.owed);
+                        let line = format!("{} is back: sending the changes it missed", self.remote);
+                        self.settings.log.event("catching_up", &line, json!({"remote": self.remote, "files": files}));
+                        self.deliver(Trigger { files, reason: "missed" }, outcomes.as_ref());
                     }
                 }
-                Err(RecvTimeoutError::Timeout) => self.keepalive(),
-                Err(RecvTimeoutError::Disconnected) => return,
+                Err(RecvTimeoutError::Disconnected) => {
+                    if !self.owed.is_empty() {
+                        let error = format!("{} was still unreachable when the watcher stopped", self.remote);
+                        let outcome =
+                            Outcome { remote: self.remote.clone(), files: self.owed.clone(), result: Err(error) };
+                        report(&self.settings, &outcome);
+                    }
+                    return;
+                }
             }
         }
     }
@@ -211,7 +255,8 @@ impl Link {
         }
     }
 
-    fn deliver(&mut self, trigger: &Trigger) -> Outcome {
+    /// Sends `trigger`, reports the outcome, and owes the trigger's files when it never went out.
+    fn deliver(&mut self, trigger: Trigger, outcomes: Option<&Sender<Outcome>>) {
         let request = Request {
             op: Some(Op::Reload),
             target: self.settings.target.clone(),
@@ -219,18 +264,28 @@ impl Link {
             files: trigger.files.clone(),
             ..Request::default()
         };
-        let result = self.attempt(&request);
-        Outcome { remote: self.remote.clone(), files: trigger.files.clone(), result }
+        let result = self.attempt(&request).map_err(|failure| {
+            if !failure.sent {
+                self.owed.extend(trigger.files.iter().cloned());
+                return format!("{}; will send it when the guest is back", failure.error);
+            }
+            failure.error
+        });
+        let outcome = Outcome { remote: self.remote.clone(), files: trigger.files, result };
+        report(&self.settings, &outcome);
+        if let Some(tx) = outcomes {
+            let _ = tx.send(outcome);
+        }
     }
 
     /// Sends `request`. A kept connection may have died since its last use: then one retry on a
     /// fresh connection, but never after the request went out unanswered (the action may be running).
-    fn attempt(&mut self, request: &Request) -> Result<(Reply, Duration), String> {
+    fn attempt(&mut self, request: &Request) -> Result<(Reply, Duration), Undelivered> {
         for _ in 0..2 {
             let fresh = self.connection.as_ref().is_none_or(Connection::is_stale);
             if fresh {
                 self.connection = None;
-                self.connect()?;
+                self.connect().map_err(|error| Undelivered { error, sent: false })?;
             }
             let Some(connection) = &mut self.connection else { break };
             let start = Instant::now();
@@ -241,21 +296,21 @@ impl Link {
                     if error.starts_with("unauthorized") {
                         self.connection = None; // the receiver closes it
                     }
-                    return Err(format!("{}: {error}", self.remote));
+                    return Err(format!("{}: {error}", self.remote).into());
                 }
                 Err(CallError::NoReply(err)) => {
                     self.connection = None;
-                    return Err(format!("{err:#}; the trigger was sent, the action may still be running"));
+                    return Err(format!("{err:#}; the trigger was sent, the action may still be running").into());
                 }
                 Err(CallError::Lost(err)) => {
                     self.connection = None;
                     if fresh {
-                        return Err(format!("{err:#}"));
+                        return Err(format!("{err:#}").into());
                     }
                 }
             }
         }
-        Err(format!("{}: the connection failed twice", self.remote))
+        Err(format!("{}: the connection failed twice", self.remote).into())
     }
 }
 

@@ -127,6 +127,8 @@ pub struct Watcher {
     /// touch alone must not count as a change.
     hashes: HashMap<String, u64>,
     stale_lock_warned: bool,
+    /// The work tree's root directory (device, inode): a root moved away or replaced ends the watch.
+    root_id: (u64, u64),
     /// Another sender into the event channel, so a stop request can wake [`Watcher::step`].
     waker: std::sync::mpsc::Sender<notify::Result<Event>>,
     log: Log,
@@ -139,6 +141,8 @@ impl Watcher {
         let filter = Filter::open(&options.dir, &options.extensions, options.tracked_only)?;
         options.log.debug(&format!("repository and index read in {} ms", opened.elapsed().as_millis()));
         let git_dir = filter.git_dir().canonicalize().context("cannot resolve the git directory")?;
+        let root_id = dir_id(filter.workdir())
+            .with_context(|| format!("cannot read the work tree {}", filter.workdir().display()))?;
         let (tx, events) = channel();
         let waker = tx.clone();
         let (fs, close_events, recursive): (Box<dyn notify::Watcher + Send>, bool, bool) = match options.poll {
@@ -167,6 +171,7 @@ impl Watcher {
             recursive,
             hashes: HashMap::new(),
             stale_lock_warned: false,
+            root_id,
             waker,
             log: options.log,
         };
@@ -262,8 +267,10 @@ impl Watcher {
         })
     }
 
-    /// Waits up to `max_wait` for file events, handles all that are ready, and returns the triggers due.
+    /// Waits up to `max_wait` for file events, handles all that are ready, and returns the triggers
+    /// due. Fails when the work tree or its git directory is gone: there is nothing left to watch.
     pub fn step(&mut self, max_wait: Duration) -> Result<Vec<Trigger>> {
+        self.check_tree()?;
         let mut triggers = Vec::new();
         let now = Instant::now();
         let wait =
@@ -293,6 +300,22 @@ impl Watcher {
             triggers.push(trigger);
         }
         Ok(triggers)
+    }
+
+    /// Fails when the root was moved, deleted or replaced, or the git directory deleted: the
+    /// watches would see nothing more, or another tree.
+    fn check_tree(&self) -> Result<()> {
+        let root = self.filter.workdir();
+        let again = "start `touchwire watch` again where the work tree is now";
+        match dir_id(root) {
+            Ok(id) if id == self.root_id => {}
+            Ok(_) => bail!("the work tree {} was replaced by another directory: {again}", root.display()),
+            Err(_) => bail!("the work tree {} was moved or deleted: {again}", root.display()),
+        }
+        if !self.git_dir.is_dir() {
+            bail!("the git directory {} was moved or deleted: {again}", self.git_dir.display());
+        }
+        Ok(())
     }
 
     fn git_busy(&self) -> bool {
@@ -413,6 +436,13 @@ impl Watcher {
         let message = format!("{err:#}");
         self.log.warn("error", &message, json!({"error": message}));
     }
+}
+
+/// A directory's identity: device and inode.
+fn dir_id(path: &Path) -> std::io::Result<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path)?;
+    Ok((meta.dev(), meta.ino()))
 }
 
 #[cfg(test)]

@@ -67,16 +67,19 @@ pub fn command(global: &Global, args: WatchArgs) -> Result<()> {
         wake();
     })
     .map_err(|err| anyhow::anyhow!("cannot handle SIGINT/SIGTERM: {err}"))?;
-    loop {
-        for trigger in watcher.step(Duration::from_secs(3600))? {
-            delivery.send(&trigger);
+    // A step returns at least once a second, to see a stop request and a work tree gone.
+    let ended = loop {
+        match watcher.step(Duration::from_secs(1)) {
+            Ok(triggers) => triggers.iter().for_each(|trigger| delivery.send(trigger)),
+            Err(err) => break Err(err),
         }
         // Outcomes are printed by the delivery threads; here they only tell a stop when to end.
         while outcomes.try_recv().is_ok() {}
         if stop.load(Ordering::SeqCst) {
-            break;
+            break Ok(());
         }
-    }
+    };
+    // On an error, main prints why once the changes held are sent.
     log.warn("stopping", "stopping: sending the changes not sent yet first", json!({}));
     if let Some(trigger) = watcher.flush() {
         delivery.send(&trigger);
@@ -89,5 +92,6 @@ pub fn command(global: &Global, args: WatchArgs) -> Result<()> {
             }
         }
     }
-    Ok(())
+    delivery.finish();
+    ended
 }
