@@ -62,7 +62,7 @@ fn ignored_and_unwatched_files_send_nothing() {
     s.repo.write("app/views.pyc", "bytes\n");
     s.no_trigger("venv, .txt, .log, .pyc", QUIET);
     // The metadata of a relevant file alone is no change: the guest's touches never loop back.
-    touchwire::listen::actions::touch(&s.repo.root.join("app/views.py")).unwrap();
+    touchwire::listen::actions::touch(&s.repo.root.join("app/views.py"), "app", Default::default()).unwrap();
     s.no_trigger("a touch", QUIET);
     // The watcher is alive all along: a relevant change still comes through, alone.
     s.repo.write("app/models.py", "MODEL = 2\n");

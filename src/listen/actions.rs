@@ -20,13 +20,15 @@ use wait_timeout::ChildExt;
 const POKE_INTERVAL: Duration = Duration::from_millis(2);
 /// The longest a poke lasts.
 const POKE_LIMIT: Duration = Duration::from_secs(3);
+/// A touch file's mtime further ahead of the clock than this is worth a warning.
+const FUTURE_MTIME: Duration = Duration::from_secs(2);
 /// How much of an exec'd program's stderr is kept for the reply.
 const STDERR_TAIL: usize = 2000;
 
 /// Runs `spec` once. `target` names it in log lines.
 pub fn run(spec: &ActionSpec, target: &str, log: Log) -> Result<()> {
     match spec {
-        ActionSpec::Touch { path } => touch(path),
+        ActionSpec::Touch { path } => touch(path, target, log),
         ActionSpec::Fifo { path, command, poke } => fifo(path, command, *poke, target, log),
         ActionSpec::Signal { pidfile, signal } => send_signal(pidfile, *signal),
         ActionSpec::Exec { argv, timeout } => exec(argv, *timeout),
@@ -81,7 +83,7 @@ fn find_program(name: &str) -> Option<std::path::PathBuf> {
 
 /// Creates `path` if missing (never writing content) and advances its mtime so that a
 /// comparison of whole-second mtimes with `>` (uWSGI's touch-reload) always sees a change.
-pub fn touch(path: &Path) -> Result<()> {
+pub fn touch(path: &Path, target: &str, log: Log) -> Result<()> {
     let describe = |err: std::io::Error| {
         let hint = match err.kind() {
             ErrorKind::NotFound => " (does its directory exist?)",
@@ -99,7 +101,20 @@ pub fn touch(path: &Path) -> Result<()> {
         Err(err) => return Err(describe(err)),
     };
     let current = file.metadata().and_then(|m| m.modified()).map_err(describe)?;
-    file.set_modified(next_mtime(current, SystemTime::now())).map_err(describe)
+    let now = SystemTime::now();
+    if let Ok(ahead) = current.duration_since(now)
+        && ahead > FUTURE_MTIME
+    {
+        // Going back to now would look like no change to a `>` comparison: keep going forward, but say why.
+        let line = format!(
+            "{target}: {} has an mtime {} s in the future; it is moved 1 s further each time, as touch-reload \
+             needs (is this machine's clock behind? delete the file once to start over)",
+            path.display(),
+            ahead.as_secs()
+        );
+        log.warn("clock", &line, json!({"target": target, "path": path, "ahead_s": ahead.as_secs()}));
+    }
+    file.set_modified(next_mtime(current, now)).map_err(describe)
 }
 
 /// The mtime a touch sets: now, or the file's whole second + 1 s when its mtime already lies in
