@@ -169,9 +169,12 @@ impl Connection {
         if let Err(err) = sent {
             return Err(CallError::Lost(anyhow!("{remote}: cannot send the request: {err}")));
         }
+        // The request went out: whether the action ran is unknown from here on.
         let line = read_line(&mut self.reader, deadline, timeout).map_err(|err| match err {
             ReadFailure::TimedOut(msg) => CallError::NoReply(anyhow!("{remote}: {msg}")),
-            ReadFailure::Other(msg) => CallError::Lost(anyhow!("{remote}: {msg}")),
+            ReadFailure::Other(msg) => {
+                CallError::Lost(anyhow!("{remote}: {msg} before answering (the reload may or may not have run)"))
+            }
         })?;
         serde_json::from_str(&line)
             .map_err(|_| CallError::Lost(anyhow!("{remote}: unreadable reply {:?}", truncate(&line, 80))))
