@@ -6,6 +6,7 @@ use serde_json::json;
 use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
+use std::time::Duration;
 use util::Env;
 
 fn closed_port() -> String {
@@ -190,4 +191,50 @@ fn completions_and_help_are_printed() {
     env.run(&["completions", "bash"]).expect_code(0).expect_stdout("touchwire");
     env.run(&["listen", "--help"]).expect_code(0).expect_stdout("--fifo-command");
     env.run(&["--version"]).expect_code(0).expect_stdout(env!("CARGO_PKG_VERSION"));
+}
+
+#[test]
+fn the_token_is_never_printed_by_any_command() {
+    let project = util::Project::new(&[("app/views.py", "V = 1\n")], false);
+    let (env, repo) = (&project.env, &project.repo);
+    let token = "secret-token-that-must-stay-secret-0123456789";
+    let token_file = env.join("token");
+    std::fs::write(&token_file, token).unwrap();
+    let token_arg = token_file.to_str().unwrap();
+    let reload = env.join("guarded.reload");
+    let mut receiver = env.listen(&["-vv", "--touch", reload.to_str().unwrap(), "--token-file", token_arg]);
+    let to = receiver.addr.clone();
+
+    let mut printed = Vec::new();
+    for (args, code) in [
+        (vec!["-vv", "send", "--to", &to, "--token-file", token_arg, "--json"], 0),
+        (vec!["-vv", "status", "--to", &to, "--token-file", token_arg], 0),
+        (vec!["-vv", "send", "--to", &to, "--token-file", "/no/such/token"], 2),
+    ] {
+        let run = env.run_in(&repo.root, &args);
+        run.expect_code(code);
+        printed.push(format!("{args:?}\n{}{}", run.stdout, run.stderr));
+    }
+    // A client with the wrong token, and one that sends the token itself instead of a MAC.
+    let mut raw = util::Raw::connect(&to);
+    printed.push(format!("{:?}", raw.request(&format!(r#"{{"op":"reload","mac":"{token}"}}"#))));
+    let wrong = env.join("wrong");
+    std::fs::write(&wrong, "the-wrong-token-but-long-enough").unwrap();
+    env.run(&["send", "--to", &to, "--token-file", wrong.to_str().unwrap()]).expect_code(1);
+
+    let (mut watcher, _) = env.watch_in(&repo.root, &["-vv", "--to", &to, "--token-file", token_arg]);
+    repo.write("app/views.py", "V = 2\n");
+    watcher.wait_event("trigger");
+    watcher.terminate();
+    receiver.terminate();
+    let mut watched = watcher.stderr();
+    watched.extend(watcher.events_within(Duration::from_millis(100)).iter().map(|e| e.to_string()));
+    printed.push(watched);
+    let mut received = receiver.stderr();
+    received.extend(receiver.events_within(Duration::from_millis(100)).iter().map(|e| e.to_string()));
+    printed.push(received);
+
+    for output in printed {
+        assert!(!output.contains(token), "the token was printed:\n{output}");
+    }
 }
