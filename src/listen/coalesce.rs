@@ -26,6 +26,11 @@ pub struct Coalescer {
 }
 
 impl Coalescer {
+    /// How long its windows last.
+    pub fn settle(&self) -> Duration {
+        self.settle
+    }
+
     /// A coalescer whose windows last `settle`.
     pub fn new(settle: Duration) -> Coalescer {
         Coalescer { settle, busy: false, window_end: None, owed: false }
@@ -66,10 +71,11 @@ impl Coalescer {
         !self.busy && !self.owed
     }
 
-    /// A scheduled trailing instant has come: returns whether to act now (then report its end
-    /// with [`Coalescer::on_done`]).
-    pub fn on_trailing_due(&mut self) -> bool {
-        if !self.owed || self.busy {
+    /// The trailing action scheduled for `scheduled` is due: returns whether to act now (then
+    /// report its end with [`Coalescer::on_done`]). One scheduled for a window that is over
+    /// does nothing: its thread woke late, and acting now would break the current window.
+    pub fn on_trailing_due(&mut self, scheduled: Instant) -> bool {
+        if !self.owed || self.busy || self.window_end != Some(scheduled) {
             return false;
         }
         self.owed = false;
@@ -92,7 +98,7 @@ mod tests {
         let mut c = Coalescer::new(ms(200));
         assert_eq!(c.on_trigger(t0), Decision::Act);
         assert_eq!(c.on_done(t0 + ms(1)), None, "nothing owed");
-        assert!(!c.on_trailing_due(), "a stray trailing call does nothing");
+        assert!(!c.on_trailing_due(t0 + ms(201)), "a stray trailing call does nothing");
         assert_eq!(c.on_trigger(t0 + ms(300)), Decision::Act, "after the window the next trigger leads again");
     }
 
@@ -110,9 +116,9 @@ mod tests {
             }
         }
         assert_eq!(scheduled, vec![t0 + ms(202)], "one trailing action, at the window's end");
-        assert!(c.on_trailing_due());
+        assert!(c.on_trailing_due(t0 + ms(202)));
         assert_eq!(c.on_done(t0 + ms(205)), None);
-        assert!(!c.on_trailing_due(), "no third action");
+        assert!(!c.on_trailing_due(t0 + ms(202)), "no third action");
     }
 
     #[test]
@@ -126,7 +132,7 @@ mod tests {
         }
         assert_eq!(c.on_done(t0 + ms(1500)), Some(t0 + ms(1600)));
         assert_eq!(c.on_trigger(t0 + ms(1550)), Decision::Merged { schedule: None }, "already scheduled");
-        assert!(c.on_trailing_due());
+        assert!(c.on_trailing_due(t0 + ms(1600)));
         assert_eq!(c.on_done(t0 + ms(1610)), None);
         assert_eq!(c.on_trigger(t0 + ms(1800)), Decision::Act);
     }
@@ -138,19 +144,21 @@ mod tests {
         assert_eq!(c.on_trigger(t0), Decision::Act);
         c.on_done(t0);
         assert_eq!(c.on_trigger(t0 + ms(50)), Decision::Merged { schedule: Some(t0 + ms(100)) });
-        assert!(c.on_trailing_due());
+        assert!(c.on_trailing_due(t0 + ms(100)));
         assert_eq!(c.on_done(t0 + ms(100)), None);
         assert_eq!(c.on_trigger(t0 + ms(150)), Decision::Merged { schedule: Some(t0 + ms(200)) });
         assert_eq!(c.on_trigger(t0 + ms(160)), Decision::Merged { schedule: None });
     }
 
     /// Plays `triggers` (ms, any order) through a coalescer whose actions take `duration` ms, with
-    /// a synthetic clock; returns when each action started.
-    fn simulate(triggers: &[u64], settle: u64, duration: u64) -> Vec<u64> {
+    /// a synthetic clock; each trailing thread wakes `late` ms after its instant (taken in turn,
+    /// as a loaded machine would). Returns when each action started.
+    fn simulate(triggers: &[u64], settle: u64, duration: u64, late: &[u64]) -> Vec<u64> {
         #[derive(PartialEq, Eq, PartialOrd, Ord)]
         enum Event {
             End,
-            Trailing,
+            /// A trailing thread wakes, with the instant it was scheduled for.
+            Trailing(u64),
             Trigger,
         }
         let t0 = Instant::now();
@@ -160,6 +168,11 @@ mod tests {
         let mut queue: std::collections::BinaryHeap<std::cmp::Reverse<(u64, Event)>> =
             triggers.iter().map(|&t| std::cmp::Reverse((t, Event::Trigger))).collect();
         let mut starts = Vec::new();
+        let mut lateness = late.iter().copied().cycle();
+        let mut trailing = |due: Instant| {
+            let due = since(due);
+            std::cmp::Reverse((due + lateness.next().unwrap_or(0), Event::Trailing(due)))
+        };
         // Bounded: each trigger causes at most one start, one end and one trailing event.
         for _ in 0..triggers.len() * 4 + 4 {
             let Some(std::cmp::Reverse((t, event))) = queue.pop() else { break };
@@ -170,18 +183,16 @@ mod tests {
             match event {
                 Event::Trigger => match c.on_trigger(at(t)) {
                     Decision::Act => start(&mut queue),
-                    Decision::Merged { schedule: Some(due) } => {
-                        queue.push(std::cmp::Reverse((since(due), Event::Trailing)))
-                    }
+                    Decision::Merged { schedule: Some(due) } => queue.push(trailing(due)),
                     Decision::Merged { schedule: None } => {}
                 },
                 Event::End => {
                     if let Some(due) = c.on_done(at(t)) {
-                        queue.push(std::cmp::Reverse((since(due), Event::Trailing)));
+                        queue.push(trailing(due));
                     }
                 }
-                Event::Trailing => {
-                    if c.on_trailing_due() {
+                Event::Trailing(due) => {
+                    if c.on_trailing_due(at(due)) {
                         start(&mut queue);
                     }
                 }
@@ -199,8 +210,9 @@ mod tests {
             triggers in proptest::collection::vec(0u64..5_000, 1..200),
             settle in 1u64..500,
             duration in 0u64..300,
+            late in proptest::collection::vec(proptest::prop_oneof![3 => proptest::strategy::Just(0u64), 1 => 0u64..2_000], 1..8),
         ) {
-            let starts = simulate(&triggers, settle, duration);
+            let starts = simulate(&triggers, settle, duration, &late);
             for pair in starts.windows(2) {
                 proptest::prop_assert!(pair[1] >= pair[0] + settle + duration, "{starts:?}");
             }

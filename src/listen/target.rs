@@ -4,7 +4,7 @@
 use super::actions;
 use super::coalesce::{Coalescer, Decision};
 use super::ready::Outcome;
-use crate::config::TargetSpec;
+use crate::config::{ActionSpec, TargetSpec};
 use crate::output::{Log, millis};
 use serde_json::{Value, json};
 use std::collections::VecDeque;
@@ -52,6 +52,18 @@ impl Target {
         }
     }
 
+    /// With a ready check, the longest a `wait` request can take: the action under way and its
+    /// check, the settle window, then the trailing action that covers the request and its
+    /// check, and a margin.
+    pub fn wait_bound(&self) -> Option<Duration> {
+        let check = self.spec.ready.as_ref()?;
+        let action = match &self.spec.action {
+            ActionSpec::Exec { timeout, .. } => *timeout,
+            _ => Duration::ZERO,
+        };
+        Some((action + check.timeout) * 2 + lock(&self.state).0.settle() + Duration::from_secs(5))
+    }
+
     /// Whether no action runs or is owed.
     pub fn idle(&self) -> bool {
         lock(&self.state).0.idle()
@@ -83,8 +95,8 @@ impl Target {
                 Ok(None)
             }
         };
-        let result = match (&self.spec.ready, wait, immediate) {
-            (Some(check), true, Ok(_)) => self.wait_for(generation, check.timeout + Duration::from_secs(5)),
+        let result = match (self.wait_bound(), wait, immediate) {
+            (Some(bound), true, Ok(_)) => self.wait_for(generation, bound),
             (_, _, immediate) => immediate,
         };
         Answer { merged, result }
@@ -184,7 +196,7 @@ impl Target {
             std::thread::sleep(at.saturating_duration_since(Instant::now()));
             let generation = {
                 let mut state = lock(&target.state);
-                if !state.0.on_trailing_due() {
+                if !state.0.on_trailing_due(at) {
                     return;
                 }
                 state.1 += 1;
@@ -197,5 +209,27 @@ impl Target {
         if spawned.is_err() {
             log.warn("error", "cannot start the trailing-action thread", json!({"error": "thread spawn failed"}));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::listen::ready::ReadyCheck;
+
+    #[test]
+    fn a_waiter_may_wait_for_two_actions_their_checks_and_the_window_between() {
+        let check =
+            |ms| ReadyCheck::new("/app.log".into(), Some("uwsgi"), None, None, None, Some(Duration::from_millis(ms)));
+        let exec = ActionSpec::Exec { argv: vec!["true".into()], timeout: Duration::from_secs(2) };
+        let target = |action: ActionSpec, ready| {
+            let spec = TargetSpec { action, ready };
+            Target::new("app".into(), spec, Coalescer::new(Duration::from_millis(200)))
+        };
+        let slow = target(exec, Some(check(3000).unwrap()));
+        assert_eq!(slow.wait_bound(), Some(Duration::from_millis(2 * (2000 + 3000) + 200 + 5000)));
+        let touch = target(ActionSpec::Touch { path: "/x".into() }, Some(check(40_000).unwrap()));
+        assert_eq!(touch.wait_bound(), Some(Duration::from_millis(2 * 40_000 + 200 + 5000)));
+        assert_eq!(target(ActionSpec::Touch { path: "/x".into() }, None).wait_bound(), None);
     }
 }
