@@ -133,6 +133,15 @@ impl Connection {
         }))
     }
 
+    /// How long a `wait` request to `target` (the default one when `None`) may take there, as
+    /// the receiver's ping says; [`WAIT_REPLY`] from a receiver that does not say.
+    pub fn wait_bound(&mut self, target: Option<&str>, timeout: Duration) -> Result<Duration> {
+        let pong = self.request(Request { op: Some(protocol::Op::Ping), ..Request::default() }, timeout)?;
+        let target = target.map(str::to_string).or(pong.default_target);
+        let health = target.and_then(|t| pong.health.and_then(|mut h| h.remove(&t)));
+        Ok(health.and_then(|h| h.wait_ms).map_or(WAIT_REPLY, Duration::from_millis))
+    }
+
     /// Whether the receiver asked for authentication.
     pub fn auth_required(&self) -> bool {
         self.greeting.auth
@@ -271,7 +280,8 @@ fn truncate(text: &str, max: usize) -> String {
     }
 }
 
-/// Longest wait for the reply to a `wait` request: the guest's default ready check (30 s) and some.
+/// Longest wait for the reply to a `wait` request when the guest does not say how long it may
+/// take: the default ready check (30 s) and some.
 pub const WAIT_REPLY: Duration = Duration::from_secs(35);
 
 /// One request to one remote on a fresh connection, within `timeout` overall. Returns the reply and the round trip.
@@ -283,11 +293,12 @@ pub fn exchange(
 ) -> Result<(Reply, Duration)> {
     let start = Instant::now();
     let mut connection = Connection::open(remote, credentials, timeout)?;
+    let left = || timeout.saturating_sub(start.elapsed()).max(Duration::from_millis(1));
     // Reaching the guest is bounded by `timeout`; a reply that waits for the app to come back
-    // takes as long as the guest's ready check, which bounds it in turn.
+    // takes as long as the guest's ready check: the guest says how long that can be.
     let left = match request.wait {
-        true => WAIT_REPLY,
-        false => timeout.saturating_sub(start.elapsed()).max(Duration::from_millis(1)),
+        true => connection.wait_bound(request.target.as_deref(), left())? + timeout,
+        false => left(),
     };
     let reply = connection.request(request.clone(), left)?;
     Ok((reply, start.elapsed()))

@@ -118,6 +118,9 @@ pub struct Health {
     /// Whether the target has a ready check (so `wait` is worth asking for).
     #[serde(default)]
     pub ready_check: bool,
+    /// With a ready check: the longest a `wait` request to this target can take, in ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait_ms: Option<u64>,
 }
 
 /// How a ready check ended.

@@ -70,7 +70,7 @@ pub fn health(spec: &ActionSpec) -> Health {
             }
         }
     };
-    Health { ok, detail, ready_check: false }
+    Health { ok, detail, ready_check: false, wait_ms: None }
 }
 
 /// The program `name` would run: itself if it has a slash, else the first match on PATH.

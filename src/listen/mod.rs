@@ -163,7 +163,11 @@ impl State {
                 self.targets
                     .iter()
                     .map(|(name, t)| {
-                        let health = Health { ready_check: t.spec.ready.is_some(), ..actions::health(&t.spec.action) };
+                        let health = Health {
+                            ready_check: t.spec.ready.is_some(),
+                            wait_ms: t.wait_bound().map(|bound| bound.as_millis() as u64),
+                            ..actions::health(&t.spec.action)
+                        };
                         (name.clone(), health)
                     })
                     .collect(),
