@@ -202,6 +202,15 @@ mod tests {
         starts
     }
 
+    #[test]
+    fn a_trailing_thread_that_wakes_after_its_window_does_not_act() {
+        // Found by the property below: the first window's trailing thread, 410 ms late, used to
+        // act inside the next window.
+        let starts = simulate(&[743, 743, 116, 116], 217, 1, &[410]);
+        assert!(starts.windows(2).all(|p| p[1] >= p[0] + 218), "{starts:?}");
+        assert!(starts.last().is_some_and(|&s| s >= 743), "{starts:?}");
+    }
+
     proptest::proptest! {
         /// For any triggers: actions are at least a settle window apart (so at most two in any
         /// window), never overlap, and the last one starts no earlier than the last trigger.
