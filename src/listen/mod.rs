@@ -12,15 +12,19 @@ use crate::auth::Token;
 use crate::config::TargetSpec;
 use crate::output::{Log, clean, summary};
 use crate::protocol::{self, Admission, Health, Op, Reply, Request};
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use coalesce::Coalescer;
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use target::Target;
+
+/// Connections the kernel may queue for accept: a burst of a thousand must not be dropped unseen.
+const BACKLOG: libc::c_int = 4096;
 
 /// Everything the receiver needs, resolved from config and flags.
 #[derive(Debug, Clone)]
@@ -62,6 +66,14 @@ impl Receiver {
     /// Binds `addr` (port 0 picks a free port).
     pub fn bind(addr: &str, options: Options) -> Result<Receiver> {
         let listener = TcpListener::bind(addr).with_context(|| format!("cannot listen on {addr}"))?;
+        // std listens with a backlog of 128: a burst beyond it is completed by the kernel and then
+        // dropped unseen, so the client waits for a greeting that never comes, where it should get
+        // one or a "busy" line. listen(2) again raises the backlog (the kernel caps it at somaxconn).
+        // SAFETY: listen(2) on a socket this function owns; it touches no memory.
+        if unsafe { libc::listen(listener.as_raw_fd(), BACKLOG) } != 0 {
+            let err = std::io::Error::last_os_error();
+            bail!("cannot set the listen backlog on {addr}: {err}");
+        }
         let targets = options
             .targets
             .into_iter()
