@@ -73,9 +73,7 @@ impl Connection {
     }
 
     fn open_once(remote: &str, credentials: &Credentials, deadline: Instant, timeout: Duration) -> Result<Opened> {
-        let addr = with_default_port(remote);
-        let addrs: Vec<SocketAddr> =
-            addr.to_socket_addrs().map_err(|err| anyhow!("{remote}: cannot resolve address: {err}"))?.collect();
+        let addrs = resolve(remote, deadline, timeout)?;
         let mut last_error = None;
         let mut stream = None;
         for a in &addrs {
@@ -203,6 +201,29 @@ impl Connection {
         let peeked = stream.peek(&mut byte);
         let restored = stream.set_nonblocking(false).is_ok();
         !restored || !matches!(peeked, Err(ref err) if err.kind() == ErrorKind::WouldBlock)
+    }
+}
+
+/// The addresses `remote` names, within `deadline`: name resolution has no timeout of its own,
+/// and a hook or an editor must not hang on a resolver that does not answer.
+fn resolve(remote: &str, deadline: Instant, timeout: Duration) -> Result<Vec<SocketAddr>> {
+    let addr = with_default_port(remote);
+    // An IP address needs no resolver: no thread for the common case.
+    if let Ok(addr) = addr.parse::<SocketAddr>() {
+        return Ok(vec![addr]);
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("resolve".into())
+        .spawn(move || {
+            // If the caller gave up, nobody receives: the thread ends when the resolver returns.
+            let _ = tx.send(addr.to_socket_addrs().map(Iterator::collect::<Vec<_>>));
+        })
+        .map_err(|err| anyhow!("{remote}: cannot start name resolution: {err}"))?;
+    match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+        Ok(Ok(addrs)) => Ok(addrs),
+        Ok(Err(err)) => bail!("{remote}: cannot resolve address: {err}"),
+        Err(_) => bail!("{remote}: the name did not resolve within {} ms", timeout.as_millis()),
     }
 }
 

@@ -320,3 +320,66 @@ fn a_touch_file_dated_in_the_future_still_advances_with_a_warning() {
     assert!(warning["ahead_s"].as_u64().unwrap() > 86_000, "{warning}");
     assert!(receiver.stderr().contains("in the future"), "{}", receiver.stderr());
 }
+
+/// A network namespace whose resolver (127.0.0.1:53) takes queries and never answers; deleted,
+/// with its resolv.conf, on drop.
+struct MuteDns {
+    ns: String,
+    _socket: std::net::UdpSocket,
+}
+
+impl MuteDns {
+    fn new() -> MuteDns {
+        let ns = format!("tw-dns-{}", std::process::id());
+        let run = |args: &[&str]| {
+            let status = Command::new(args[0]).args(&args[1..]).status();
+            assert!(status.is_ok_and(|s| s.success()), "{args:?} failed");
+        };
+        run(&["ip", "netns", "add", &ns]);
+        // `ip netns exec` mounts /etc/netns/NAME/resolv.conf over /etc/resolv.conf.
+        let etc = PathBuf::from(format!("/etc/netns/{ns}"));
+        std::fs::create_dir_all(&etc).unwrap();
+        std::fs::write(etc.join("resolv.conf"), "nameserver 127.0.0.1\noptions timeout:5 attempts:2\n").unwrap();
+        run(&["ip", "-n", &ns, "link", "set", "lo", "up"]);
+        // A socket made by a thread that entered the namespace stays in it.
+        let path = format!("/var/run/netns/{ns}");
+        let socket = std::thread::spawn(move || {
+            use std::os::fd::AsRawFd;
+            let handle = std::fs::File::open(&path).unwrap();
+            // SAFETY: setns(2) moves only this short-lived thread into the namespace.
+            assert_eq!(unsafe { libc::setns(handle.as_raw_fd(), libc::CLONE_NEWNET) }, 0, "setns");
+            std::net::UdpSocket::bind("127.0.0.1:53").expect("bind 127.0.0.1:53 in the namespace")
+        })
+        .join()
+        .unwrap();
+        MuteDns { ns, _socket: socket }
+    }
+}
+
+impl Drop for MuteDns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
+        let _ = std::fs::remove_dir_all(format!("/etc/netns/{}", self.ns));
+    }
+}
+
+#[test]
+fn a_resolver_that_never_answers_costs_no_more_than_the_timeout() {
+    if !root("a network namespace with a mute resolver") || !util::require("ip") {
+        return;
+    }
+    let env = Env::new();
+    let dns = MuteDns::new();
+    let output = Command::new("ip")
+        .args(["netns", "exec", &dns.ns, env!("CARGO_BIN_EXE_touchwire")])
+        .args(["send", "--to", "app.guest.test", "--timeout", "500"])
+        .env("XDG_CONFIG_HOME", env.join("xdg"))
+        .env("HOME", env.path())
+        .current_dir(env.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    // The resolver alone would take 10 s (two attempts of 5 s) before failing.
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("app.guest.test: the name did not resolve within 500 ms"), "{stderr}");
+}
