@@ -28,6 +28,25 @@ pub struct Connection {
     token_file: Option<PathBuf>,
 }
 
+/// The receiver answered but will not take requests from us (a wrong or missing token, another
+/// protocol version, not a touchwire receiver at all): unlike an unreachable guest, trying again
+/// cannot help.
+#[derive(Debug)]
+pub struct Refused(pub String);
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Refused {}
+
+/// Whether `err` is (or wraps) a [`Refused`].
+pub fn is_refusal(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| cause.is::<Refused>())
+}
+
 /// Longest pause between attempts to reach a receiver that is at its connection cap.
 const BUSY_BACKOFF: Duration = Duration::from_millis(200);
 
@@ -102,23 +121,31 @@ impl Connection {
                 Ok(Reply { ok: false, error: Some(error), .. }) if error.starts_with("busy:") => {
                     return Ok(Opened::Busy(error));
                 }
-                Ok(Reply { ok: false, error: Some(error), .. }) => bail!("{remote}: {error}"),
-                _ => bail!("{remote}: not a touchwire receiver (it said {:?})", truncate(&line, 80)),
+                Ok(Reply { ok: false, error: Some(error), .. }) => {
+                    return Err(Refused(format!("{remote}: {error}")).into());
+                }
+                _ => {
+                    let said = truncate(&line, 80);
+                    return Err(Refused(format!("{remote}: not a touchwire receiver (it said {said:?})")).into());
+                }
             },
         };
         if greeting.touchwire != protocol::VERSION {
-            bail!(
-                "{remote}: speaks touchwire protocol v{}, this touchwire speaks v{}",
-                greeting.touchwire,
-                protocol::VERSION
-            );
+            let (theirs, ours) = (greeting.touchwire, protocol::VERSION);
+            return Err(Refused(format!(
+                "{remote}: speaks touchwire protocol v{theirs}, this touchwire speaks v{ours}"
+            ))
+            .into());
         }
         let mac = match (&credentials.token, greeting.auth) {
             (Some(token), _) => Some(token.mac(&greeting.nonce)),
-            (None, true) => bail!(
-                "{remote}: requires a token and none is configured: copy the guest's token file and pass \
-                 --token-file, or set token_file in .touchwire.json (`touchwire init` creates one)"
-            ),
+            (None, true) => {
+                return Err(Refused(format!(
+                    "{remote}: requires a token and none is configured: copy the guest's token file and pass \
+                     --token-file, or set token_file in .touchwire.json (`touchwire init` creates one)"
+                ))
+                .into());
+            }
             (None, false) => None,
         };
         Ok(Opened::Greeted(Connection {
@@ -155,7 +182,7 @@ impl Connection {
             if error.starts_with("unauthorized") {
                 let file =
                     self.token_file.as_ref().map(|p| format!(" ({} differs from the guest's token)", p.display()));
-                bail!("{remote}: {error}{}", file.unwrap_or_default());
+                return Err(Refused(format!("{remote}: {error}{}", file.unwrap_or_default())).into());
             }
             bail!("{remote}: {error}");
         }
@@ -176,12 +203,12 @@ impl Connection {
         if let Err(err) = sent {
             return Err(CallError::Lost(anyhow!("{remote}: cannot send the request: {err}")));
         }
-        // The request went out: whether the action ran is unknown from here on.
+        // The request went out: whether a reload ran is unknown from here on.
+        let unknown =
+            if request.op == Some(protocol::Op::Reload) { " (the reload may or may not have run)" } else { "" };
         let line = read_line(&mut self.reader, deadline, timeout).map_err(|err| match err {
             ReadFailure::TimedOut(msg) => CallError::NoReply(anyhow!("{remote}: {msg}")),
-            ReadFailure::Other(msg) => {
-                CallError::Lost(anyhow!("{remote}: {msg} before answering (the reload may or may not have run)"))
-            }
+            ReadFailure::Other(msg) => CallError::Lost(anyhow!("{remote}: {msg}{unknown}")),
         })?;
         serde_json::from_str(&line)
             .map_err(|_| CallError::Lost(anyhow!("{remote}: unreadable reply {:?}", truncate(&line, 80))))

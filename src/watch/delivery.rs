@@ -10,9 +10,10 @@ use crate::protocol::{Op, Reply, Request};
 use anyhow::{Context, Result};
 use serde_json::json;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// Ping a kept connection this often, below the receiver's 10 s idle timeout.
@@ -36,7 +37,10 @@ pub struct Outcome {
 /// Hands triggers to every remote's delivery thread.
 pub struct Delivery {
     remotes: Vec<Sender<Trigger>>,
-    threads: Vec<std::thread::JoinHandle<()>>,
+    /// Each remote's thread; it returns the files it could not deliver at stop.
+    threads: Vec<JoinHandle<Vec<String>>>,
+    /// Set when the watcher stops: what cannot reach a guest now is reported as lost, not owed.
+    stopping: Arc<AtomicBool>,
 }
 
 /// What a delivery thread needs.
@@ -57,6 +61,7 @@ pub struct Settings {
 impl Delivery {
     /// Starts one delivery thread per remote; each outcome is printed and, if given, sent to `outcomes`.
     pub fn start(remotes: &[String], settings: &Settings, outcomes: Option<Sender<Outcome>>) -> Result<Delivery> {
+        let stopping = Arc::new(AtomicBool::new(false));
         let (mut senders, mut threads) = (Vec::new(), Vec::new());
         for remote in remotes {
             let (tx, rx) = channel();
@@ -65,9 +70,11 @@ impl Delivery {
                 settings: settings.clone(),
                 connection: None,
                 waits: false,
-                waiting: Arc::new(AtomicUsize::new(0)),
+                waiters: Vec::new(),
                 down: None,
-                owed: Vec::new(),
+                owed: Arc::new(Mutex::new(Vec::new())),
+                stopping: Arc::clone(&stopping),
+                tried_while_stopping: false,
             };
             let outcomes = outcomes.clone();
             let thread = std::thread::Builder::new()
@@ -77,16 +84,7 @@ impl Delivery {
             senders.push(tx);
             threads.push(thread);
         }
-        Ok(Delivery { remotes: senders, threads })
-    }
-
-    /// Stops every delivery thread once it has sent what it holds, each bounded by its timeouts;
-    /// triggers still owed to a guest that is down are reported as lost.
-    pub fn finish(self) {
-        drop(self.remotes);
-        for thread in self.threads {
-            let _ = thread.join();
-        }
+        Ok(Delivery { remotes: senders, threads, stopping })
     }
 
     /// Queues `trigger` for every remote.
@@ -94,6 +92,18 @@ impl Delivery {
         for remote in &self.remotes {
             let _ = remote.send(trigger.clone());
         }
+    }
+
+    /// Stops delivery: sends `last` (the changes the watcher still held) and what is owed to a
+    /// guest, once, waits for every trigger under way (each bounded by its timeouts), and
+    /// returns how many files never reached some guest (each reported already).
+    pub fn finish(self, last: Option<Trigger>) -> usize {
+        self.stopping.store(true, Ordering::SeqCst);
+        if let Some(trigger) = &last {
+            self.send(trigger);
+        }
+        drop(self.remotes);
+        self.threads.into_iter().map(|thread| thread.join().map_or(0, |lost| lost.len())).sum()
     }
 }
 
@@ -104,30 +114,45 @@ struct Link {
     connection: Option<Connection>,
     /// The guest's target has a ready check: triggers wait for it, each on a connection of its own.
     waits: bool,
-    /// Triggers waiting for their ready check now.
-    waiting: Arc<AtomicUsize>,
+    /// The threads of triggers waiting for their ready check.
+    waiters: Vec<JoinHandle<()>>,
     /// While the remote is unreachable: when to try again, the current backoff, and why it failed.
     down: Option<(Instant, Duration, String)>,
-    /// Files of triggers that never reached the guest, sent when it is back.
-    owed: Vec<String>,
+    /// Files of triggers that could not reach the guest, sent when it is back.
+    owed: Arc<Mutex<Vec<String>>>,
+    stopping: Arc<AtomicBool>,
+    /// A trigger was tried after the stop: the owed files need no other last attempt.
+    tried_while_stopping: bool,
 }
 
-/// Why a request got no answer, and whether it went out at all.
+/// Why a trigger got no answer.
 struct Undelivered {
     error: String,
-    /// The request may have reached the guest: sending it again could reload twice.
-    sent: bool,
+    /// The guest could not be reached, so the trigger never went out: it is owed. (A refusal,
+    /// such as a wrong token, is no reason to try again; a request that went out unanswered may
+    /// have reloaded the app, and must not be sent twice.)
+    unreachable: bool,
 }
 
-impl From<String> for Undelivered {
-    /// A failure after the request went out (the safe assumption).
-    fn from(error: String) -> Undelivered {
-        Undelivered { error, sent: true }
+impl Undelivered {
+    /// A failure after the request went out, or one that trying again cannot fix.
+    fn sent(error: String) -> Undelivered {
+        Undelivered { error, unreachable: false }
+    }
+
+    /// A failure to reach the guest: unreachable unless the guest refused us.
+    fn reaching(err: &anyhow::Error) -> Undelivered {
+        Undelivered { error: format!("{err:#}"), unreachable: !crate::client::is_refusal(err) }
     }
 }
 
+fn lock(owed: &Mutex<Vec<String>>) -> std::sync::MutexGuard<'_, Vec<String>> {
+    owed.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 impl Link {
-    fn run(&mut self, triggers: Receiver<Trigger>, outcomes: Option<Sender<Outcome>>) {
+    /// Delivers triggers until the watcher stops; returns the files that never reached the guest.
+    fn run(&mut self, triggers: Receiver<Trigger>, outcomes: Option<Sender<Outcome>>) -> Vec<String> {
         let _ = self.connect();
         loop {
             let wait = match &self.down {
@@ -140,42 +165,56 @@ impl Link {
                     while let Ok(next) = triggers.try_recv() {
                         trigger.files.extend(next.files);
                     }
-                    trigger.files.append(&mut self.owed);
+                    trigger.files.append(&mut lock(&self.owed));
                     trigger.files.sort();
                     trigger.files.dedup();
-                    // A guest that went away is tried here first, so what cannot reach it is owed.
-                    let up = self.connection.as_ref().is_some_and(|c| !c.is_stale());
-                    if up && self.waits && self.waiting.load(Ordering::SeqCst) < MAX_WAITING {
-                        self.deliver_and_wait(trigger, outcomes.clone());
-                        continue;
-                    }
-                    self.deliver(trigger, outcomes.as_ref());
+                    self.dispatch(trigger, &outcomes);
                 }
                 Err(RecvTimeoutError::Timeout) => {
                     self.keepalive();
-                    if self.connection.is_some() && !self.owed.is_empty() {
-                        let files = std::mem::take(&mut self.owed);
+                    if self.connection.is_some() && !lock(&self.owed).is_empty() {
+                        let files = std::mem::take(&mut *lock(&self.owed));
                         let line = format!("{} is back: sending the changes it missed", self.remote);
                         self.settings.log.event("catching_up", &line, json!({"remote": self.remote, "files": files}));
-                        self.deliver(Trigger { files, reason: "missed" }, outcomes.as_ref());
+                        self.dispatch(Trigger { files, reason: "missed" }, &outcomes);
                     }
                 }
-                Err(RecvTimeoutError::Disconnected) => {
-                    if !self.owed.is_empty() {
-                        let error = format!("{} was still unreachable when the watcher stopped", self.remote);
-                        let outcome =
-                            Outcome { remote: self.remote.clone(), files: self.owed.clone(), result: Err(error) };
-                        report(&self.settings, &outcome);
-                    }
-                    return;
-                }
+                Err(RecvTimeoutError::Disconnected) => break,
             }
+        }
+        // Stopping: the triggers waiting for a ready check end within their bound; what is still
+        // owed gets one last try, unless a trigger since the stop already tried.
+        for waiter in self.waiters.drain(..) {
+            let _ = waiter.join();
+        }
+        let files = std::mem::take(&mut *lock(&self.owed));
+        if !files.is_empty() && !self.tried_while_stopping {
+            self.deliver(Trigger { files, reason: "missed" }, outcomes.as_ref());
+        } else {
+            lock(&self.owed).extend(files);
+        }
+        std::mem::take(&mut *lock(&self.owed))
+    }
+
+    /// Sends `trigger`: waiting for the ready check on a thread of its own when the guest's
+    /// target has one, else on the kept connection.
+    fn dispatch(&mut self, trigger: Trigger, outcomes: &Option<Sender<Outcome>>) {
+        if self.stopping.load(Ordering::SeqCst) {
+            self.tried_while_stopping = true;
+        }
+        self.waiters.retain(|waiter| !waiter.is_finished());
+        // A guest that went away is tried on the kept connection first, which notices.
+        let up = self.connection.as_ref().is_some_and(|c| !c.is_stale());
+        if up && self.waits && self.waiters.len() < MAX_WAITING {
+            self.deliver_and_wait(trigger, outcomes.clone());
+        } else {
+            self.deliver(trigger, outcomes.as_ref());
         }
     }
 
     /// Opens a connection and pings it, which also proves the token. Reports only changes
     /// between reachable and unreachable (or a new reason), not every attempt.
-    fn connect(&mut self) -> Result<(), String> {
+    fn connect(&mut self) -> Result<(), Undelivered> {
         let log = self.settings.log;
         let timeout = self.settings.timeout;
         let opened = Connection::open(&self.remote, &self.settings.credentials, timeout).and_then(|mut connection| {
@@ -194,17 +233,17 @@ impl Link {
                 Ok(())
             }
             Err(err) => {
-                let message = format!("{err:#}");
+                let failure = Undelivered::reaching(&err);
                 let (backoff, known) = match &self.down {
-                    Some((_, backoff, old)) => ((*backoff * 2).min(MAX_BACKOFF), *old == message),
+                    Some((_, backoff, old)) => ((*backoff * 2).min(MAX_BACKOFF), *old == failure.error),
                     None => (Duration::from_millis(100), false),
                 };
                 if !known {
-                    let line = format!("cannot reach {message}; will retry");
-                    log.warn("disconnected", &line, json!({"remote": self.remote, "error": message}));
+                    let line = format!("cannot reach {}; will retry", failure.error);
+                    log.warn("disconnected", &line, json!({"remote": self.remote, "error": failure.error}));
                 }
-                self.down = Some((Instant::now() + backoff, backoff, message.clone()));
-                Err(message)
+                self.down = Some((Instant::now() + backoff, backoff, failure.error.clone()));
+                Err(failure)
             }
         }
     }
@@ -229,48 +268,34 @@ impl Link {
 
     /// Sends `trigger` asking to wait for the ready check, on a connection of its own and a
     /// thread of its own: the next trigger is not held up, and the guest coalesces it.
-    fn deliver_and_wait(&self, trigger: Trigger, outcomes: Option<Sender<Outcome>>) {
-        let (remote, settings, waiting) = (self.remote.clone(), self.settings.clone(), Arc::clone(&self.waiting));
-        waiting.fetch_add(1, Ordering::SeqCst);
+    fn deliver_and_wait(&mut self, trigger: Trigger, outcomes: Option<Sender<Outcome>>) {
+        let (remote, settings) = (self.remote.clone(), self.settings.clone());
+        let (owed, stopping) = (Arc::clone(&self.owed), Arc::clone(&self.stopping));
         let spawned = std::thread::Builder::new().name("wait".into()).spawn(move || {
-            let request = Request {
-                op: Some(Op::Reload),
-                target: settings.target.clone(),
-                reason: Some(trigger.reason.into()),
-                files: trigger.files.clone(),
-                wait: true,
-                ..Request::default()
-            };
-            let result = crate::client::exchange(&remote, &settings.credentials, &request, settings.timeout)
-                .map_err(|err| format!("{err:#}"));
+            let request = reload(&settings, &trigger, true);
+            let result = wait_for_ready(&remote, &settings, &request)
+                .map_err(|failure| settle(failure, &trigger.files, &owed, &stopping));
             let outcome = Outcome { remote, files: trigger.files, result };
             report(&settings, &outcome);
             if let Some(tx) = outcomes {
                 let _ = tx.send(outcome);
             }
-            waiting.fetch_sub(1, Ordering::SeqCst);
         });
-        if spawned.is_err() {
-            self.waiting.fetch_sub(1, Ordering::SeqCst);
+        match spawned {
+            Ok(waiter) => self.waiters.push(waiter),
+            Err(err) => {
+                let error = format!("cannot start a thread to wait for the ready check: {err}");
+                let result = Err(settle(Undelivered { error, unreachable: true }, &[], &self.owed, &self.stopping));
+                report(&self.settings, &Outcome { remote: self.remote.clone(), files: Vec::new(), result });
+            }
         }
     }
 
-    /// Sends `trigger`, reports the outcome, and owes the trigger's files when it never went out.
+    /// Sends `trigger` on the kept connection and reports the outcome.
     fn deliver(&mut self, trigger: Trigger, outcomes: Option<&Sender<Outcome>>) {
-        let request = Request {
-            op: Some(Op::Reload),
-            target: self.settings.target.clone(),
-            reason: Some(trigger.reason.into()),
-            files: trigger.files.clone(),
-            ..Request::default()
-        };
-        let result = self.attempt(&request).map_err(|failure| {
-            if !failure.sent {
-                self.owed.extend(trigger.files.iter().cloned());
-                return format!("{}; will send it when the guest is back", failure.error);
-            }
-            failure.error
-        });
+        let request = reload(&self.settings, &trigger, false);
+        let result =
+            self.attempt(&request).map_err(|failure| settle(failure, &trigger.files, &self.owed, &self.stopping));
         let outcome = Outcome { remote: self.remote.clone(), files: trigger.files, result };
         report(&self.settings, &outcome);
         if let Some(tx) = outcomes {
@@ -285,7 +310,7 @@ impl Link {
             let fresh = self.connection.as_ref().is_none_or(Connection::is_stale);
             if fresh {
                 self.connection = None;
-                self.connect().map_err(|error| Undelivered { error, sent: false })?;
+                self.connect()?;
             }
             let Some(connection) = &mut self.connection else { break };
             let start = Instant::now();
@@ -296,21 +321,61 @@ impl Link {
                     if error.starts_with("unauthorized") {
                         self.connection = None; // the receiver closes it
                     }
-                    return Err(format!("{}: {error}", self.remote).into());
+                    return Err(Undelivered::sent(format!("{}: {error}", self.remote)));
                 }
                 Err(CallError::NoReply(err)) => {
                     self.connection = None;
-                    return Err(format!("{err:#}; the trigger was sent, the action may still be running").into());
+                    let error = format!("{err:#}; the trigger was sent, the action may still be running");
+                    return Err(Undelivered::sent(error));
                 }
                 Err(CallError::Lost(err)) => {
                     self.connection = None;
                     if fresh {
-                        return Err(format!("{err:#}").into());
+                        return Err(Undelivered::sent(format!("{err:#}")));
                     }
                 }
             }
         }
-        Err(format!("{}: the connection failed twice", self.remote).into())
+        Err(Undelivered::sent(format!("{}: the connection failed twice", self.remote)))
+    }
+}
+
+/// The reload request for `trigger`.
+fn reload(settings: &Settings, trigger: &Trigger, wait: bool) -> Request {
+    Request {
+        op: Some(Op::Reload),
+        target: settings.target.clone(),
+        reason: Some(trigger.reason.into()),
+        files: trigger.files.clone(),
+        wait,
+        ..Request::default()
+    }
+}
+
+/// A reload that waits for the guest's ready check, on a connection of its own, as long as the
+/// guest says that can take.
+fn wait_for_ready(remote: &str, settings: &Settings, request: &Request) -> Result<(Reply, Duration), Undelivered> {
+    let start = Instant::now();
+    let timeout = settings.timeout;
+    let mut connection =
+        Connection::open(remote, &settings.credentials, timeout).map_err(|err| Undelivered::reaching(&err))?;
+    let bound =
+        connection.wait_bound(settings.target.as_deref(), timeout).map_err(|err| Undelivered::reaching(&err))?;
+    let reply =
+        connection.request(request.clone(), bound + timeout).map_err(|err| Undelivered::sent(format!("{err:#}")))?;
+    Ok((reply, start.elapsed()))
+}
+
+/// The message for a trigger that got no answer; an unreachable guest is owed its files.
+fn settle(failure: Undelivered, files: &[String], owed: &Mutex<Vec<String>>, stopping: &AtomicBool) -> String {
+    if !failure.unreachable {
+        return failure.error;
+    }
+    lock(owed).extend(files.iter().cloned());
+    if stopping.load(Ordering::SeqCst) {
+        format!("{}; the watcher stopped before the guest was back", failure.error)
+    } else {
+        format!("{}; will send it when the guest is back", failure.error)
     }
 }
 

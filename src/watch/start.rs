@@ -57,13 +57,15 @@ pub fn command(global: &Global, args: WatchArgs) -> Result<()> {
         json!({"remotes": remotes, "root": watcher.root().display().to_string()}),
     );
     let settings = Settings { root: Some(watcher.root().to_path_buf()), ..settings };
-    let (outcomes_tx, outcomes) = std::sync::mpsc::channel();
-    let delivery = Delivery::start(&remotes, &settings, Some(outcomes_tx))?;
-    // SIGINT/SIGTERM: wake the loop, which sends what the open burst holds before exiting.
+    let delivery = Delivery::start(&remotes, &settings, None)?;
+    // SIGINT/SIGTERM: wake the loop, which sends what the open burst holds before exiting. A
+    // second one exits at once, for whoever will not wait for a guest that does not answer.
     let stop = Arc::new(AtomicBool::new(false));
     let (flag, wake) = (Arc::clone(&stop), watcher.waker());
     ctrlc::set_handler(move || {
-        flag.store(true, Ordering::SeqCst);
+        if flag.swap(true, Ordering::SeqCst) {
+            std::process::exit(130);
+        }
         wake();
     })
     .map_err(|err| anyhow::anyhow!("cannot handle SIGINT/SIGTERM: {err}"))?;
@@ -73,25 +75,17 @@ pub fn command(global: &Global, args: WatchArgs) -> Result<()> {
             Ok(triggers) => triggers.iter().for_each(|trigger| delivery.send(trigger)),
             Err(err) => break Err(err),
         }
-        // Outcomes are printed by the delivery threads; here they only tell a stop when to end.
-        while outcomes.try_recv().is_ok() {}
         if stop.load(Ordering::SeqCst) {
             break Ok(());
         }
     };
     // On an error, main prints why once the changes held are sent.
-    log.warn("stopping", "stopping: sending the changes not sent yet first", json!({}));
-    if let Some(trigger) = watcher.flush() {
-        delivery.send(&trigger);
-        // One outcome per remote, each bounded by the delivery's own timeouts.
-        let deadline = std::time::Instant::now() + settings.timeout * 3 + crate::client::WAIT_REPLY;
-        for _ in 0..remotes.len() {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            if outcomes.recv_timeout(left).is_err() {
-                break;
-            }
-        }
+    log.warn("stopping", "stopping: sending the changes not sent yet first (Ctrl-C again to quit now)", json!({}));
+    let lost = delivery.finish(watcher.flush());
+    ended?;
+    if lost > 0 {
+        let files = if lost == 1 { "file" } else { "files" };
+        anyhow::bail!("stopped with {lost} changed {files} that never reached a guest (listed above)");
     }
-    delivery.finish();
-    ended
+    Ok(())
 }
