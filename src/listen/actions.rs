@@ -6,13 +6,15 @@ use crate::output::Log;
 use crate::protocol::Health;
 use anyhow::{Context, Result, anyhow, bail};
 use serde_json::json;
+use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::{ErrorKind, Read, Write};
 use std::os::fd::AsFd;
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::os::unix::process::CommandExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use wait_timeout::ChildExt;
 
@@ -22,6 +24,9 @@ const POKE_INTERVAL: Duration = Duration::from_millis(2);
 const POKE_LIMIT: Duration = Duration::from_secs(3);
 /// A touch file's mtime further ahead of the clock than this is worth a warning.
 const FUTURE_MTIME: Duration = Duration::from_secs(2);
+
+/// The mtime this process last gave each touch file.
+static LAST_SET: Mutex<BTreeMap<PathBuf, SystemTime>> = Mutex::new(BTreeMap::new());
 /// How much of an exec'd program's stderr is kept for the reply.
 const STDERR_TAIL: usize = 2000;
 
@@ -102,19 +107,27 @@ pub fn touch(path: &Path, target: &str, log: Log) -> Result<()> {
     };
     let current = file.metadata().and_then(|m| m.modified()).map_err(describe)?;
     let now = SystemTime::now();
+    let next = next_mtime(current, now);
+    // Several touches in one second move the mtime ahead of the clock by themselves: only an
+    // mtime this process did not set is a sign of a wrong clock.
+    let ours = {
+        let mut set = LAST_SET.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        set.insert(path.to_path_buf(), next) == Some(current)
+    };
     if let Ok(ahead) = current.duration_since(now)
         && ahead > FUTURE_MTIME
+        && !ours
     {
         // Going back to now would look like no change to a `>` comparison: keep going forward, but say why.
         let line = format!(
             "{target}: {} has an mtime {} s in the future; it is moved 1 s further each time, as touch-reload \
-             needs (is this machine's clock behind? delete the file once to start over)",
+             needs (is this machine's clock behind? deleting the file starts over, and reloads once)",
             path.display(),
             ahead.as_secs()
         );
         log.warn("clock", &line, json!({"target": target, "path": path, "ahead_s": ahead.as_secs()}));
     }
-    file.set_modified(next_mtime(current, now)).map_err(describe)
+    file.set_modified(next).map_err(describe)
 }
 
 /// The mtime a touch sets: now, or the file's whole second + 1 s when its mtime already lies in

@@ -15,6 +15,7 @@ use notify::event::{AccessKind, AccessMode, CreateKind, EventKind, MetadataKind,
 use notify::{Event, RecursiveMode};
 use serde_json::json;
 use std::collections::{HashMap, HashSet};
+use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
 use std::time::{Duration, Instant};
@@ -307,15 +308,20 @@ impl Watcher {
     fn check_tree(&self) -> Result<()> {
         let root = self.filter.workdir();
         let again = "start `touchwire watch` again where the work tree is now";
+        // Only "not there" ends the watch: a permission or network file system error may pass.
+        let gone = |err: &std::io::Error| matches!(err.kind(), ErrorKind::NotFound | ErrorKind::NotADirectory);
         match dir_id(root) {
             Ok(id) if id == self.root_id => {}
             Ok(_) => bail!("the work tree {} was replaced by another directory: {again}", root.display()),
-            Err(_) => bail!("the work tree {} was moved or deleted: {again}", root.display()),
+            Err(err) if gone(&err) => bail!("the work tree {} was moved or deleted: {again}", root.display()),
+            Err(_) => {}
         }
-        if !self.git_dir.is_dir() {
-            bail!("the git directory {} was moved or deleted: {again}", self.git_dir.display());
+        match std::fs::metadata(&self.git_dir) {
+            Err(err) if gone(&err) => {
+                bail!("the git directory {} was moved or deleted: {again}", self.git_dir.display())
+            }
+            _ => Ok(()),
         }
-        Ok(())
     }
 
     fn git_busy(&self) -> bool {
