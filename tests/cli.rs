@@ -220,7 +220,9 @@ fn the_token_is_never_printed_by_any_command() {
     printed.push(format!("{:?}", raw.request(&format!(r#"{{"op":"reload","mac":"{token}"}}"#))));
     let wrong = env.join("wrong");
     std::fs::write(&wrong, "the-wrong-token-but-long-enough").unwrap();
-    env.run(&["send", "--to", &to, "--token-file", wrong.to_str().unwrap()]).expect_code(1);
+    let refused = env.run(&["-vv", "send", "--to", &to, "--token-file", wrong.to_str().unwrap()]);
+    refused.expect_code(1).expect_stderr("wrong token");
+    printed.push(format!("{}{}", refused.stdout, refused.stderr));
 
     let (mut watcher, _) = env.watch_in(&repo.root, &["-vv", "--to", &to, "--token-file", token_arg]);
     repo.write("app/views.py", "V = 2\n");

@@ -49,12 +49,17 @@ fn root(why: &str) -> bool {
 struct Tmpfs(PathBuf);
 
 impl Tmpfs {
-    fn mount(env: &Env, name: &str, options: &str) -> Tmpfs {
+    /// `None` where root may not mount (a container without CAP_SYS_ADMIN): the test skips, saying why.
+    fn mount(env: &Env, name: &str, options: &str) -> Option<Tmpfs> {
         let dir = env.join(name);
         std::fs::create_dir(&dir).unwrap();
         let status = Command::new("mount").args(["-t", "tmpfs", "-o", options, "tmpfs", path(&dir)]).status();
-        assert!(status.is_ok_and(|s| s.success()), "cannot mount a tmpfs on {}", dir.display());
-        Tmpfs(dir)
+        if status.is_ok_and(|s| s.success()) {
+            return Some(Tmpfs(dir));
+        }
+        assert!(std::env::var("CI").as_deref() != Ok("true"), "CI cannot mount a tmpfs on {}", dir.display());
+        eprintln!("skipped: cannot mount a tmpfs here (no CAP_SYS_ADMIN?)");
+        None
     }
 
     fn remount(&self, options: &str) {
@@ -96,9 +101,14 @@ fn a_watcher_stopped_while_the_guest_is_down_says_what_was_not_sent() {
     drop(receiver);
     repo.write("app/views.py", "VALUE = 2\n");
     watcher.wait_event("undelivered");
-    assert_eq!(watcher.terminate(), Some(0));
+    // The stop tries once more, then says what never got through, and exits 1.
+    assert_eq!(watcher.terminate(), Some(1));
     let stderr = watcher.stderr();
-    assert!(stderr.contains("still unreachable when the watcher stopped"), "{stderr}");
+    assert!(
+        stderr.contains("app/views.py") && stderr.contains("the watcher stopped before the guest was back"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("stopped with 1 changed file that never reached a guest"), "{stderr}");
 }
 
 #[test]
@@ -158,7 +168,7 @@ fn a_read_only_target_directory_is_reported() {
         return;
     }
     // Root ignores permissions: a read-only file system, with one file made before it turned read-only.
-    let fs = Tmpfs::mount(&env, "ro", "size=1m");
+    let Some(fs) = Tmpfs::mount(&env, "ro", "size=1m") else { return };
     let existing = fs.0.join("existing.reload");
     std::fs::write(&existing, "").unwrap();
     fs.remount("ro");
@@ -178,7 +188,7 @@ fn a_full_file_system_fails_only_what_needs_space() {
     if !root("mounting a small tmpfs") {
         return;
     }
-    let fs = Tmpfs::mount(&env, "full", "size=64k,nr_inodes=32");
+    let Some(fs) = Tmpfs::mount(&env, "full", "size=64k,nr_inodes=32") else { return };
     let existing = fs.0.join("existing.reload");
     std::fs::write(&existing, "").unwrap();
     // Fill it: every block, then every inode.
@@ -227,7 +237,6 @@ fn stale_garbage_and_missing_pidfiles_are_each_explained() {
     // A pid that no process has: far above any pid_max.
     std::fs::write(&pidfile, "99999999\n").unwrap();
     env.run(&["send", "--to", &receiver.addr]).expect_code(1).expect_stderr("no process 99999999");
-    assert!(receiver.addr.contains(':'), "the receiver is still up: {}", receiver.addr);
     env.run(&["status", "--to", &receiver.addr]).expect_stdout("no process 99999999");
 }
 
@@ -277,7 +286,7 @@ fn a_watched_tree_moved_or_deleted_ends_the_watch_with_the_reason() {
             _ => std::fs::remove_dir_all(&root).unwrap(),
         }
         eventually("the watcher exits", || !watcher.is_alive());
-        assert_eq!(watcher.terminate(), Some(1), "{how}");
+        assert_eq!(watcher.terminate(), Some(1), "{how}: it exited by itself, with 1");
         let stderr = watcher.stderr();
         // Deleting may take the git directory first: either is named.
         let last = stderr.lines().last().unwrap_or_default();
@@ -318,7 +327,22 @@ fn a_touch_file_dated_in_the_future_still_advances_with_a_warning() {
     assert_eq!(secs(after), secs(before) + 1, "touch-reload compares with `>`: going back to now would be no change");
     let warning = receiver.wait_event("clock");
     assert!(warning["ahead_s"].as_u64().unwrap() > 86_000, "{warning}");
-    assert!(receiver.stderr().contains("in the future"), "{}", receiver.stderr());
+    receiver.wait_stderr("in the future");
+
+    // The mtime is now one this receiver set: going on is no news, and neither is the drift of
+    // many touches in one second on a file with a right clock.
+    let fresh = env.join("fresh.reload");
+    let quick = env.listen(&["--touch", path(&fresh), "--settle", "0"]);
+    for _ in 0..10 {
+        env.run(&["send", "--to", &receiver.addr]).expect_code(0);
+        env.run(&["send", "--to", &quick.addr]).expect_code(0);
+    }
+    let secs = |p: &Path| std::fs::metadata(p).unwrap().modified().unwrap().duration_since(SystemTime::UNIX_EPOCH);
+    let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap();
+    assert!(secs(&fresh).unwrap() > now + Duration::from_secs(2), "ten touches in a moment run ahead of the clock");
+    let warned: Vec<_> =
+        [&receiver, &quick].iter().flat_map(|r| r.named_within("clock", Duration::from_millis(300))).collect();
+    assert!(warned.is_empty(), "warnings about a clock that is right: {warned:?}");
 }
 
 /// A network namespace whose resolver (127.0.0.1:53) takes queries and never answers; deleted,
@@ -382,4 +406,54 @@ fn a_resolver_that_never_answers_costs_no_more_than_the_timeout() {
     // The resolver alone would take 10 s (two attempts of 5 s) before failing.
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("app.guest.test: the name did not resolve within 500 ms"), "{stderr}");
+}
+
+#[test]
+fn a_frozen_guest_with_a_ready_check_is_owed_the_change_and_gets_it_when_it_thaws() {
+    // A guest that stops answering without closing (a suspended VM): connections open, no greeting.
+    let env = Env::new();
+    let guest = env.join("guest");
+    std::fs::create_dir(&guest).unwrap();
+    let log = guest.join("app.log");
+    let config = serde_json::json!({"targets": {"app": {
+        "exec": ["sh", "-c", format!("echo 'app ready' >> {}", path(&log))],
+        "ready": {"log": path(&log), "pattern": "app ready", "timeout_ms": 5000}}}});
+    std::fs::write(guest.join(".touchwire.json"), config.to_string()).unwrap();
+    let mut receiver = env.listen_in(&guest, &["--settle", "0"]);
+    let repo = util::Repo::init(env.join("repo"));
+    repo.write("app.py", "X = 1\n");
+    repo.commit_all("init");
+    let (watcher, _) = env.watch_in(&repo.root, &["--to", &receiver.addr, "--timeout", "500"]);
+    watcher.wait_event("connected");
+
+    receiver.signal(libc::SIGSTOP);
+    repo.write("app.py", "X = 2\n");
+    let undelivered = watcher.wait_event("undelivered");
+    assert!(undelivered["error"].as_str().unwrap().contains("will send it when the guest is back"), "{undelivered}");
+    receiver.signal(libc::SIGCONT);
+    assert_eq!(files(&watcher.wait_event("catching_up")), ["app.py"]);
+    let delivered = watcher.wait_event("trigger");
+    assert_eq!((delivered["ok"].clone(), files(&delivered)), (serde_json::json!(true), vec!["app.py"]), "{delivered}");
+    assert_eq!(delivered["ready"]["ok"], true, "the catch-up waits for the ready check too: {delivered}");
+}
+
+#[test]
+fn a_refusing_guest_is_not_owed_anything() {
+    let (project, watcher) = watched_project();
+    drop(watcher);
+    let token = project.env.join("token");
+    std::fs::write(&token, TOKEN).unwrap();
+    let wrong = project.env.join("wrong");
+    std::fs::write(&wrong, "a-token-the-guest-does-not-have").unwrap();
+    let touch = project.env.join("guarded.reload");
+    let guarded = project.env.listen(&["--touch", path(&touch), "--token-file", path(&token)]);
+    let args = ["--to", guarded.addr.as_str(), "--token-file", path(&wrong)];
+    let (mut watcher, _) = project.env.watch_in(&project.repo.root, &args);
+    watcher.wait_event("disconnected");
+    project.repo.write("app/views.py", "VALUE = 2\n");
+    let undelivered = watcher.wait_event("undelivered");
+    let error = undelivered["error"].as_str().unwrap();
+    assert!(error.contains("wrong token") && !error.contains("will send it"), "{undelivered}");
+    // Nothing owed, so nothing lost at the stop: it exits 0.
+    assert_eq!(watcher.terminate(), Some(0), "{}", watcher.stderr());
 }

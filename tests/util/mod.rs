@@ -97,7 +97,7 @@ impl Env {
         let stderr_log = Arc::new(Mutex::new(String::new()));
         let log = Arc::clone(&stderr_log);
         let stderr = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
+        let stderr_reader = std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 let mut log = log.lock().unwrap();
                 log.push_str(&line);
@@ -115,7 +115,7 @@ impl Env {
             }
         });
         let args = args.iter().map(|s| s.to_string()).collect();
-        Daemon { child, args, addr: String::new(), events, stderr: stderr_log }
+        Daemon { child, args, addr: String::new(), events, stderr: stderr_log, stderr_reader: Some(stderr_reader) }
     }
 }
 
@@ -166,6 +166,8 @@ pub struct Daemon {
     pub addr: String,
     events: Receiver<Value>,
     stderr: Arc<Mutex<String>>,
+    /// Joined once the process has exited, so that its last lines are in `stderr`.
+    stderr_reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Daemon {
@@ -215,19 +217,52 @@ impl Daemon {
         events
     }
 
-    /// Sends SIGTERM and waits (at most [`WAIT`]) for the process to exit; returns its exit code.
+    /// Sends SIGTERM (unless it has exited already) and waits (at most [`WAIT`]) for the process
+    /// to exit; returns its exit code, with all it wrote on stderr read.
     pub fn terminate(&mut self) -> Option<i32> {
-        let pid = libc::pid_t::try_from(self.child.id()).ok()?;
-        // SAFETY: kill(2) on the PID of a child we started and have not reaped.
-        unsafe { libc::kill(pid, libc::SIGTERM) };
+        if !self.is_alive() {
+            return self.exited();
+        }
+        self.signal(libc::SIGTERM);
         let deadline = Instant::now() + WAIT;
         while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return status.code();
+            if !self.is_alive() {
+                return self.exited();
             }
             std::thread::sleep(Duration::from_millis(20));
         }
         None
+    }
+
+    /// The exit code of a process that has exited, once its stderr is read to the end.
+    fn exited(&mut self) -> Option<i32> {
+        if let Some(reader) = self.stderr_reader.take() {
+            let _ = reader.join();
+        }
+        self.child.try_wait().ok().flatten().and_then(|status| status.code())
+    }
+
+    /// Sends `signal` to the process, if it still runs (never to a reaped, maybe reused, PID).
+    pub fn signal(&mut self, signal: libc::c_int) {
+        if let (true, Ok(pid)) = (self.is_alive(), libc::pid_t::try_from(self.child.id())) {
+            // SAFETY: kill(2) on the PID of a child we started and have not reaped.
+            unsafe { libc::kill(pid, signal) };
+        }
+    }
+
+    /// Waits (at most [`WAIT`]) until stderr holds `needle`: stderr is read on a thread of its
+    /// own, so a line may land there a moment after the JSON event of the same moment.
+    #[track_caller]
+    pub fn wait_stderr(&self, needle: &str) -> String {
+        let deadline = Instant::now() + WAIT;
+        while Instant::now() < deadline {
+            let stderr = self.stderr();
+            if stderr.contains(needle) {
+                return stderr;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("no {needle:?} on the stderr of touchwire {:?} within {WAIT:?}:\n{}", self.args, self.stderr())
     }
 
     /// Whether the process is still running.
