@@ -201,7 +201,7 @@ impl Connection {
             .set_write_timeout(Some(timeout))
             .and_then(|()| self.writer.write_all(protocol::to_line(&request).as_bytes()));
         if let Err(err) = sent {
-            return Err(CallError::Lost(anyhow!("{remote}: cannot send the request: {err}")));
+            return Err(CallError::NotSent(anyhow!("{remote}: cannot send the request: {err}")));
         }
         // The request went out: whether a reload ran is unknown from here on.
         let unknown =
@@ -267,8 +267,10 @@ fn connect_failure(err: &std::io::Error, timeout: Duration) -> String {
 /// Why a call got no reply.
 #[derive(Debug)]
 pub enum CallError {
-    /// The request did not go out, or the connection failed before a reply: on a connection that
-    /// had gone stale, a retry on a new one is safe.
+    /// The request could not be written: the receiver did not act on it.
+    NotSent(anyhow::Error),
+    /// The connection failed after the request went out, before a reply: on a connection that
+    /// had gone stale (the receiver closed it before reading), a retry on a new one is safe.
     Lost(anyhow::Error),
     /// The request went out and no reply came in time: the action may still be running, so it
     /// must not be sent again.
@@ -278,7 +280,7 @@ pub enum CallError {
 impl std::fmt::Display for CallError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            CallError::Lost(err) | CallError::NoReply(err) => write!(f, "{err:#}"),
+            CallError::NotSent(err) | CallError::Lost(err) | CallError::NoReply(err) => write!(f, "{err:#}"),
         }
     }
 }

@@ -328,6 +328,12 @@ impl Link {
                     let error = format!("{err:#}; the trigger was sent, the action may still be running");
                     return Err(Undelivered::sent(error));
                 }
+                Err(CallError::NotSent(err)) => {
+                    self.connection = None;
+                    if fresh {
+                        return Err(Undelivered { error: format!("{err:#}"), unreachable: true });
+                    }
+                }
                 Err(CallError::Lost(err)) => {
                     self.connection = None;
                     if fresh {
