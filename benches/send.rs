@@ -735,10 +735,9 @@ impl Load {
 // ---------------------------------------------------------------------------------------------------------------
 
 /// Section 4: the load test's mix (`tests/load.rs`) against a release receiver, measured. The clients behave as
-/// the test's do: a valid client retries "busy" after a short backoff and a connection that brings no greeting
-/// within [`mixed::GREETING_WAIT`] at once (the listen backlog is 128: a burst this size overflows it, and the
-/// kernel completes some handshakes the receiver never accepts); garbage and drippers send anyway then, which
-/// completes such a handshake; idle clients the receiver never accepted are counted.
+/// the test's do: a valid client retries "busy" after a short backoff, and a connection that brings no greeting
+/// within [`mixed::GREETING_WAIT`] at once; garbage and drippers send anyway then. Connections that never got a
+/// greeting or "busy" (dropped unseen at a full listen backlog, as with std's 128) are counted.
 mod mixed {
     use super::{Receiver, Scratch, WAIT, mb};
     use anyhow::{Context, Result, anyhow, bail};
@@ -1259,7 +1258,7 @@ mod mixed {
                  garbage (random bytes, broken JSON, a wrong MAC, a 6,000-byte line, no MAC), {DRIP} slow clients \
                  dripping a request one byte a second, {VALID} valid clients sending one authenticated reload. A \
                  valid client answered \"busy\" retries on a new connection after 25–200 ms; one that gets no \
-                 greeting within {} s retries at once (see the note below). The receiver's threads and VmRSS are \
+                 greeting within {} s retries at once (there should be none). The receiver's threads and VmRSS are \
                  sampled every {} ms.\n",
                 IDLE_HOLD.as_secs(),
                 GREETING_WAIT.as_secs(),
@@ -1309,11 +1308,10 @@ mod mixed {
                 println!("- first client error: {error}");
             }
             println!(
-                "- Never accepted: the receiver listens with std's fixed backlog of 128. A burst of {TOTAL} \
-                 overflows it; with SYN cookies on, the kernel completes handshakes it then drops at the full accept \
-                 queue, and the receiver never sees them: they get neither a greeting nor \"busy\". A client that \
-                 sends something completes such a handshake; one that waits for the greeting waits for its own \
-                 timeout.\n"
+                "- Never accepted: with a listen backlog smaller than the burst (std's 128, before the receiver \
+                 asked for 4,096), the kernel completes handshakes with SYN cookies, then drops them at the full \
+                 accept queue: the receiver never sees them, and a client waiting for the greeting waits out its \
+                 own timeout. Both counts above should be 0.\n"
             );
         }
     }
