@@ -271,7 +271,6 @@ impl Watcher {
     /// Waits up to `max_wait` for file events, handles all that are ready, and returns the triggers
     /// due. Fails when the work tree or its git directory is gone: there is nothing left to watch.
     pub fn step(&mut self, max_wait: Duration) -> Result<Vec<Trigger>> {
-        self.check_tree()?;
         let mut triggers = Vec::new();
         let now = Instant::now();
         let wait =
@@ -286,6 +285,9 @@ impl Watcher {
                         Err(_) => break,
                     }
                 }
+                // Checked on events, not on a timer: the root's own watch reports its move or
+                // deletion, and a deleted tree reports its files going.
+                self.check_tree()?;
             }
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => bail!("the file watcher stopped"),
