@@ -13,8 +13,8 @@
 //!    after the other; replies and the actions the receiver actually ran are counted, and its memory is read
 //!    before, after, and after a second identical load;
 //! 4. **1,000 mixed connections** against a receiver capped at 128: idle, garbage, slow drippers and valid reloads
-//!    at once (the mix of `tests/load.rs`); valid reloads answered, retries, the receiver's threads and memory,
-//!    and a ping after the load.
+//!    at once (the mix of `tests/load.rs`, shared with it in `tests/util/mix.rs`); valid reloads answered,
+//!    retries, the receiver's threads and memory, and a ping after the load.
 //!
 //! The baseline needs OpenBSD netcat (Debian/Ubuntu package `netcat-openbsd`); without it, send is measured
 //! alone. Only 127.0.0.1 is contacted. Every child process is killed by its PID when the bench ends, on error
@@ -734,339 +734,38 @@ impl Load {
 // 4. 1,000 mixed connections
 // ---------------------------------------------------------------------------------------------------------------
 
-/// Section 4: the load test's mix (`tests/load.rs`) against a release receiver, measured. The clients behave as
-/// the test's do: a valid client retries "busy" after a short backoff, and a connection that brings no greeting
-/// within [`mixed::GREETING_WAIT`] at once; garbage and drippers send anyway then. Connections that never got a
-/// greeting or "busy" (dropped unseen at a full listen backlog, as with std's 128) are counted.
+/// The load test's mix: its kinds, counts and timings, the clients, the /proc sampling and the tally, shared with
+/// `tests/load.rs` so that the bench measures exactly what the test asserts.
+#[path = "../tests/util/mix.rs"]
+mod mix;
+
+/// Section 4: the load test's mix ([`mix`]) against a release receiver, measured. A valid client retries "busy"
+/// after a short backoff, and a connection that brings no greeting within [`mix::GREETING_WAIT`] at once; garbage
+/// and drippers send anyway then. Connections that never got a greeting or "busy" (dropped unseen at a full listen
+/// backlog, as with std's 128) are counted.
 mod mixed {
+    use super::mix::{self, CAP, DRIP, GARBAGE, GREETING_WAIT, IDLE, IDLE_HOLD, READ_TIMEOUT_MS, SAMPLE_EVERY};
+    use super::mix::{First, TOTAL, VALID};
     use super::{Receiver, Scratch, WAIT, mb};
-    use anyhow::{Context, Result, anyhow, bail};
-    use serde_json::{Value, json};
-    use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
-    use std::net::{SocketAddr, TcpStream};
-    use std::sync::{Arc, Barrier};
-    use std::thread::{self, JoinHandle};
+    use anyhow::{Result, anyhow, bail};
+    use serde_json::json;
+    use std::thread;
     use std::time::{Duration, Instant};
     use touchwire::auth::Token;
 
-    const IDLE: usize = 400;
-    const GARBAGE: usize = 250;
-    const DRIP: usize = 50;
-    const VALID: usize = 300;
-    const TOTAL: usize = IDLE + GARBAGE + DRIP + VALID;
-    /// `--max-connections`.
-    const CAP: u64 = 128;
-    /// `--read-timeout`, ms.
-    const READ_TIMEOUT_MS: u64 = 2000;
-    /// A receiver that has accepted a connection greets it (or says busy) at once.
-    pub const GREETING_WAIT: Duration = Duration::from_secs(3);
-    /// How long a valid client keeps retrying, from its release; and its most connections.
-    const RETRY_FOR: Duration = Duration::from_secs(20);
-    const MAX_ATTEMPTS: u32 = 400;
-    /// How long any other client waits for the receiver to close on it, from its release.
-    const CLOSE_WITHIN: Duration = Duration::from_secs(30);
-    /// An idle client sits this long without reading or writing, then looks.
-    const IDLE_HOLD: Duration = Duration::from_secs(3);
-    /// An idle client that received nothing this long after connecting was never accepted (a dropped handshake is
-    /// retried 1, 3, 7 s in, then 2 s of read timeout).
-    const UNACCEPTED_AFTER: Duration = Duration::from_secs(12);
-    /// A dripper sends one byte a second, at most this many: far less than its line.
-    const DRIP_BYTES: usize = 25;
-    const CLIENT_STACK: usize = 64 * 1024;
-    const SAMPLE_EVERY: Duration = Duration::from_millis(20);
-    const SAMPLE_FOR: Duration = Duration::from_secs(45);
-
-    #[derive(Debug, Clone, Copy, PartialEq)]
-    enum Kind {
-        Idle,
-        /// 0 random bytes, 1 broken JSON, 2 a wrong MAC, 3 an over-long line, 4 no MAC.
-        Garbage(u8),
-        Drip,
-        Valid,
-    }
-
-    /// What one client saw.
-    enum Outcome {
-        Answered {
-            ok: bool,
-            busy: u32,
-            unseen: u32,
-            at: Duration,
-        },
-        /// Closed by the receiver: after "busy", or after being served (`open_for`: a dripper's time from its
-        /// greeting to the close); `ok` counts `"ok":true` replies, which must be none.
-        Closed {
-            kind: Kind,
-            busy: bool,
-            open_for: Duration,
-            ok: usize,
-        },
-        /// An idle client that received nothing: the receiver never accepted its connection.
-        Unaccepted,
-    }
+    /// The kernel counters reported: a listen queue overflowing, and handshakes completed with SYN cookies.
+    const KERNEL_COUNTERS: [&str; 2] = ["ListenOverflows", "SyncookiesSent"];
 
     /// Section 4's results.
     pub struct Mixed {
-        answered: usize,
-        busy_retries: u32,
-        unseen_retries: u32,
-        last_answer: Duration,
-        rejected: usize,
-        drips_served: usize,
-        longest_drip: Duration,
-        idle_closed: usize,
-        unaccepted: usize,
-        bad_ok: usize,
-        errors: usize,
-        first_error: Option<String>,
-        max_threads: u64,
+        tally: mix::Tally,
+        sampled: mix::Sampled,
         threads_after: u64,
-        samples: usize,
         rss_before_kb: u64,
-        rss_max_kb: u64,
         peak_kb: u64,
         rss_after_kb: u64,
         ping: Duration,
         kernel: Vec<(String, i64)>,
-    }
-
-    fn left(deadline: Instant) -> Result<Duration> {
-        match deadline.checked_duration_since(Instant::now()) {
-            Some(left) if !left.is_zero() => Ok(left),
-            _ => bail!("deadline passed"),
-        }
-    }
-
-    fn connect(addr: SocketAddr, deadline: Instant) -> Result<BufReader<TcpStream>> {
-        Ok(BufReader::new(TcpStream::connect_timeout(&addr, left(deadline)?).context("cannot connect")?))
-    }
-
-    /// Writes on the reader's stream: no second descriptor, 1,000 clients use enough.
-    fn send(conn: &BufReader<TcpStream>, bytes: &[u8]) -> std::io::Result<()> {
-        let mut stream: &TcpStream = conn.get_ref();
-        stream.write_all(bytes)
-    }
-
-    fn timed_out(e: &std::io::Error) -> bool {
-        matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut)
-    }
-
-    enum First {
-        Greeted { nonce: String },
-        Busy,
-    }
-
-    /// The receiver's first line, or `None` when none came within `limit`.
-    fn first(conn: &mut BufReader<TcpStream>, limit: Duration) -> Result<Option<First>> {
-        conn.get_ref().set_read_timeout(Some(limit))?;
-        let mut line = String::new();
-        match conn.read_line(&mut line) {
-            Ok(0) => bail!("closed before the first line"),
-            Ok(_) => {}
-            Err(e) if timed_out(&e) && line.is_empty() => return Ok(None),
-            Err(e) => return Err(e).context("no first line"),
-        }
-        let value: Value = serde_json::from_str(&line).with_context(|| format!("not JSON: {line:?}"))?;
-        if value["touchwire"] == 1 {
-            return Ok(Some(First::Greeted { nonce: value["nonce"].as_str().unwrap_or_default().to_string() }));
-        }
-        if value["ok"] == false && value["error"].as_str().is_some_and(|e| e.starts_with("busy:")) {
-            return Ok(Some(First::Busy));
-        }
-        bail!("neither a greeting nor busy: {line:?}")
-    }
-
-    /// Everything until the receiver closes (a reset counts as closed), and whether it closed before `deadline`.
-    fn read_to_close(conn: &mut BufReader<TcpStream>, deadline: Instant) -> Result<(String, bool)> {
-        let mut text = Vec::new();
-        let mut buf = [0u8; 4096];
-        let text_of = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
-        // Each round reads at least a byte or ends: the receiver sends a few lines at most.
-        for _ in 0..1000 {
-            let Ok(limit) = left(deadline) else { return Ok((text_of(&text), false)) };
-            conn.get_ref().set_read_timeout(Some(limit))?;
-            match conn.read(&mut buf) {
-                Ok(0) => return Ok((text_of(&text), true)),
-                Ok(n) => text.extend_from_slice(&buf[..n]),
-                Err(e) if e.kind() == ErrorKind::ConnectionReset => return Ok((text_of(&text), true)),
-                Err(e) if timed_out(&e) => return Ok((text_of(&text), false)),
-                Err(e) => return Err(e).context("read failed"),
-            }
-        }
-        bail!("the receiver kept sending")
-    }
-
-    fn ok_replies(text: &str) -> usize {
-        text.matches(r#""ok":true"#).count()
-    }
-
-    fn is_busy(text: &str) -> bool {
-        text.starts_with(r#"{"ok":false,"error":"busy:"#)
-    }
-
-    /// Authenticated reload; "busy" or no greeting: a new connection, bounded in count and time.
-    fn valid(addr: SocketAddr, token: &Token, id: usize, released: Instant) -> Result<Outcome> {
-        let deadline = released + RETRY_FOR;
-        let (mut busy, mut unseen) = (0, 0);
-        for attempt in 0..MAX_ATTEMPTS {
-            let given_up = |busy, unseen| anyhow!("not served in time: {busy} busy, {unseen} never greeted");
-            let mut conn = connect(addr, deadline).map_err(|_| given_up(busy, unseen))?;
-            let limit = GREETING_WAIT.min(left(deadline).map_err(|_| given_up(busy, unseen))?);
-            match first(&mut conn, limit)? {
-                None => unseen += 1,
-                Some(First::Busy) => {
-                    busy += 1;
-                    // 25, 50, 100, 200 ms, spread a little per client so that retries come in no waves.
-                    let pause = Duration::from_millis((25 << attempt.min(3)) + (id % 7) as u64 * 6);
-                    thread::sleep(pause.min(left(deadline).map_err(|_| given_up(busy, unseen))?));
-                }
-                Some(First::Greeted { nonce }) => {
-                    let line = json!({"op": "reload", "reason": "bench", "mac": token.mac(&nonce)});
-                    send(&conn, format!("{line}\n").as_bytes()).context("cannot send the request")?;
-                    conn.get_ref().set_read_timeout(Some(left(deadline)?))?;
-                    let mut reply = String::new();
-                    if conn.read_line(&mut reply).context("no reply")? == 0 {
-                        bail!("the receiver closed the connection instead of replying");
-                    }
-                    let reply: Value = serde_json::from_str(&reply).with_context(|| format!("bad reply {reply:?}"))?;
-                    return Ok(Outcome::Answered { ok: reply["ok"] == true, busy, unseen, at: released.elapsed() });
-                }
-            }
-        }
-        bail!("not served after {MAX_ATTEMPTS} connections: {busy} busy, {unseen} never greeted")
-    }
-
-    /// The same "random" bytes on every run (xorshift).
-    fn noise(seed: u64, len: usize) -> Vec<u8> {
-        let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-        (0..len)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                state as u8
-            })
-            .collect()
-    }
-
-    /// Garbage: random bytes and an over-long line written blind at once; broken JSON, a wrong MAC and no MAC
-    /// after the greeting (blind too when none comes).
-    fn garbage(addr: SocketAddr, id: usize, variant: u8, released: Instant) -> Result<Outcome> {
-        let deadline = released + CLOSE_WITHIN;
-        let mut conn = connect(addr, deadline)?;
-        let kind = Kind::Garbage(variant);
-        let bytes = match variant {
-            0 => noise(id as u64, 1 + id * 37 % 3000),
-            3 => [vec![b'x'; 6000], vec![b'\n']].concat(),
-            _ => {
-                let nonce = match first(&mut conn, GREETING_WAIT)? {
-                    Some(First::Busy) => {
-                        return Ok(Outcome::Closed { kind, busy: true, open_for: Duration::ZERO, ok: 0 });
-                    }
-                    Some(First::Greeted { nonce }) => nonce,
-                    None => "0".repeat(32),
-                };
-                let line = match variant {
-                    1 => r#"{"op":"reload","mac":"#.to_string(),
-                    2 => json!({"op": "reload", "mac": Token::new("not the token at all")?.mac(&nonce)}).to_string(),
-                    _ => json!({"op": "reload", "reason": "no mac"}).to_string(),
-                };
-                format!("{line}\n").into_bytes()
-            }
-        };
-        // The receiver may close on us mid-write (over-long line, busy): that is an answer too.
-        let _ = send(&conn, &bytes);
-        match read_to_close(&mut conn, deadline)? {
-            (text, true) => {
-                Ok(Outcome::Closed { kind, busy: is_busy(&text), open_for: Duration::ZERO, ok: ok_replies(&text) })
-            }
-            (text, false) => bail!("garbage {variant}: still open at the deadline, having received {text:?}"),
-        }
-    }
-
-    /// A request dripped one byte a second until the receiver answers or closes; with a valid MAC when a greeting
-    /// came first, and dripped anyway (which completes the handshake) when none came.
-    fn drip(addr: SocketAddr, token: &Token, released: Instant) -> Result<Outcome> {
-        let deadline = released + CLOSE_WITHIN;
-        let mut conn = connect(addr, deadline)?;
-        let (nonce, greeting_pending) = match first(&mut conn, GREETING_WAIT)? {
-            Some(First::Busy) => {
-                return Ok(Outcome::Closed { kind: Kind::Drip, busy: true, open_for: Duration::ZERO, ok: 0 });
-            }
-            Some(First::Greeted { nonce }) => (nonce, false),
-            None => ("0".repeat(32), true),
-        };
-        let line = format!("{}\n", json!({"op": "reload", "reason": "drip", "mac": token.mac(&nonce)}));
-        let mut greeted = (!greeting_pending).then(Instant::now);
-        let answered_after = usize::from(greeting_pending);
-        let (mut received, mut sent, mut buf) = (Vec::new(), 0, [0u8; 1024]);
-        for _ in 0..100 {
-            left(deadline).map_err(|_| anyhow!("dripper still open after {sent} bytes"))?;
-            // Stop writing once answered: writing to a closed socket would reset it.
-            let lines = received.iter().filter(|&&b| b == b'\n').count();
-            if lines <= answered_after && sent < DRIP_BYTES {
-                if send(&conn, &line.as_bytes()[sent..=sent]).is_err() {
-                    break;
-                }
-                sent += 1;
-            }
-            conn.get_ref().set_read_timeout(Some(Duration::from_secs(1)))?;
-            match conn.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => received.extend_from_slice(&buf[..n]),
-                Err(e) if timed_out(&e) => {}
-                Err(e) if e.kind() == ErrorKind::ConnectionReset => break,
-                Err(e) => return Err(e).context("read failed"),
-            }
-            if greeted.is_none() && !received.is_empty() {
-                greeted = Some(Instant::now());
-            }
-        }
-        if sent >= DRIP_BYTES {
-            bail!("a dripper sent {sent} bytes and was not closed");
-        }
-        let text = String::from_utf8_lossy(&received);
-        let open_for = greeted.map_or(Duration::ZERO, |at| at.elapsed());
-        Ok(Outcome::Closed { kind: Kind::Drip, busy: is_busy(&text), open_for, ok: ok_replies(&text) })
-    }
-
-    /// Connects, neither reads nor writes for a while, then reads until the close.
-    fn idle(addr: SocketAddr, released: Instant) -> Result<Outcome> {
-        let deadline = released + CLOSE_WITHIN;
-        let mut conn = connect(addr, deadline)?;
-        let opened = Instant::now();
-        thread::sleep(IDLE_HOLD);
-        match read_to_close(&mut conn, (opened + UNACCEPTED_AFTER).min(deadline))? {
-            (text, true) => Ok(Outcome::Closed {
-                kind: Kind::Idle,
-                busy: is_busy(&text),
-                open_for: Duration::ZERO,
-                ok: ok_replies(&text),
-            }),
-            (text, false) if text.is_empty() => Ok(Outcome::Unaccepted),
-            (text, false) => bail!("idle: greeted but never closed: {text:?}"),
-        }
-    }
-
-    fn client(kind: Kind, addr: SocketAddr, token: &Token, id: usize, start: &Barrier) -> Result<Outcome> {
-        start.wait();
-        let released = Instant::now();
-        match kind {
-            Kind::Idle => idle(addr, released),
-            Kind::Garbage(variant) => garbage(addr, id, variant, released),
-            Kind::Drip => drip(addr, token, released),
-            Kind::Valid => valid(addr, token, id, released),
-        }
-    }
-
-    /// Interleaved, so that every kind meets the cap: in each 20, 8 idle, 5 garbage, 1 drip, 6 valid.
-    fn kind_of(i: usize) -> Kind {
-        match i % 20 {
-            0..8 => Kind::Idle,
-            8..13 => Kind::Garbage((i % 20 - 8) as u8),
-            13 => Kind::Drip,
-            _ => Kind::Valid,
-        }
     }
 
     /// A kB (or count) field of /proc/PID/status: `Threads:`, `VmRSS:`, `VmHWM:`.
@@ -1074,47 +773,16 @@ mod mixed {
         super::common::vm_kb(pid, field)
     }
 
-    /// The TCP counters of this network namespace that show a listen queue overflowing.
-    fn kernel_counters() -> Vec<(String, i64)> {
-        let text = std::fs::read_to_string("/proc/net/netstat").unwrap_or_default();
-        let mut lines = text.lines().filter(|l| l.starts_with("TcpExt:"));
-        let (Some(names), Some(values)) = (lines.next(), lines.next()) else { return Vec::new() };
-        let wanted = ["ListenOverflows", "SyncookiesSent"];
-        names
-            .split_whitespace()
-            .zip(values.split_whitespace())
-            .filter(|(name, _)| wanted.contains(name))
-            .filter_map(|(name, value)| Some((name.to_string(), value.parse().ok()?)))
-            .collect()
-    }
-
-    /// 1,000 clients need more descriptors than a usual soft limit of 1,024: raise it to the hard limit.
-    fn raise_fd_limit() -> Result<()> {
-        let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-        // SAFETY: getrlimit and setrlimit read and write only the rlimit we own.
-        let ok = unsafe {
-            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max {
-                limit.rlim_cur = limit.rlim_max;
-                libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
-            }
-            libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0
-        };
-        if !ok || limit.rlim_cur < 2 * TOTAL as u64 {
-            bail!("the open file limit ({}) is too low for {TOTAL} connections", limit.rlim_cur);
-        }
-        Ok(())
-    }
-
     /// Connect, greeting, authenticated ping, reply: the round trip.
-    fn ping(addr: SocketAddr, token: &Token) -> Result<Duration> {
+    fn ping(addr: std::net::SocketAddr, token: &Token) -> Result<Duration> {
         let start = Instant::now();
         let deadline = start + WAIT;
-        let mut conn = connect(addr, deadline)?;
-        let Some(First::Greeted { nonce }) = first(&mut conn, WAIT)? else { bail!("no greeting for the ping") };
-        send(&conn, format!("{}\n", json!({"op": "ping", "mac": token.mac(&nonce)})).as_bytes())?;
-        conn.get_ref().set_read_timeout(Some(left(deadline)?))?;
-        let mut reply = String::new();
-        conn.read_line(&mut reply).context("no answer to the ping")?;
+        let mut conn = mix::connect(addr, deadline).map_err(|e| anyhow!("ping: {e}"))?;
+        let Some(First::Greeted { nonce }) = mix::first(&mut conn, WAIT).map_err(|e| anyhow!("ping: {e}"))? else {
+            bail!("no greeting for the ping")
+        };
+        mix::send(&conn, format!("{}\n", json!({"op": "ping", "mac": token.mac(&nonce)})).as_bytes())?;
+        let reply = mix::reply_line(&mut conn, deadline).map_err(|e| anyhow!("no answer to the ping: {e}"))?;
         if !reply.contains(r#""ok":true"#) {
             bail!("the ping failed: {reply:?}");
         }
@@ -1122,96 +790,33 @@ mod mixed {
     }
 
     pub fn measure(scratch: &Scratch) -> Result<Mixed> {
-        raise_fd_limit()?;
-        let (token_file, touch) = (scratch.arg("token"), scratch.arg("mixed.reload"));
-        let (cap, read_timeout) = (CAP.to_string(), READ_TIMEOUT_MS.to_string());
-        let args = [
-            "--settle",
-            "0",
-            "--touch",
-            &touch,
-            "--token-file",
-            &token_file,
-            "--max-connections",
-            &cap,
-            "--read-timeout",
-            &read_timeout,
-        ];
+        mix::raise_fd_limit().map_err(|e| anyhow!(e))?;
+        let args = mix::receiver_args(&scratch.arg("mixed.reload"), &scratch.arg("token"));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let receiver = Receiver::start(scratch, "mixed", &args)?;
         let (pid, addr) = (receiver.pid(), receiver.addr);
         let token = Token::new(&scratch.token)?;
         thread::sleep(Duration::from_millis(100)); // the receiver's start-up to settle before the "before" figures
         let rss_before_kb = status(pid, "VmRSS:")?;
         let base_threads = status(pid, "Threads:")?;
-        let kernel_before = kernel_counters();
+        let kernel_before = mix::tcp_counters(&KERNEL_COUNTERS);
         eprintln!(
             "bench: {TOTAL} mixed connections at once ({IDLE} idle, {GARBAGE} garbage, {DRIP} drip, {VALID} valid)"
         );
-        let start = Arc::new(Barrier::new(TOTAL + 1));
-        let mut clients: Vec<(Kind, JoinHandle<Result<Outcome>>)> = Vec::with_capacity(TOTAL);
-        for id in 0..TOTAL {
-            let (kind, start, token) = (kind_of(id), Arc::clone(&start), token.clone());
-            let handle = thread::Builder::new()
-                .stack_size(CLIENT_STACK)
-                .spawn(move || client(kind, addr, &token, id, &start))
-                .context("cannot start a client thread")?;
-            clients.push((kind, handle));
-        }
-        start.wait();
-        let released = Instant::now();
-        let (mut max_threads, mut rss_max_kb, mut samples) = (0, 0, 0);
-        while released.elapsed() < SAMPLE_FOR && !clients.iter().all(|(_, c)| c.is_finished()) {
-            if let (Ok(threads), Ok(rss)) = (status(pid, "Threads:"), status(pid, "VmRSS:")) {
-                max_threads = max_threads.max(threads);
-                rss_max_kb = rss_max_kb.max(rss);
-                samples += 1;
-            }
-            thread::sleep(SAMPLE_EVERY);
-        }
-        let mut mixed = Mixed {
-            answered: 0,
-            busy_retries: 0,
-            unseen_retries: 0,
-            last_answer: Duration::ZERO,
-            rejected: 0,
-            drips_served: 0,
-            longest_drip: Duration::ZERO,
-            idle_closed: 0,
-            unaccepted: 0,
-            bad_ok: 0,
-            errors: 0,
-            first_error: None,
-            max_threads,
-            threads_after: 0,
-            samples,
-            rss_before_kb,
-            rss_max_kb,
-            peak_kb: 0,
-            rss_after_kb: 0,
-            ping: Duration::ZERO,
-            kernel: Vec::new(),
-        };
-        for (kind, handle) in clients {
-            if !handle.is_finished() {
-                bail!("a client ({kind:?}) still runs after {} s", SAMPLE_FOR.as_secs());
-            }
-            let outcome = handle.join().unwrap_or_else(|_| Err(anyhow!("the client thread panicked")));
-            mixed.count(kind, outcome);
-        }
+        let (tally, sampled) = mix::run(addr, pid, &token).map_err(|e| anyhow!(e))?;
         // Afterwards, at once: a fresh authenticated ping.
-        mixed.ping = ping(addr, &token)?;
+        let ping = ping(addr, &token)?;
         wait_for_own_threads(pid, base_threads.max(2))?;
-        mixed.threads_after = status(pid, "Threads:")?;
-        mixed.peak_kb = status(pid, "VmHWM:")?;
-        mixed.rss_after_kb = status(pid, "VmRSS:")?;
-        mixed.kernel = kernel_counters()
-            .into_iter()
-            .map(|(name, after)| {
-                let before = kernel_before.iter().find(|(n, _)| *n == name).map_or(0, |(_, v)| *v);
-                (name, after - before)
-            })
-            .collect();
-        Ok(mixed)
+        Ok(Mixed {
+            tally,
+            sampled,
+            threads_after: status(pid, "Threads:")?,
+            rss_before_kb,
+            peak_kb: status(pid, "VmHWM:")?,
+            rss_after_kb: status(pid, "VmRSS:")?,
+            ping,
+            kernel: mix::grown(&kernel_before, mix::tcp_counters(&KERNEL_COUNTERS)),
+        })
     }
 
     /// Waits (at most [`WAIT`]) until the receiver is back to its own threads: every connection thread ended.
@@ -1221,34 +826,8 @@ mod mixed {
     }
 
     impl Mixed {
-        fn count(&mut self, kind: Kind, outcome: Result<Outcome>) {
-            match outcome {
-                Err(err) => {
-                    self.errors += 1;
-                    self.first_error.get_or_insert_with(|| format!("{kind:?}: {err:#}"));
-                }
-                Ok(Outcome::Answered { ok, busy, unseen, at }) => {
-                    self.answered += usize::from(ok);
-                    self.busy_retries += busy;
-                    self.unseen_retries += unseen;
-                    self.last_answer = self.last_answer.max(at);
-                }
-                Ok(Outcome::Closed { kind, busy, open_for, ok }) => {
-                    self.bad_ok += ok;
-                    if busy {
-                        self.rejected += 1;
-                    } else if kind == Kind::Drip {
-                        self.drips_served += 1;
-                        self.longest_drip = self.longest_drip.max(open_for);
-                    } else if kind == Kind::Idle {
-                        self.idle_closed += 1;
-                    }
-                }
-                Ok(Outcome::Unaccepted) => self.unaccepted += 1,
-            }
-        }
-
         pub fn print(&self) {
+            let (tally, sampled) = (&self.tally, &self.sampled);
             // Section 3 ends on a list: a blank line keeps the heading a heading.
             println!("\n## 1,000 mixed connections\n");
             println!(
@@ -1267,34 +846,34 @@ mod mixed {
             let secs = |d: Duration| format!("{:.2} s", d.as_secs_f64());
             println!("| | |");
             println!("|---|---:|");
-            println!("| valid reloads answered `\"ok\":true` / total | {} / {VALID} |", self.answered);
-            println!("| time until every valid reload was answered | {} |", secs(self.last_answer));
-            println!("| retries of valid clients after \"busy\" | {} |", self.busy_retries);
+            println!("| valid reloads answered `\"ok\":true` / total | {} / {VALID} |", tally.answered);
+            println!("| time until every valid reload was answered | {} |", secs(tally.last_answer));
+            println!("| retries of valid clients after \"busy\" | {} |", tally.busy_retries);
             println!(
                 "| retries of valid clients after no greeting within {} s | {} |",
                 GREETING_WAIT.as_secs(),
-                self.unseen_retries
+                tally.unseen_retries
             );
-            println!("| other connections answered \"busy\" | {} |", self.rejected);
+            println!("| other connections answered \"busy\" | {} |", tally.rejected);
             println!(
                 "| drippers served, closed at the read timeout; the longest open after its greeting | {}; {} |",
-                self.drips_served,
-                secs(self.longest_drip)
+                tally.drips_served,
+                secs(tally.longest_drip)
             );
             println!(
                 "| idle connections closed by the receiver / never accepted by it | {} / {} |",
-                self.idle_closed, self.unaccepted
+                tally.idle_closed, tally.unaccepted
             );
-            println!("| `\"ok\":true` replies to garbage, drip or idle connections | {} |", self.bad_ok);
-            println!("| client errors | {} |", self.errors);
+            println!("| `\"ok\":true` replies to garbage, drip or idle connections | {} |", tally.bad_ok);
+            println!("| client errors | {} |", tally.errors.len());
             println!(
                 "| receiver threads, most sampled (cap {CAP}; {} samples); after the load | {}; {} |",
-                self.samples, self.max_threads, self.threads_after
+                sampled.samples, sampled.max_threads, self.threads_after
             );
             println!(
                 "| receiver RSS before / most sampled (VmRSS) / peak (VmHWM) / after | {} / {} / {} / {} |",
                 mb(self.rss_before_kb),
-                mb(self.rss_max_kb),
+                mb(sampled.max_rss_kb),
                 mb(self.peak_kb),
                 mb(self.rss_after_kb)
             );
@@ -1304,7 +883,7 @@ mod mixed {
             );
             let kernel: Vec<String> = self.kernel.iter().map(|(name, delta)| format!("{name} +{delta}")).collect();
             println!("| kernel counters during the load (whole network namespace) | {} |\n", kernel.join(", "));
-            if let Some(error) = &self.first_error {
+            if let Some(error) = tally.errors.first() {
                 println!("- first client error: {error}");
             }
             println!(
