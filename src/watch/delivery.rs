@@ -103,7 +103,9 @@ impl Delivery {
             self.send(trigger);
         }
         drop(self.remotes);
-        self.threads.into_iter().map(|thread| thread.join().map_or(0, |lost| lost.len())).sum()
+        let lost: std::collections::BTreeSet<String> =
+            self.threads.into_iter().flat_map(|thread| thread.join().unwrap_or_default()).collect();
+        lost.len()
     }
 }
 
