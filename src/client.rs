@@ -164,7 +164,8 @@ impl Connection {
         let pong = self.request(Request { op: Some(protocol::Op::Ping), ..Request::default() }, timeout)?;
         let target = target.map(str::to_string).or(pong.default_target);
         let health = target.and_then(|t| pong.health.and_then(|mut h| h.remove(&t)));
-        Ok(health.and_then(|h| h.wait_ms).map_or(WAIT_REPLY, Duration::from_millis))
+        // Bounded here too: a guest's word must not make a client wait for days.
+        Ok(health.and_then(|h| h.wait_ms).map_or(WAIT_REPLY, Duration::from_millis).min(MAX_WAIT_REPLY))
     }
 
     /// Whether the receiver asked for authentication.
@@ -333,6 +334,8 @@ fn truncate(text: &str, max: usize) -> String {
 /// Longest wait for the reply to a `wait` request when the guest does not say how long it may
 /// take: the default ready check (30 s) and some.
 pub const WAIT_REPLY: Duration = Duration::from_secs(35);
+/// The longest a client waits for a `wait` reply, whatever the guest says.
+const MAX_WAIT_REPLY: Duration = Duration::from_secs(600);
 
 /// One request to one remote on a fresh connection, within `timeout` overall. Returns the reply and the round trip.
 pub fn exchange(

@@ -108,7 +108,7 @@ fn a_watcher_stopped_while_the_guest_is_down_says_what_was_not_sent() {
         stderr.contains("app/views.py") && stderr.contains("the watcher stopped before the guest was back"),
         "{stderr}"
     );
-    assert!(stderr.contains("stopped with 1 changed file that never reached a guest"), "{stderr}");
+    assert!(stderr.contains("stopped: 1 changed file never reached a guest"), "{stderr}");
 }
 
 #[test]
@@ -456,4 +456,26 @@ fn a_refusing_guest_is_not_owed_anything() {
     assert!(error.contains("wrong token") && !error.contains("will send it"), "{undelivered}");
     // Nothing owed, so nothing lost at the stop: it exits 0.
     assert_eq!(watcher.terminate(), Some(0), "{}", watcher.stderr());
+}
+
+#[test]
+fn a_reload_that_ran_before_the_guest_died_is_not_sent_again() {
+    // The action kills its receiver: the request went out and ran, the reply never came.
+    let env = Env::new();
+    let ran = env.join("ran");
+    let script = format!("echo run >> {}; kill -9 $PPID", path(&ran));
+    let receiver = env.listen(&["--settle", "0", "--exec", "sh", "-c", &script]);
+    let repo = util::Repo::init(env.join("repo"));
+    repo.write("app.py", "X = 1\n");
+    repo.commit_all("init");
+    let (mut watcher, _) = env.watch_in(&repo.root, &["--to", &receiver.addr]);
+    watcher.wait_event("connected");
+    repo.write("app.py", "X = 2\n");
+    let undelivered = watcher.wait_event("undelivered");
+    let error = undelivered["error"].as_str().unwrap();
+    assert!(error.contains("may or may not have run") && !error.contains("will send it"), "{undelivered}");
+    // Nothing owed: the stop has nothing to report lost, and the action ran once.
+    assert_eq!(watcher.terminate(), Some(0), "{}", watcher.stderr());
+    assert_eq!(std::fs::read_to_string(&ran).unwrap(), "run\n");
+    drop(receiver);
 }

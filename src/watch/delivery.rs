@@ -37,8 +37,8 @@ pub struct Outcome {
 /// Hands triggers to every remote's delivery thread.
 pub struct Delivery {
     remotes: Vec<Sender<Trigger>>,
-    /// Each remote's thread; it returns the files it could not deliver at stop.
-    threads: Vec<JoinHandle<Vec<String>>>,
+    /// Each remote and its thread, which returns the files it could not deliver at stop.
+    threads: Vec<(String, JoinHandle<Vec<String>>)>,
     /// Set when the watcher stops: what cannot reach a guest now is reported as lost, not owed.
     stopping: Arc<AtomicBool>,
 }
@@ -72,9 +72,11 @@ impl Delivery {
                 waits: false,
                 waiters: Vec::new(),
                 down: None,
-                owed: Arc::new(Mutex::new(Vec::new())),
-                stopping: Arc::clone(&stopping),
-                tried_while_stopping: false,
+                owed: Arc::new(Owed {
+                    files: Mutex::new(Vec::new()),
+                    stopping: Arc::clone(&stopping),
+                    unreachable_since_stop: AtomicBool::new(false),
+                }),
             };
             let outcomes = outcomes.clone();
             let thread = std::thread::Builder::new()
@@ -82,7 +84,7 @@ impl Delivery {
                 .spawn(move || link.run(rx, outcomes))
                 .with_context(|| format!("cannot start the delivery thread for {remote}"))?;
             senders.push(tx);
-            threads.push(thread);
+            threads.push((remote.clone(), thread));
         }
         Ok(Delivery { remotes: senders, threads, stopping })
     }
@@ -97,15 +99,20 @@ impl Delivery {
     /// Stops delivery: sends `last` (the changes the watcher still held) and what is owed to a
     /// guest, once, waits for every trigger under way (each bounded by its timeouts), and
     /// returns how many files never reached some guest (each reported already).
-    pub fn finish(self, last: Option<Trigger>) -> usize {
+    pub fn finish(self, last: Option<Trigger>) -> Result<usize> {
         self.stopping.store(true, Ordering::SeqCst);
         if let Some(trigger) = &last {
             self.send(trigger);
         }
         drop(self.remotes);
-        let lost: std::collections::BTreeSet<String> =
-            self.threads.into_iter().flat_map(|thread| thread.join().unwrap_or_default()).collect();
-        lost.len()
+        let mut lost = std::collections::BTreeSet::new();
+        for (remote, thread) in self.threads {
+            let files = thread.join().map_err(|_| {
+                anyhow::anyhow!("the delivery thread for {remote} failed: changes may not have reached it")
+            })?;
+            lost.extend(files);
+        }
+        Ok(lost.len())
     }
 }
 
@@ -120,11 +127,23 @@ struct Link {
     waiters: Vec<JoinHandle<()>>,
     /// While the remote is unreachable: when to try again, the current backoff, and why it failed.
     down: Option<(Instant, Duration, String)>,
-    /// Files of triggers that could not reach the guest, sent when it is back.
-    owed: Arc<Mutex<Vec<String>>>,
+    /// What the guest is owed, shared with the wait threads.
+    owed: Arc<Owed>,
+}
+
+/// Files of triggers that could not reach a guest, sent when it is back.
+struct Owed {
+    files: Mutex<Vec<String>>,
+    /// Set by the watcher's stop (shared by every remote's link).
     stopping: Arc<AtomicBool>,
-    /// A trigger was tried after the stop: the owed files need no other last attempt.
-    tried_while_stopping: bool,
+    /// An attempt since the stop could not reach the guest: another one now would not either.
+    unreachable_since_stop: AtomicBool,
+}
+
+impl Owed {
+    fn files(&self) -> std::sync::MutexGuard<'_, Vec<String>> {
+        self.files.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
 }
 
 /// Why a trigger got no answer.
@@ -148,10 +167,6 @@ impl Undelivered {
     }
 }
 
-fn lock(owed: &Mutex<Vec<String>>) -> std::sync::MutexGuard<'_, Vec<String>> {
-    owed.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
 impl Link {
     /// Delivers triggers until the watcher stops; returns the files that never reached the guest.
     fn run(&mut self, triggers: Receiver<Trigger>, outcomes: Option<Sender<Outcome>>) -> Vec<String> {
@@ -167,15 +182,15 @@ impl Link {
                     while let Ok(next) = triggers.try_recv() {
                         trigger.files.extend(next.files);
                     }
-                    trigger.files.append(&mut lock(&self.owed));
+                    trigger.files.append(&mut self.owed.files());
                     trigger.files.sort();
                     trigger.files.dedup();
                     self.dispatch(trigger, &outcomes);
                 }
                 Err(RecvTimeoutError::Timeout) => {
                     self.keepalive();
-                    if self.connection.is_some() && !lock(&self.owed).is_empty() {
-                        let files = std::mem::take(&mut *lock(&self.owed));
+                    if self.connection.is_some() && !self.owed.files().is_empty() {
+                        let files = std::mem::take(&mut *self.owed.files());
                         let line = format!("{} is back: sending the changes it missed", self.remote);
                         self.settings.log.event("catching_up", &line, json!({"remote": self.remote, "files": files}));
                         self.dispatch(Trigger { files, reason: "missed" }, &outcomes);
@@ -185,25 +200,22 @@ impl Link {
             }
         }
         // Stopping: the triggers waiting for a ready check end within their bound; what is still
-        // owed gets one last try, unless a trigger since the stop already tried.
+        // owed gets one last try, unless an attempt since the stop found the guest unreachable.
         for waiter in self.waiters.drain(..) {
             let _ = waiter.join();
         }
-        let files = std::mem::take(&mut *lock(&self.owed));
-        if !files.is_empty() && !self.tried_while_stopping {
+        let files = std::mem::take(&mut *self.owed.files());
+        if !files.is_empty() && !self.owed.unreachable_since_stop.load(Ordering::SeqCst) {
             self.deliver(Trigger { files, reason: "missed" }, outcomes.as_ref());
         } else {
-            lock(&self.owed).extend(files);
+            self.owed.files().extend(files);
         }
-        std::mem::take(&mut *lock(&self.owed))
+        std::mem::take(&mut *self.owed.files())
     }
 
     /// Sends `trigger`: waiting for the ready check on a thread of its own when the guest's
     /// target has one, else on the kept connection.
     fn dispatch(&mut self, trigger: Trigger, outcomes: &Option<Sender<Outcome>>) {
-        if self.stopping.load(Ordering::SeqCst) {
-            self.tried_while_stopping = true;
-        }
         self.waiters.retain(|waiter| !waiter.is_finished());
         // A guest that went away is tried on the kept connection first, which notices.
         let up = self.connection.as_ref().is_some_and(|c| !c.is_stale());
@@ -271,12 +283,12 @@ impl Link {
     /// Sends `trigger` asking to wait for the ready check, on a connection of its own and a
     /// thread of its own: the next trigger is not held up, and the guest coalesces it.
     fn deliver_and_wait(&mut self, trigger: Trigger, outcomes: Option<Sender<Outcome>>) {
-        let (remote, settings) = (self.remote.clone(), self.settings.clone());
-        let (owed, stopping) = (Arc::clone(&self.owed), Arc::clone(&self.stopping));
+        let (remote, settings, owed) = (self.remote.clone(), self.settings.clone(), Arc::clone(&self.owed));
+        let (fallback, sink) = (trigger.clone(), outcomes.clone());
         let spawned = std::thread::Builder::new().name("wait".into()).spawn(move || {
             let request = reload(&settings, &trigger, true);
-            let result = wait_for_ready(&remote, &settings, &request)
-                .map_err(|failure| settle(failure, &trigger.files, &owed, &stopping));
+            let result =
+                wait_for_ready(&remote, &settings, &request).map_err(|failure| settle(failure, &trigger.files, &owed));
             let outcome = Outcome { remote, files: trigger.files, result };
             report(&settings, &outcome);
             if let Some(tx) = outcomes {
@@ -285,19 +297,15 @@ impl Link {
         });
         match spawned {
             Ok(waiter) => self.waiters.push(waiter),
-            Err(err) => {
-                let error = format!("cannot start a thread to wait for the ready check: {err}");
-                let result = Err(settle(Undelivered { error, unreachable: true }, &[], &self.owed, &self.stopping));
-                report(&self.settings, &Outcome { remote: self.remote.clone(), files: Vec::new(), result });
-            }
+            // No thread to wait on: send it without waiting.
+            Err(_) => self.deliver(fallback, sink.as_ref()),
         }
     }
 
     /// Sends `trigger` on the kept connection and reports the outcome.
     fn deliver(&mut self, trigger: Trigger, outcomes: Option<&Sender<Outcome>>) {
         let request = reload(&self.settings, &trigger, false);
-        let result =
-            self.attempt(&request).map_err(|failure| settle(failure, &trigger.files, &self.owed, &self.stopping));
+        let result = self.attempt(&request).map_err(|failure| settle(failure, &trigger.files, &self.owed));
         let outcome = Outcome { remote: self.remote.clone(), files: trigger.files, result };
         report(&self.settings, &outcome);
         if let Some(tx) = outcomes {
@@ -308,11 +316,17 @@ impl Link {
     /// Sends `request`. A kept connection may have died since its last use: then one retry on a
     /// fresh connection, but never after the request went out unanswered (the action may be running).
     fn attempt(&mut self, request: &Request) -> Result<(Reply, Duration), Undelivered> {
+        // Once a request went out on a connection that then failed, it may have run: nothing
+        // after that makes it owed.
+        let mut went_out = false;
         for _ in 0..2 {
             let fresh = self.connection.as_ref().is_none_or(Connection::is_stale);
             if fresh {
                 self.connection = None;
-                self.connect()?;
+                self.connect().map_err(|failure| match went_out {
+                    true => Undelivered::sent(format!("{} (the reload may or may not have run)", failure.error)),
+                    false => failure,
+                })?;
             }
             let Some(connection) = &mut self.connection else { break };
             let start = Instant::now();
@@ -341,6 +355,7 @@ impl Link {
                     if fresh {
                         return Err(Undelivered::sent(format!("{err:#}")));
                     }
+                    went_out = true;
                 }
             }
         }
@@ -369,18 +384,27 @@ fn wait_for_ready(remote: &str, settings: &Settings, request: &Request) -> Resul
         Connection::open(remote, &settings.credentials, timeout).map_err(|err| Undelivered::reaching(&err))?;
     let bound =
         connection.wait_bound(settings.target.as_deref(), timeout).map_err(|err| Undelivered::reaching(&err))?;
-    let reply =
-        connection.request(request.clone(), bound + timeout).map_err(|err| Undelivered::sent(format!("{err:#}")))?;
-    Ok((reply, start.elapsed()))
+    match connection.call(request.clone(), bound + timeout) {
+        Ok(reply) if reply.ok => Ok((reply, start.elapsed())),
+        Ok(reply) => Err(Undelivered::sent(format!("{remote}: {}", reply.error.unwrap_or_default()))),
+        Err(CallError::NotSent(err)) => Err(Undelivered { error: format!("{err:#}"), unreachable: true }),
+        Err(err) => Err(Undelivered::sent(format!("{err:#}"))),
+    }
 }
 
 /// The message for a trigger that got no answer; an unreachable guest is owed its files.
-fn settle(failure: Undelivered, files: &[String], owed: &Mutex<Vec<String>>, stopping: &AtomicBool) -> String {
+fn settle(failure: Undelivered, files: &[String], owed: &Owed) -> String {
     if !failure.unreachable {
         return failure.error;
     }
-    lock(owed).extend(files.iter().cloned());
-    if stopping.load(Ordering::SeqCst) {
+    {
+        let mut owed_files = owed.files();
+        owed_files.extend(files.iter().cloned());
+        owed_files.sort();
+        owed_files.dedup();
+    }
+    if owed.stopping.load(Ordering::SeqCst) {
+        owed.unreachable_since_stop.store(true, Ordering::SeqCst);
         format!("{}; the watcher stopped before the guest was back", failure.error)
     } else {
         format!("{}; will send it when the guest is back", failure.error)

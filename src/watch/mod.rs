@@ -285,11 +285,11 @@ impl Watcher {
                         Err(_) => break,
                     }
                 }
-                // Checked on events, not on a timer: the root's own watch reports its move or
-                // deletion, and a deleted tree reports its files going.
+                // The root's own watch reports its move or deletion, and a deleted tree its files
+                // going; a quiet step checks too (a parent directory's move sends nothing).
                 self.check_tree()?;
             }
-            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Timeout) => self.check_tree()?,
             Err(RecvTimeoutError::Disconnected) => bail!("the file watcher stopped"),
         }
         let busy = self.git_busy();
@@ -307,7 +307,16 @@ impl Watcher {
 
     /// Fails when the root was moved, deleted or replaced, or the git directory deleted: the
     /// watches would see nothing more, or another tree.
-    fn check_tree(&self) -> Result<()> {
+    fn check_tree(&mut self) -> Result<()> {
+        let gone = self.tree_gone();
+        if gone.is_err() {
+            // Nothing is left to reload for: the open burst (the tree's files "removed") is dropped.
+            let _ = self.debouncer.flush();
+        }
+        gone
+    }
+
+    fn tree_gone(&self) -> Result<()> {
         let root = self.filter.workdir();
         let again = "start `touchwire watch` again where the work tree is now";
         // Only "not there" ends the watch: a permission or network file system error may pass.

@@ -69,9 +69,10 @@ pub fn command(global: &Global, args: WatchArgs) -> Result<()> {
         wake();
     })
     .map_err(|err| anyhow::anyhow!("cannot handle SIGINT/SIGTERM: {err}"))?;
-    // A stop request wakes the step; nothing else needs it to return while all is quiet.
+    // A stop request wakes the step; otherwise it returns on events, and every half minute to
+    // see that the work tree is still where it was (a parent directory's move sends no event).
     let ended = loop {
-        match watcher.step(Duration::from_secs(3600)) {
+        match watcher.step(TREE_CHECK) {
             Ok(triggers) => triggers.iter().for_each(|trigger| delivery.send(trigger)),
             Err(err) => break Err(err),
         }
@@ -79,13 +80,23 @@ pub fn command(global: &Global, args: WatchArgs) -> Result<()> {
             break Ok(());
         }
     };
-    // On an error, main prints why once the changes held are sent.
-    log.warn("stopping", "stopping: sending the changes not sent yet first (Ctrl-C again to quit now)", json!({}));
-    let lost = delivery.finish(watcher.flush());
-    ended?;
-    if lost > 0 {
+    // From here a Ctrl-C (the first, after an error) quits at once.
+    let again = if stop.swap(true, Ordering::SeqCst) { "again " } else { "" };
+    let line = format!("stopping: sending the changes not sent yet first (Ctrl-C {again}to quit now)");
+    log.warn("stopping", &line, json!({}));
+    let lost = delivery.finish(watcher.flush())?;
+    let lost = (lost > 0).then(|| {
         let files = if lost == 1 { "file" } else { "files" };
-        anyhow::bail!("stopped with {lost} changed {files} that never reached a guest (listed above)");
+        format!("{lost} changed {files} never reached a guest (listed above)")
+    });
+    // On an error, main prints why, after the changes held were sent.
+    match (ended, lost) {
+        (Err(err), Some(lost)) => Err(err.context(lost)),
+        (Err(err), None) => Err(err),
+        (Ok(()), Some(lost)) => Err(anyhow::anyhow!("stopped: {lost}")),
+        (Ok(()), None) => Ok(()),
     }
-    Ok(())
 }
+
+/// Longest sleep of the watch loop while nothing happens.
+const TREE_CHECK: Duration = Duration::from_secs(30);
