@@ -84,10 +84,10 @@ pub struct ListenArgs {
     #[arg(long, value_name = "CMD", num_args = 1.., allow_hyphen_values = true, group = "action")]
     pub exec: Option<Vec<String>>,
     /// Kill an --exec program that runs longer than this
-    #[arg(long, value_name = "MS", requires = "exec", default_value_t = 10_000)]
+    #[arg(long, value_name = "MS", value_parser = ms(), requires = "exec", default_value_t = 10_000)]
     pub exec_timeout: u64,
     /// Coalescing window per target: triggers within it cost one more action at its end
-    #[arg(long, value_name = "MS")]
+    #[arg(long, value_name = "MS", value_parser = ms())]
     pub settle: Option<u64>,
     /// Allow binding a non-loopback address without a token (anyone who can reach it can reload)
     #[arg(long)]
@@ -96,7 +96,7 @@ pub struct ListenArgs {
     #[arg(long, value_name = "N", default_value_t = 128)]
     pub max_connections: usize,
     /// Close a connection that sends no complete request for this long
-    #[arg(long, value_name = "MS", default_value_t = 10_000)]
+    #[arg(long, value_name = "MS", value_parser = ms(), default_value_t = 10_000)]
     pub read_timeout: u64,
     /// Print events as JSON lines on stdout
     #[arg(long)]
@@ -116,7 +116,7 @@ pub struct SendArgs {
     #[arg(long, value_name = "TEXT")]
     pub reason: Option<String>,
     /// Give up on a guest that has not answered within this time (with --wait, its ready check takes the time it needs) [default: 1000, with --hook hook_timeout_ms]
-    #[arg(long, value_name = "MS")]
+    #[arg(long, value_name = "MS", value_parser = ms())]
     pub timeout: Option<u64>,
     /// Send only if a relevant file differs between these two git revisions
     #[arg(long, value_names = ["OLD", "NEW"], num_args = 2, conflicts_with = "paths")]
@@ -153,16 +153,16 @@ pub struct WatchArgs {
     #[arg(long, value_name = "EXT", value_delimiter = ',')]
     pub ext: Vec<String>,
     /// Quiet time that ends a burst of changes (default 30, or "debounce_ms")
-    #[arg(long, value_name = "MS")]
+    #[arg(long, value_name = "MS", value_parser = ms())]
     pub debounce: Option<u64>,
     /// Poll every MS (1000 when not given) instead of using the OS's file events
-    #[arg(long, value_name = "MS", num_args = 0..=1, default_missing_value = "1000", require_equals = true)]
+    #[arg(long, value_name = "MS", value_parser = ms(), num_args = 0..=1, default_missing_value = "1000", require_equals = true)]
     pub poll: Option<u64>,
     /// Only files git tracks are relevant, not untracked ones
     #[arg(long)]
     pub tracked_only: bool,
     /// Give up on a guest that has not answered within this time
-    #[arg(long, value_name = "MS", default_value_t = 1000)]
+    #[arg(long, value_name = "MS", value_parser = ms(), default_value_t = 1000)]
     pub timeout: u64,
     /// Print events as JSON lines on stdout
     #[arg(long)]
@@ -247,7 +247,7 @@ pub struct StatusArgs {
     #[arg(long = "to", value_name = "ADDR")]
     pub to: Vec<String>,
     /// Give up on a guest that has not answered within this time
-    #[arg(long, value_name = "MS", default_value_t = 1000)]
+    #[arg(long, value_name = "MS", value_parser = ms(), default_value_t = 1000)]
     pub timeout: u64,
 }
 
@@ -256,6 +256,11 @@ pub struct StatusArgs {
 pub struct CompletionsArgs {
     /// Shell to print the completion script for
     pub shell: clap_complete::Shell,
+}
+
+/// A duration flag in ms, at most [`crate::config::MAX_MS`] (an hour).
+fn ms() -> clap::builder::RangedU64ValueParser {
+    clap::value_parser!(u64).range(..=crate::config::MAX_MS)
 }
 
 #[cfg(test)]

@@ -161,6 +161,7 @@ struct TargetFile {
     pidfile: Option<PathBuf>,
     signal: Option<String>,
     exec: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "bounded_ms")]
     timeout_ms: Option<u64>,
     ready: Option<ReadyFile>,
 }
@@ -174,6 +175,7 @@ struct ReadyFile {
     pattern: Option<String>,
     error_pattern: Option<String>,
     url: Option<String>,
+    #[serde(default, deserialize_with = "bounded_ms")]
     timeout_ms: Option<u64>,
 }
 
@@ -182,6 +184,20 @@ struct ReadyFile {
 enum OneOrMany {
     One(String),
     Many(Vec<String>),
+}
+
+/// The longest any duration setting may be: an hour is far beyond any sensible timeout or
+/// window, and keeps every instant computed from one far from overflowing.
+pub const MAX_MS: u64 = 3_600_000;
+
+/// A duration in ms of at most [`MAX_MS`].
+fn bounded_ms<'de, D: serde::Deserializer<'de>>(de: D) -> Result<Option<u64>, D::Error> {
+    match Option::<u64>::deserialize(de)? {
+        Some(ms) if ms > MAX_MS => {
+            Err(serde::de::Error::custom(format!("{ms} ms is longer than an hour ({MAX_MS} ms), the most allowed")))
+        }
+        ms => Ok(ms),
+    }
 }
 
 /// The content of one config file. Unknown keys are errors.
@@ -194,8 +210,11 @@ struct ConfigFile {
     targets: Option<BTreeMap<String, TargetFile>>,
     default_target: Option<String>,
     extensions: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "bounded_ms")]
     debounce_ms: Option<u64>,
+    #[serde(default, deserialize_with = "bounded_ms")]
     settle_ms: Option<u64>,
+    #[serde(default, deserialize_with = "bounded_ms")]
     hook_timeout_ms: Option<u64>,
 }
 
@@ -534,6 +553,10 @@ mod tests {
         assert!(err.contains("key `remote`") && err.contains("an address"), "{err}");
         let err = parse(r#"{} trailing"#).unwrap_err().0;
         assert!(err.contains("trailing characters"), "{err}");
+        let err = parse(r#"{"settle_ms": 99999999999999999}"#).unwrap_err().0;
+        assert!(err.contains("key `settle_ms`") && err.contains("longer than an hour"), "{err}");
+        let err = parse(r#"{"targets": {"app": {"touch": "/r", "ready": {"log": "l", "timeout_ms": 3600001}}}}"#);
+        assert!(err.unwrap_err().0.contains("targets.app.ready.timeout_ms"));
         let err = parse(r#"{"targets": {}}"#).unwrap_err().0; // found by fuzzing
         assert!(err.contains("key `targets`: names no target"), "{err}");
         let err = parse(r#"{"default_target": "web"}"#).unwrap_err().0;

@@ -240,3 +240,15 @@ fn the_token_is_never_printed_by_any_command() {
         assert!(!output.contains(token), "the token was printed:\n{output}");
     }
 }
+
+#[test]
+fn durations_longer_than_an_hour_are_refused_as_flags_and_in_files() {
+    let env = Env::new();
+    env.run(&["listen", "--settle", "3600001", "--touch", "/tmp/x"]).expect_code(2).expect_stderr("3600001");
+    env.run(&["send", "--to", "127.0.0.1:9", "--timeout", "99999999999999"]).expect_code(2);
+    std::fs::write(env.join(".touchwire.json"), r#"{"targets": {"app": {"exec": ["true"], "timeout_ms": 3600001}}}"#)
+        .unwrap();
+    env.run(&["status"])
+        .expect_code(2)
+        .expect_stderr("key `targets.app.timeout_ms`: 3600001 ms is longer than an hour");
+}
