@@ -62,6 +62,10 @@ pub struct Request {
     /// HMAC-SHA256 of the nonce, lowercase hex.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mac: Option<String>,
+    /// With `ping`: check whether each target's action could run now (`status` asks). Not for
+    /// every ping: opening uWSGI's master FIFO to see its reader makes uWSGI re-create it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub probe: bool,
 }
 
 /// The receiver's answer to one request.
@@ -108,13 +112,16 @@ impl Reply {
     }
 }
 
-/// Whether a target's action could run now, as `ping` reports it.
+/// What `ping` tells of a target: whether it has a ready check, and (when probed) whether its
+/// action could run now.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Health {
-    /// True when nothing stands in the action's way.
-    pub ok: bool,
-    /// What was checked, for a person.
-    pub detail: String,
+    /// Probed: true when nothing stands in the action's way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ok: Option<bool>,
+    /// Probed: what was checked, for a person.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
     /// Whether the target has a ready check (so `wait` is worth asking for).
     #[serde(default)]
     pub ready_check: bool,
@@ -165,8 +172,11 @@ pub fn parse_line(line: &[u8]) -> Incoming {
 /// What the receiver does with one line, decided before anything runs.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Admission {
-    /// Answer with version, targets and health.
-    Ping,
+    /// Answer with version, targets and health; `probe` checks each target's action.
+    Ping {
+        /// Whether the request asked for the targets to be probed.
+        probe: bool,
+    },
     /// Run the target's action.
     Reload(Request),
     /// Answer with an error; `close` ends the connection afterwards.
@@ -204,7 +214,7 @@ pub fn admit(line: &[u8], nonce: &str, token: Option<&Token>) -> Admission {
         (Incoming::Request(request), None) => request,
     };
     match request.op {
-        Some(Op::Ping) => Admission::Ping,
+        Some(Op::Ping) => Admission::Ping { probe: request.probe },
         _ => Admission::Reload(request),
     }
 }
@@ -384,7 +394,8 @@ mod tests {
     fn admit_without_a_token_takes_plain_lines_and_keeps_bad_ones_open() {
         let plain = admit(b".", "n", None);
         assert!(matches!(plain, Admission::Reload(Request { reason: Some(ref r), .. }) if r == "plain line"));
-        assert_eq!(admit(br#"{"op":"ping"}"#, "n", None), Admission::Ping);
+        assert_eq!(admit(br#"{"op":"ping"}"#, "n", None), Admission::Ping { probe: false });
+        assert_eq!(admit(br#"{"op":"ping","probe":true}"#, "n", None), Admission::Ping { probe: true });
         assert!(matches!(admit(br#"{"op":"nope"}"#, "n", None), Admission::Refuse { close: false, .. }));
     }
 }

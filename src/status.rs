@@ -85,7 +85,8 @@ fn ping(remote: &str, credentials: &crate::client::Credentials, timeout: Duratio
     let start = Instant::now();
     let mut connection = Connection::open(remote, credentials, timeout)?;
     let left = timeout.saturating_sub(start.elapsed()).max(Duration::from_millis(1));
-    let reply: Reply = connection.request(Request { op: Some(Op::Ping), ..Request::default() }, left)?;
+    let ping = Request { op: Some(Op::Ping), probe: true, ..Request::default() };
+    let reply: Reply = connection.request(ping, left)?;
     let auth = if connection.auth_required() {
         "auth on, token accepted"
     } else {
@@ -99,8 +100,8 @@ fn ping(remote: &str, credentials: &crate::client::Credentials, timeout: Duratio
         millis(start.elapsed())
     );
     for (name, health) in reply.health.unwrap_or_default() {
-        let state = if health.ok { "ready" } else { "NOT READY" };
-        line.push_str(&format!("\n  target {name}: {state}: {}", health.detail));
+        let state = if health.ok == Some(true) { "ready" } else { "NOT READY" };
+        line.push_str(&format!("\n  target {name}: {state}: {}", health.detail.unwrap_or_default()));
     }
     Ok(line)
 }

@@ -21,12 +21,17 @@ impl Drop for Uwsgi {
 }
 
 fn uwsgi(env: &Env, repo: &Repo) -> Uwsgi {
+    uwsgi_with(env, repo, &["--touch-reload", env.join("app.reload").to_str().unwrap()])
+}
+
+/// uWSGI as above, reloaded as `reload` says (`--touch-reload FILE`, `--master-fifo FIFO`).
+fn uwsgi_with(env: &Env, repo: &Repo, reload: &[&str]) -> Uwsgi {
     let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let root = repo.root.to_str().unwrap();
     let child = Command::new("uwsgi")
         .args(["--plugin", "python3", "--master", "--processes", "1", "--http-socket", &format!("127.0.0.1:{port}")])
         .args(["--chdir", root, "--pythonpath", root, "--wsgi-file", "wsgi.py"])
-        .args(["--touch-reload", env.join("app.reload").to_str().unwrap()])
+        .args(reload)
         .args(["--logto", env.join("uwsgi.log").to_str().unwrap(), "--log-reopen"])
         .stdin(Stdio::null())
         .spawn()
@@ -154,4 +159,44 @@ fn a_log_rotated_during_the_wait_is_still_followed() {
     assert!(output.status.success(), "{stderr}");
     assert!(stderr.contains("reloaded app on"), "{stderr}");
     assert!(env.join("uwsgi.log").exists(), "uWSGI wrote its reload to a new log file");
+}
+
+#[test]
+fn pings_leave_uwsgis_master_fifo_alone_so_waiting_sends_through_it_always_work() {
+    if !ready_to_run() {
+        return;
+    }
+    // uWSGI re-creates its master FIFO whenever a writer closes it: a ping that opened it to see
+    // the reader (the watcher pings every 4 s; `send --wait` pings first) raced the reload.
+    let env = Env::new();
+    let repo = Repo::init(env.join("repo"));
+    repo.write("app/__init__.py", "");
+    repo.write("app/value.py", "VALUE = 'one'\n");
+    repo.write("wsgi.py", "from app.value import VALUE\n\ndef application(e, start):\n    start('200 OK', [])\n    return [VALUE.encode()]\n");
+    repo.commit_all("app");
+    let fifo = env.join("master.fifo");
+    let _uwsgi = uwsgi_with(&env, &repo, &["--master-fifo", fifo.to_str().unwrap()]);
+    let config = json!({"targets": {"app": {"fifo": fifo, "ready": {"preset": "uwsgi", "log": env.join("uwsgi.log"), "timeout_ms": 10000}}}});
+    std::fs::write(env.join("guest.json"), config.to_string()).unwrap();
+    // The default settle window: uWSGI stalls for its worker "mercy" (60 s) when told to reload
+    // again within milliseconds of a reload, while its new worker starts.
+    let receiver = env.listen(&["--config", env.join("guest.json").to_str().unwrap()]);
+    repo.write(".touchwire.json", &json!({"remote": receiver.addr}).to_string());
+
+    let inode = || std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&fifo).unwrap());
+    let before = inode();
+    let mut raw = util::Raw::connect(&receiver.addr);
+    let pong = raw.request(r#"{"op":"ping"}"#).unwrap();
+    assert_eq!(pong["health"]["app"]["ready_check"], true, "{pong}");
+    assert!(pong["health"]["app"].get("ok").is_none(), "not probed unless asked: {pong}");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(inode(), before, "a plain ping made uWSGI re-create its FIFO");
+
+    for value in ["two", "three", "four"] {
+        repo.write("app/value.py", &format!("VALUE = '{value}'\n"));
+        let run = env.run_in(&repo.root, &["send", "--wait", "--path", "app/value.py"]);
+        run.expect_code(0).expect_stderr("reloaded app on");
+    }
+    // `status` does probe, and says uWSGI is there.
+    env.run_in(&repo.root, &["status"]).expect_code(0).expect_stdout("target app: ready: uWSGI is attached");
 }

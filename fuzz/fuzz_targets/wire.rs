@@ -63,7 +63,7 @@ fn check(line: &[u8], token: &Token) {
 fn answer_is_one_line(admission: &Admission) {
     let reply = match admission {
         Admission::Refuse { error, .. } => Reply::error(error.clone()),
-        Admission::Ping => return,
+        Admission::Ping { .. } => return,
         Admission::Reload(request) => {
             let logged = format!("{}: {}", clean(request.reason.as_deref().unwrap_or("")), summary(&request.files));
             assert!(!logged.chars().any(char::is_control), "control character in {logged:?}");

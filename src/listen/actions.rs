@@ -3,7 +3,6 @@
 
 use crate::config::{ActionSpec, Signal};
 use crate::output::Log;
-use crate::protocol::Health;
 use anyhow::{Context, Result, anyhow, bail};
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -20,6 +19,8 @@ use wait_timeout::ChildExt;
 
 /// How often the poke writes a byte into uWSGI's master FIFO.
 const POKE_INTERVAL: Duration = Duration::from_millis(2);
+/// Attempts, [`POKE_INTERVAL`] apart, to open a FIFO that is not there (uWSGI re-creating it).
+const FIFO_RETRIES: usize = 50;
 /// The longest a poke lasts.
 const POKE_LIMIT: Duration = Duration::from_secs(3);
 /// A touch file's mtime further ahead of the clock than this is worth a warning.
@@ -40,10 +41,11 @@ pub fn run(spec: &ActionSpec, target: &str, log: Log) -> Result<()> {
     }
 }
 
-/// Whether `spec` could run now, without running it: the touch file's directory exists, a
-/// reader (uWSGI) holds the FIFO, the pidfile names a live process, the program exists.
-pub fn health(spec: &ActionSpec) -> Health {
-    let (ok, detail) = match spec {
+/// Whether `spec` could run now, without running it, and what was checked: the touch file's
+/// directory exists, a reader (uWSGI) holds the FIFO, the pidfile names a live process, the
+/// program exists. (Opening the FIFO makes uWSGI re-create it: only `status` asks.)
+pub fn probe(spec: &ActionSpec) -> (bool, String) {
+    match spec {
         ActionSpec::Touch { path } => match path.parent() {
             Some(dir) if dir.is_dir() => (true, format!("directory {} exists", dir.display())),
             Some(dir) => (false, format!("directory {} does not exist", dir.display())),
@@ -74,8 +76,7 @@ pub fn health(spec: &ActionSpec) -> Health {
                 None => (false, format!("{program:?} is not found")),
             }
         }
-    };
-    Health { ok, detail, ready_check: false, wait_ms: None }
+    }
 }
 
 /// The program `name` would run: itself if it has a slash, else the first match on PATH.
@@ -139,9 +140,20 @@ pub fn next_mtime(current: SystemTime, now: SystemTime) -> SystemTime {
 
 /// Writes `command` into uWSGI's master FIFO, then (with `poke`) keeps waking the master in the background.
 fn fifo(path: &Path, command: &str, poke: bool, target: &str, log: Log) -> Result<()> {
-    let mut file = OpenOptions::new().write(true).custom_flags(libc::O_NONBLOCK).open(path).map_err(|err| match err
-        .raw_os_error()
-    {
+    let open = || OpenOptions::new().write(true).custom_flags(libc::O_NONBLOCK).open(path);
+    // uWSGI re-creates its FIFO whenever a writer closes it (status, `echo r >`, its own
+    // reload): missing for a moment is not missing.
+    let mut opened = open();
+    for _ in 0..FIFO_RETRIES {
+        match &opened {
+            Err(err) if err.kind() == ErrorKind::NotFound => {
+                std::thread::sleep(POKE_INTERVAL);
+                opened = open();
+            }
+            _ => break,
+        }
+    }
+    let mut file = opened.map_err(|err| match err.raw_os_error() {
         Some(libc::ENXIO) => anyhow!(
             "no process reads the FIFO {}: is uWSGI running with master-fifo = {}?",
             path.display(),

@@ -158,13 +158,13 @@ impl State {
     /// Answers one line; the flag says whether to close the connection afterwards.
     fn handle(&self, line: &[u8], nonce: &str, peer: &str) -> (Reply, bool) {
         match protocol::admit(line, nonce, self.token.as_ref()) {
-            Admission::Ping => (self.ping(), false),
+            Admission::Ping { probe } => (self.ping(probe), false),
             Admission::Reload(request) => (self.reload(&request, peer), false),
             Admission::Refuse { error, close } => (Reply::error(error), close),
         }
     }
 
-    fn ping(&self) -> Reply {
+    fn ping(&self, probe: bool) -> Reply {
         Reply {
             ok: true,
             op: Some(Op::Ping.as_str().into()),
@@ -175,10 +175,12 @@ impl State {
                 self.targets
                     .iter()
                     .map(|(name, t)| {
+                        let (ok, detail) = probe.then(|| actions::probe(&t.spec.action)).unzip();
                         let health = Health {
+                            ok,
+                            detail,
                             ready_check: t.spec.ready.is_some(),
                             wait_ms: t.wait_bound().map(|bound| bound.as_millis() as u64),
-                            ..actions::health(&t.spec.action)
                         };
                         (name.clone(), health)
                     })
