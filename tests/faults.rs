@@ -264,16 +264,36 @@ fn a_missing_or_unreadable_token_file_stops_each_side_at_start_naming_it() {
 #[test]
 fn a_token_file_the_user_cannot_read_is_named() {
     let env = Env::new();
-    if unsafe { libc::geteuid() } == 0 {
-        eprintln!("skipped: root reads any file (the directory case is in the test above)");
-        return;
-    }
     let token = env.join("token");
     std::fs::write(&token, TOKEN).unwrap();
     std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o000)).unwrap();
-    env.run(&["send", "--to", "127.0.0.1:9", "--token-file", path(&token)])
-        .expect_code(2)
-        .expect_stderr("Permission denied");
+    let args = ["send", "--to", "127.0.0.1:9", "--token-file", path(&token)];
+    if unsafe { libc::geteuid() } != 0 {
+        env.run(&args).expect_code(2).expect_stderr("Permission denied");
+        return;
+    }
+    // Root reads any file: run as nobody (setpriv, util-linux), from a copy of the binary that
+    // nobody may run, with the token in a directory nobody may enter.
+    if !util::require("setpriv") {
+        return;
+    }
+    let open = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(open.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let bin = open.path().join("touchwire");
+    std::fs::copy(env!("CARGO_BIN_EXE_touchwire"), &bin).unwrap();
+    std::fs::set_permissions(env.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let output = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(&bin)
+        .args(args)
+        .env("XDG_CONFIG_HOME", env.join("xdg"))
+        .env("HOME", open.path())
+        .current_dir(open.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains(path(&token)) && stderr.contains("Permission denied"), "{stderr}");
 }
 
 #[test]
