@@ -118,14 +118,8 @@ impl Drop for Network {
 }
 
 fn ready() -> bool {
-    // SAFETY: geteuid(2) cannot fail and touches no memory.
-    let root = unsafe { libc::geteuid() } == 0;
-    if !root {
-        assert!(std::env::var("CI").as_deref() != Ok("true"), "CI must run this test as root");
-        eprintln!("skipping: network namespaces need root");
-        return false;
-    }
-    ["ip", "uwsgi", "curl"].iter().all(|tool| util::require(tool))
+    util::require_root("network namespaces")
+        && ["ip", "uwsgi", "curl"].iter().all(|tool| util::require(tool))
         && (Path::new("/usr/lib/uwsgi/plugins/python3_plugin.so").exists() || util::require("uwsgi-plugin-python3"))
 }
 

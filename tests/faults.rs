@@ -21,9 +21,7 @@ fn watched_project() -> (Project, Daemon) {
 
 /// A receiver touching `file` on exactly `addr` (to stand in for one restarted in the guest).
 fn listen_on(env: &Env, addr: &str, file: &Path) -> Daemon {
-    let receiver = env.spawn(env.path(), &["listen", "--json", "--addr", addr, "--settle", "0", "--touch", path(file)]);
-    receiver.wait_event("listening");
-    receiver
+    env.listen_at(addr, env.path(), &["--settle", "0", "--touch", path(file)])
 }
 
 fn path(p: &Path) -> &str {
@@ -32,17 +30,6 @@ fn path(p: &Path) -> &str {
 
 fn files(event: &serde_json::Value) -> Vec<&str> {
     event["files"].as_array().map(|a| a.iter().filter_map(|f| f.as_str()).collect()).unwrap_or_default()
-}
-
-/// Whether this test may mount file systems: as root. In CI it must be; elsewhere it skips, saying why.
-fn root(why: &str) -> bool {
-    // SAFETY: geteuid(2) cannot fail and touches no memory.
-    let root = unsafe { libc::geteuid() } == 0;
-    if !root {
-        assert!(std::env::var("CI").as_deref() != Ok("true"), "CI must run this test as root ({why})");
-        eprintln!("skipped: {why} needs root");
-    }
-    root
 }
 
 /// A tmpfs mounted on a fresh directory, unmounted when dropped.
@@ -157,7 +144,7 @@ fn a_deleted_target_directory_is_reported_and_its_return_recovers() {
 #[test]
 fn a_read_only_target_directory_is_reported() {
     let env = Env::new();
-    if unsafe { libc::geteuid() } != 0 {
+    if !util::is_root() {
         // Without root, permissions make the directory read-only.
         let dir = env.join("ro");
         std::fs::create_dir(&dir).unwrap();
@@ -185,7 +172,7 @@ fn a_read_only_target_directory_is_reported() {
 #[test]
 fn a_full_file_system_fails_only_what_needs_space() {
     let env = Env::new();
-    if !root("mounting a small tmpfs") {
+    if !util::require_root("mounting a small tmpfs") {
         return;
     }
     let Some(fs) = Tmpfs::mount(&env, "full", "size=64k,nr_inodes=32") else { return };
@@ -268,7 +255,7 @@ fn a_token_file_the_user_cannot_read_is_named() {
     std::fs::write(&token, TOKEN).unwrap();
     std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o000)).unwrap();
     let args = ["send", "--to", "127.0.0.1:9", "--token-file", path(&token)];
-    if unsafe { libc::geteuid() } != 0 {
+    if !util::is_root() {
         env.run(&args).expect_code(2).expect_stderr("Permission denied");
         return;
     }
@@ -409,7 +396,7 @@ impl Drop for MuteDns {
 
 #[test]
 fn a_resolver_that_never_answers_costs_no_more_than_the_timeout() {
-    if !root("a network namespace with a mute resolver") || !util::require("ip") {
+    if !util::require_root("a network namespace with a mute resolver") || !util::require("ip") {
         return;
     }
     let env = Env::new();

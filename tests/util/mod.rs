@@ -68,7 +68,12 @@ impl Env {
 
     /// Starts a receiver in `cwd` and waits for the address it bound.
     pub fn listen_in(&self, cwd: &Path, args: &[&str]) -> Listener {
-        let mut full = vec!["listen", "--addr", "127.0.0.1:0", "--json"];
+        self.listen_at("127.0.0.1:0", cwd, args)
+    }
+
+    /// Starts a receiver on exactly `addr` (one restarted on its old port) in `cwd`.
+    pub fn listen_at(&self, addr: &str, cwd: &Path, args: &[&str]) -> Listener {
+        let mut full = vec!["listen", "--addr", addr, "--json"];
         full.extend_from_slice(args);
         let mut listener = self.spawn(cwd, &full);
         let first = listener.wait_event("listening");
@@ -338,6 +343,21 @@ impl Raw {
 /// HMAC-SHA256 of `nonce` with `token`, as the protocol wants it.
 pub fn mac(token: &str, nonce: &str) -> String {
     touchwire::auth::Token::new(token).unwrap().mac(nonce)
+}
+
+/// Whether the tests run as root.
+pub fn is_root() -> bool {
+    // SAFETY: geteuid(2) cannot fail and touches no memory.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Whether the tests run as root, which `why` needs. In CI they must; elsewhere the test skips, saying why.
+pub fn require_root(why: &str) -> bool {
+    if !is_root() {
+        assert!(std::env::var("CI").as_deref() != Ok("true"), "CI must run this test as root ({why})");
+        eprintln!("skipping: {why} needs root");
+    }
+    is_root()
 }
 
 /// Whether `tool` is installed. Missing in CI is a failure; on a laptop the test skips, saying why.
