@@ -43,7 +43,11 @@ pub fn command(args: DemoArgs) -> Result<()> {
         },
     )?;
     let addr = receiver.local_addr()?.to_string();
-    std::thread::spawn(move || receiver.serve());
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let server = {
+        let stop = std::sync::Arc::clone(&stop);
+        std::thread::spawn(move || receiver.serve_until(&stop))
+    };
     println!("guest side: touchwire listen on {addr}, target app touches {} (auth on)", reload_file.display());
 
     let settings = Settings {
@@ -60,7 +64,8 @@ pub fn command(args: DemoArgs) -> Result<()> {
     script.run(&repo)?;
 
     if args.once {
-        return Ok(());
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        return server.join().map_err(|_| anyhow::anyhow!("the demo's receiver panicked"))?;
     }
     let live = match &args.dir {
         Some(dir) => {

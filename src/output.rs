@@ -1,7 +1,7 @@
 //! Output for people and tools: one human line per event on stderr, the same event as a JSON line on stdout with `--json`.
 
 use serde_json::{Map, Value};
-use std::io::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Where events go, and how much of them.
@@ -19,21 +19,21 @@ impl Log {
     /// An event: `human` on stderr (unless quiet), `fields` plus `event` and `time` on stdout with `--json`.
     pub fn event(&self, event: &str, human: &str, fields: Value) {
         if !self.quiet {
-            eprintln!("{} {human}", clock());
+            line(Stream::Stderr, &format!("{} {human}", clock()));
         }
         self.json_line(event, fields);
     }
 
     /// Like [`Log::event`] but shown even with `--quiet`.
     pub fn warn(&self, event: &str, human: &str, fields: Value) {
-        eprintln!("{} {human}", clock());
+        line(Stream::Stderr, &format!("{} {human}", clock()));
         self.json_line(event, fields);
     }
 
     /// Detail shown only with `-v`.
     pub fn debug(&self, human: &str) {
         if self.verbose > 0 && !self.quiet {
-            eprintln!("{} {human}", clock());
+            line(Stream::Stderr, &format!("{} {human}", clock()));
         }
     }
 
@@ -52,10 +52,125 @@ impl Log {
         };
         map.insert("event".into(), event.into());
         map.insert("time".into(), unix_seconds().into());
-        let mut out = std::io::stdout().lock();
-        // A closed stdout must not take the receiver down: the event is simply lost.
-        let _ = writeln!(out, "{}", Value::Object(map));
-        let _ = out.flush();
+        line(Stream::Stdout, &Value::Object(map).to_string());
+    }
+}
+
+/// Lines lost because stdout or stderr was closed or full, since the process started.
+static DROPPED: AtomicU64 = AtomicU64::new(0);
+
+/// How many log lines could not be written (a closed terminal, a pipe nobody reads).
+pub fn dropped() -> u64 {
+    DROPPED.load(Ordering::Relaxed)
+}
+
+/// One of the two standard outputs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    /// Events as JSON lines.
+    Stdout,
+    /// Lines for people.
+    Stderr,
+}
+
+/// Writes `text` and a newline to `stream` without ever blocking or panicking: where the
+/// stream is closed, broken or full (a pipe nobody reads, a terminal gone with its ssh session)
+/// the line is dropped and counted ([`dropped`]). A log line is worth less than a reload.
+pub fn line(stream: Stream, text: &str) {
+    let mut bytes = Vec::with_capacity(text.len() + 1);
+    bytes.extend_from_slice(text.as_bytes());
+    bytes.push(b'\n');
+    if !sink::write(stream, &bytes) {
+        DROPPED.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(unix)]
+mod sink {
+    //! Writes that cannot block: a pipe is reopened through /proc as a private, non-blocking
+    //! open file description (setting O_NONBLOCK on fd 1 or 2 would change it for every process
+    //! sharing the pipe); anything else is written only when poll(2) says it takes data now.
+
+    use super::Stream;
+    use std::fs::File;
+    use std::os::fd::{AsRawFd, RawFd};
+    use std::sync::{Mutex, OnceLock};
+
+    /// Per stream: the private non-blocking pipe, if there is one.
+    static PRIVATE: [OnceLock<Option<File>>; 2] = [OnceLock::new(), OnceLock::new()];
+    /// Lines are written whole, one at a time.
+    static LOCK: Mutex<()> = Mutex::new(());
+
+    fn private(stream: Stream) -> Option<&'static File> {
+        let (index, fd) = match stream {
+            Stream::Stdout => (0, 1),
+            Stream::Stderr => (1, 2),
+        };
+        PRIVATE[index].get_or_init(|| reopen_pipe(fd)).as_ref()
+    }
+
+    #[cfg(target_os = "linux")]
+    fn reopen_pipe(fd: RawFd) -> Option<File> {
+        use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+        let path = format!("/proc/self/fd/{fd}");
+        // Only a pipe: a regular file may be open with O_APPEND, which a reopen would lose.
+        let is_pipe = std::fs::metadata(&path).is_ok_and(|m| m.file_type().is_fifo());
+        if !is_pipe {
+            return None;
+        }
+        std::fs::OpenOptions::new().write(true).custom_flags(libc::O_NONBLOCK).open(path).ok()
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn reopen_pipe(_fd: RawFd) -> Option<File> {
+        None
+    }
+
+    /// Whether the whole line went out.
+    pub fn write(stream: Stream, bytes: &[u8]) -> bool {
+        let _guard = LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let fd = match (private(stream), stream) {
+            (Some(file), _) => file.as_raw_fd(),
+            (None, Stream::Stdout) => 1,
+            (None, Stream::Stderr) => 2,
+        };
+        let mut rest = bytes;
+        // Bounded: each round writes at least one byte or gives up.
+        for _ in 0..64 {
+            if rest.is_empty() {
+                return true;
+            }
+            let mut poll = libc::pollfd { fd, events: libc::POLLOUT, revents: 0 };
+            // SAFETY: one valid pollfd, a zero timeout: poll(2) only reads and writes `poll`.
+            let ready = unsafe { libc::poll(&mut poll, 1, 0) };
+            if ready != 1 || poll.revents & libc::POLLOUT == 0 {
+                return false;
+            }
+            // SAFETY: writes from a live slice of `rest.len()` bytes; the fd is ours or 1/2.
+            let n = unsafe { libc::write(fd, rest.as_ptr().cast(), rest.len()) };
+            match usize::try_from(n) {
+                Ok(n) if n > 0 => rest = &rest[n.min(rest.len())..],
+                _ if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted => {}
+                _ => return false,
+            }
+        }
+        rest.is_empty()
+    }
+}
+
+#[cfg(not(unix))]
+mod sink {
+    use super::Stream;
+    use std::io::Write;
+
+    /// Whether the whole line went out (a closed console is an error, never a panic).
+    pub fn write(stream: Stream, bytes: &[u8]) -> bool {
+        match stream {
+            Stream::Stdout => {
+                std::io::stdout().lock().write_all(bytes).and_then(|()| std::io::stdout().flush()).is_ok()
+            }
+            Stream::Stderr => std::io::stderr().lock().write_all(bytes).is_ok(),
+        }
     }
 }
 

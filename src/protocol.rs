@@ -11,6 +11,31 @@ pub const MAX_LINE: usize = 4096;
 /// Port used when an address names none.
 pub const DEFAULT_PORT: u16 = 9001;
 
+/// The machine word of a failed reply (DESIGN.md, "Wire protocol v1").
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// No valid MAC.
+    Unauthorized,
+    /// Too many connections or requests; try again.
+    Busy,
+    /// No such target.
+    UnknownTarget,
+    /// Not a valid request.
+    BadRequest,
+    /// A line over the cap.
+    TooLong,
+    /// The action ran and failed.
+    ActionFailed,
+    /// The ready check failed or timed out.
+    NotReady,
+    /// The receiver failed itself.
+    Internal,
+    /// A code this version does not know: treated like `action_failed`.
+    #[serde(other)]
+    Unknown,
+}
+
 /// First line the receiver writes on every connection.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Greeting {
@@ -73,6 +98,9 @@ pub struct Request {
 pub struct Reply {
     /// Whether the request succeeded.
     pub ok: bool,
+    /// The machine word of a failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<ErrorCode>,
     /// Echo of the request's op.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub op: Option<String>,
@@ -107,8 +135,8 @@ pub struct Reply {
 
 impl Reply {
     /// A failure reply carrying a message for a person.
-    pub fn error(message: impl Into<String>) -> Reply {
-        Reply { ok: false, error: Some(message.into()), ..Reply::default() }
+    pub fn error(code: ErrorCode, message: impl Into<String>) -> Reply {
+        Reply { ok: false, code: Some(code), error: Some(message.into()), ..Reply::default() }
     }
 }
 
@@ -344,8 +372,8 @@ mod tests {
     fn lines_end_with_newline_and_omit_empty_fields() {
         let line = to_line(&Request { op: Some(Op::Ping), ..Request::default() });
         assert_eq!(line, "{\"op\":\"ping\"}\n");
-        let reply = to_line(&Reply::error("nope"));
-        assert_eq!(reply, "{\"ok\":false,\"error\":\"nope\"}\n");
+        let reply = to_line(&Reply::error(ErrorCode::Busy, "nope"));
+        assert_eq!(reply, "{\"ok\":false,\"code\":\"busy\",\"error\":\"nope\"}\n");
     }
 
     fn lines(input: &[u8]) -> Vec<String> {

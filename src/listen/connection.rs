@@ -1,18 +1,24 @@
-//! One connection to the receiver: the greeting, then request lines answered one by one. Every
-//! line must arrive whole within the read timeout, so a client dripping bytes cannot hold a slot.
+//! One connection to the receiver: the greeting, then request lines answered one by one. The
+//! first line must arrive within a short time (the connection holds a pre-auth slot until then);
+//! every later line whole within the read timeout, so a client dripping bytes cannot hold a slot.
 
-use super::State;
+use super::executor::{Answer, Failure, Trigger};
+use super::{State, Waiting, lock};
 use crate::auth;
-use crate::protocol::{self, Greeting, Line, MAX_LINE, Reply, read_line};
+use crate::output::{clean, summary};
+use crate::protocol::{self, Admission, ErrorCode, Greeting, Health, Line, MAX_LINE, Op, Reply, Request, read_line};
 use anyhow::Result;
 use serde_json::json;
 use std::io::{BufReader, ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpStream};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 /// How long a closing connection may take to drain what its peer still sends.
 const DRAIN: Duration = Duration::from_millis(200);
+/// Beyond an action's own bound, how long a request waits for its executor's answer.
+const ANSWER_MARGIN: Duration = Duration::from_secs(10);
 
 /// Reads from a stream against a deadline for the whole line, not for each read.
 struct DeadlineReader {
@@ -31,8 +37,8 @@ impl Read for DeadlineReader {
     }
 }
 
-/// Serves one connection until the peer closes it, times out, or breaks a rule.
-pub fn serve(state: &Arc<State>, stream: TcpStream, peer: &str) -> Result<()> {
+/// Serves one connection (slot `id`) until the peer closes it, times out, or breaks a rule.
+pub fn serve(state: &State, stream: TcpStream, peer: &str, id: u64) -> Result<()> {
     stream.set_write_timeout(Some(state.read_timeout))?;
     stream.set_nodelay(true)?;
     let nonce = auth::nonce()?;
@@ -41,26 +47,131 @@ pub fn serve(state: &Arc<State>, stream: TcpStream, peer: &str) -> Result<()> {
     writer.write_all(protocol::to_line(&greeting).as_bytes())?;
     let mut reader = BufReader::new(DeadlineReader { stream, deadline: Instant::now() });
     let mut buf = Vec::with_capacity(256);
+    let mut admitted = false;
     loop {
-        reader.get_mut().deadline = Instant::now() + state.read_timeout;
+        let limit = if admitted { state.read_timeout } else { state.first_line };
+        reader.get_mut().deadline = Instant::now() + limit;
         let (reply, close) = match read_line(&mut reader, &mut buf) {
             Ok(Line::Eof) => return Ok(()),
-            Ok(Line::Complete) => state.handle(&buf, &nonce, peer),
-            Ok(Line::TooLong) => (Reply::error(format!("line longer than {MAX_LINE} bytes")), true),
+            Ok(Line::Complete) => {
+                let (reply, close) = state.handle(&buf, &nonce, peer);
+                if !close && !admitted {
+                    // A valid first line (with auth on: the token proved): the slot is held for good.
+                    admitted = true;
+                    lock(&state.slots).authenticated(id);
+                }
+                (reply, close)
+            }
+            Ok(Line::TooLong) => (Reply::error(ErrorCode::TooLong, format!("line longer than {MAX_LINE} bytes")), true),
             Err(err) if matches!(err.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                let ms = state.read_timeout.as_millis();
-                (Reply::error(format!("no complete request within {ms} ms; closing")), true)
+                let ms = limit.as_millis();
+                (Reply::error(ErrorCode::BadRequest, format!("no complete request within {ms} ms; closing")), true)
             }
             Err(err) => return Err(err.into()),
         };
         if !reply.ok {
             let error = reply.error.as_deref().unwrap_or("");
-            state.log.event("error", &format!("{peer}: {error}"), json!({"peer": peer, "error": error}));
+            state.log.event("error", &format!("{peer}: {}", clean(error)), json!({"peer": peer, "error": error}));
         }
         writer.write_all(protocol::to_line(&reply).as_bytes())?;
         if close {
             close_gracefully(&writer);
             return Ok(());
+        }
+    }
+}
+
+impl State {
+    /// Answers one line; the flag says whether to close the connection afterwards.
+    fn handle(&self, line: &[u8], nonce: &str, peer: &str) -> (Reply, bool) {
+        match protocol::admit(line, nonce, self.token.as_ref()) {
+            Admission::Ping { probe } => (self.ping(probe), false),
+            Admission::Reload(request) => (self.reload(&request, peer), false),
+            Admission::Refuse { error, close } => {
+                let code =
+                    if error.starts_with("unauthorized") { ErrorCode::Unauthorized } else { ErrorCode::BadRequest };
+                (Reply::error(code, error), close)
+            }
+        }
+    }
+
+    fn ping(&self, probe: bool) -> Reply {
+        let health = self
+            .targets
+            .iter()
+            .map(|(name, t)| {
+                let (ok, detail) = probe.then(|| super::actions::probe(&t.spec.action)).unzip();
+                let wait_ms = t.executor.wait_bound().map(|bound| bound.as_millis() as u64);
+                (name.clone(), Health { ok, detail, ready_check: t.spec.ready.is_some(), wait_ms })
+            })
+            .collect();
+        Reply {
+            ok: true,
+            op: Some(Op::Ping.as_str().into()),
+            version: Some(env!("CARGO_PKG_VERSION").into()),
+            targets: Some(self.targets.keys().cloned().collect()),
+            default_target: self.default_target.clone(),
+            health: Some(health),
+            ..Reply::default()
+        }
+    }
+
+    fn reload(&self, request: &Request, peer: &str) -> Reply {
+        let known = || self.targets.keys().cloned().collect::<Vec<_>>().join(", ");
+        let Some(name) = request.target.as_ref().or(self.default_target.as_ref()) else {
+            let message = format!("no target named and no default target (known: {})", known());
+            return Reply::error(ErrorCode::UnknownTarget, message);
+        };
+        let Some(target) = self.targets.get(name) else {
+            return Reply::error(
+                ErrorCode::UnknownTarget,
+                format!("unknown target {:?} (known: {})", clean(name), known()),
+            );
+        };
+        let checked = request.wait && target.spec.ready.is_some();
+        let _waiting = match checked {
+            true if self.waiting.fetch_add(1, Ordering::SeqCst) >= self.max_waiting => {
+                self.waiting.fetch_sub(1, Ordering::SeqCst);
+                let message = format!("{} requests already wait for a ready check; try again", self.max_waiting);
+                return Reply::error(ErrorCode::Busy, message);
+            }
+            true => Some(Waiting(&self.waiting)),
+            false => None,
+        };
+        let reason = request.reason.as_deref().unwrap_or("");
+        let fields = json!({"peer": peer, "target": name, "reason": reason, "files": request.files});
+        let describe = match request.files.as_slice() {
+            [] => format!("{} from {peer}", clean(reason)),
+            files => format!("{}: {} from {peer}", clean(reason), summary(files)),
+        };
+        let (reply, answer) = mpsc::sync_channel(1);
+        let trigger = Trigger { wait: request.wait, fields, describe, reply };
+        if !target.executor.submit(trigger) {
+            return Reply::error(ErrorCode::Busy, "the receiver is stopping; try again when it is back");
+        }
+        let bound = target.executor.wait_bound().filter(|_| checked).unwrap_or(target.executor.action_bound());
+        let answer = match answer.recv_timeout(bound + ANSWER_MARGIN) {
+            Ok(answer) => answer,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                let message = format!("no answer from target {name} within {} ms", (bound + ANSWER_MARGIN).as_millis());
+                return Reply::error(ErrorCode::Internal, message);
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                return Reply::error(ErrorCode::Internal, format!("target {name} stopped before answering"));
+            }
+        };
+        let Answer { merged, result } = answer;
+        match result {
+            Ok(ready) => Reply {
+                ok: true,
+                op: Some(Op::Reload.as_str().into()),
+                target: Some(name.clone()),
+                action: Some(target.spec.action.kind().into()),
+                merged: Some(merged),
+                ready: if request.wait { ready } else { None },
+                ..Reply::default()
+            },
+            Err(Failure { code, message }) => Reply::error(code, message),
         }
     }
 }
@@ -85,13 +196,13 @@ pub fn close_gracefully(stream: &TcpStream) {
     }
 }
 
-/// Answers a connection over the cap with one error line, without ever blocking the accept loop.
-pub fn reject(stream: TcpStream, message: &str) {
+/// Answers a connection with one error line and closes it, without ever blocking the accept loop.
+pub fn reject(stream: TcpStream, reply: Reply) {
     if stream.set_nonblocking(true).is_err() {
         return;
     }
     let mut peer = &stream;
-    let _ = peer.write_all(protocol::to_line(&Reply::error(message)).as_bytes());
+    let _ = peer.write_all(protocol::to_line(&reply).as_bytes());
     let _ = stream.shutdown(Shutdown::Write);
     // Drain only what has already arrived: unread input would turn the close into a reset.
     let mut buf = [0u8; 4096];
@@ -101,4 +212,6 @@ pub fn reject(stream: TcpStream, message: &str) {
             _ => return,
         }
     }
+    // Whatever the peer does next, the connection is over (an evicted one's thread sees it too).
+    let _ = stream.shutdown(Shutdown::Both);
 }

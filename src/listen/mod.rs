@@ -1,30 +1,46 @@
-//! The guest side: a std TCP listener speaking wire protocol v1, one thread per connection,
-//! coalescing triggers per target and running the target's action.
+//! The guest side: a std TCP listener speaking wire protocol v1. The accept loop hands each
+//! connection a slot ([`slots`]) and a thread ([`connection`]); each target's triggers go to its
+//! one executor ([`executor`]), which alone decides (coalescing) and whose worker alone acts.
+//! [`Receiver::serve_until`] stops accepting when told, lets the executors run what is owed
+//! within a bound, and joins every thread it started.
 
 pub mod actions;
 pub mod coalesce;
 mod connection;
+pub mod executor;
 pub mod ready;
+pub mod slots;
 pub mod start;
-mod target;
+mod worker;
 
 use crate::auth::Token;
 use crate::config::TargetSpec;
-use crate::output::{Log, clean, summary};
-use crate::protocol::{self, Admission, Health, Op, Reply, Request};
+use crate::output::Log;
 use anyhow::{Context, Result, bail};
-use coalesce::Coalescer;
+use executor::Executor;
 use serde_json::json;
+use slots::{Admit, Slots};
 use std::collections::BTreeMap;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::fs::File;
+use std::io::ErrorKind;
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
-use target::Target;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 /// Connections the kernel may queue for accept: a burst of a thousand must not be dropped unseen.
 const BACKLOG: libc::c_int = 4096;
+/// A connection must send its first line within this (or the read timeout, if shorter): one
+/// that has not proved the token holds its slot only briefly.
+const FIRST_LINE: Duration = Duration::from_secs(2);
+/// The longest a stopping receiver runs what is owed before it ends it.
+pub const SHUTDOWN_LIMIT: Duration = Duration::from_secs(5);
+/// At stop, how long connections may take to write their last answers.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+/// How often the accept loop looks at its stop flag.
+const STOP_POLL_MS: libc::c_int = 100;
 
 /// Everything the receiver needs, resolved from config and flags.
 #[derive(Debug, Clone)]
@@ -49,21 +65,40 @@ pub struct Options {
 pub struct Receiver {
     listener: TcpListener,
     state: Arc<State>,
+    /// An open file kept spare: out of descriptors, it is closed to accept one more connection
+    /// and tell it "busy", instead of leaving every newcomer without an answer.
+    reserve: Option<File>,
+    /// The executors' threads, joined at stop.
+    joiners: Vec<executor::Joiner>,
+}
+
+/// A target: what it does, and the executor that does it.
+struct Target {
+    spec: TargetSpec,
+    executor: Executor,
 }
 
 /// What every connection shares.
 struct State {
-    targets: BTreeMap<String, Arc<Target>>,
+    targets: BTreeMap<String, Target>,
     default_target: Option<String>,
     token: Option<Token>,
-    max_connections: usize,
     read_timeout: Duration,
-    active: AtomicUsize,
+    first_line: Duration,
+    slots: Mutex<Slots<TcpStream>>,
+    /// Requests waiting for a ready check, and the most allowed: waiters never fill the cap.
+    waiting: AtomicUsize,
+    max_waiting: usize,
     log: Log,
 }
 
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic elsewhere must not stop the receiver: the bookkeeping inside stays usable.
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 impl Receiver {
-    /// Binds `addr` (port 0 picks a free port).
+    /// Binds `addr` (port 0 picks a free port) and starts one executor per target.
     pub fn bind(addr: &str, options: Options) -> Result<Receiver> {
         let listener = TcpListener::bind(addr).with_context(|| format!("cannot listen on {addr}"))?;
         // std listens with a backlog of 128: a burst beyond it is completed by the kernel and then
@@ -74,24 +109,28 @@ impl Receiver {
             let err = std::io::Error::last_os_error();
             bail!("cannot set the listen backlog on {addr}: {err}");
         }
-        let targets = options
-            .targets
-            .into_iter()
-            .map(|(name, spec)| {
-                let target = Target::new(name.clone(), spec, Coalescer::new(options.settle));
-                (name, Arc::new(target))
-            })
-            .collect();
+        listener.set_nonblocking(true).context("cannot make the listener non-blocking")?;
+        let mut targets = BTreeMap::new();
+        let mut joiners = Vec::new();
+        for (name, spec) in options.targets {
+            let (executor, joiner) = Executor::start(name.clone(), spec.clone(), options.settle, options.log)
+                .with_context(|| format!("cannot start the executor of target {name}"))?;
+            targets.insert(name, Target { spec, executor });
+            joiners.push(joiner);
+        }
+        let max_connections = options.max_connections.max(1);
         let state = State {
             targets,
             default_target: options.default_target,
             token: options.token,
-            max_connections: options.max_connections,
             read_timeout: options.read_timeout,
-            active: AtomicUsize::new(0),
+            first_line: FIRST_LINE.min(options.read_timeout),
+            slots: Mutex::new(Slots::new(max_connections)),
+            waiting: AtomicUsize::new(0),
+            max_waiting: (max_connections / 2).max(1),
             log: options.log,
         };
-        Ok(Receiver { listener, state: Arc::new(state) })
+        Ok(Receiver { listener, state: Arc::new(state), reserve: File::open("/dev/null").ok(), joiners })
     }
 
     /// The address actually bound.
@@ -99,123 +138,168 @@ impl Receiver {
         self.listener.local_addr().context("cannot read the bound address")
     }
 
-    /// A handle that tells, from another thread, whether every target is idle (nothing running,
-    /// no trailing action owed): what a clean shutdown waits for.
-    pub fn idle_probe(&self) -> impl Fn() -> bool + Send + 'static {
-        let state = Arc::clone(&self.state);
-        move || state.targets.values().all(|t| t.idle())
-    }
-
-    /// Serves connections forever.
-    pub fn serve(self) -> Result<()> {
-        for stream in self.listener.incoming() {
-            match stream {
-                Ok(stream) => self.accept(stream),
+    /// Serves connections until `stop` is set; then stops accepting, lets each target run what
+    /// is owed (within [`SHUTDOWN_LIMIT`]), closes the connections and joins every thread.
+    pub fn serve_until(mut self, stop: &AtomicBool) -> Result<()> {
+        let mut connections: Vec<JoinHandle<()>> = Vec::new();
+        // Bounded by the stop flag, looked at every STOP_POLL_MS at least.
+        while !stop.load(Ordering::SeqCst) {
+            if !self.readable() {
+                reap(&mut connections);
+                continue;
+            }
+            match self.listener.accept() {
+                Ok((stream, peer)) => {
+                    if let Some(handle) = self.accept(stream, peer) {
+                        connections.push(handle);
+                    }
+                }
+                Err(err) if err.kind() == ErrorKind::WouldBlock || err.kind() == ErrorKind::Interrupted => {}
+                Err(err) if matches!(err.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => self.out_of_files(&err),
                 Err(err) => {
-                    // Out of file descriptors and the like: say so, breathe, carry on.
                     self.state.log.warn("error", &format!("accept failed: {err}"), json!({"error": err.to_string()}));
                     std::thread::sleep(Duration::from_millis(50));
                 }
             }
+            reap(&mut connections);
         }
+        self.stop(connections);
         Ok(())
     }
 
-    fn accept(&self, stream: TcpStream) {
+    /// Whether a connection waits to be accepted, after at most [`STOP_POLL_MS`].
+    fn readable(&self) -> bool {
+        let mut poll = libc::pollfd { fd: self.listener.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+        // SAFETY: one valid pollfd for the listener this receiver owns.
+        unsafe { libc::poll(&mut poll, 1, STOP_POLL_MS) == 1 }
+    }
+
+    /// Out of file descriptors: the spare one makes room to tell one newcomer "busy".
+    fn out_of_files(&mut self, err: &std::io::Error) {
         let state = &self.state;
-        let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_else(|_| "?".into());
-        if state.active.load(Ordering::SeqCst) >= state.max_connections {
-            let message = format!("busy: {} connections already open (limit); try again", state.max_connections);
-            state.log.warn("rejected", &format!("{peer}: {message}"), json!({"peer": peer, "error": message}));
-            connection::reject(stream, &message);
-            return;
+        state.log.warn("error", &format!("accept failed: {err}"), json!({"error": err.to_string()}));
+        if self.reserve.take().is_some() {
+            if let Ok((stream, _)) = self.listener.accept() {
+                let message = "busy: the receiver is out of file descriptors; try again";
+                connection::reject(stream, protocol_busy(message));
+            }
+            self.reserve = File::open("/dev/null").ok();
+        } else {
+            std::thread::sleep(Duration::from_millis(50));
         }
-        state.active.fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn accept(&self, stream: TcpStream, peer: SocketAddr) -> Option<JoinHandle<()>> {
+        let state = &self.state;
+        // The accepted socket inherits nothing from the non-blocking listener on Linux; be sure.
+        let _ = stream.set_nonblocking(false);
+        let Ok(handle) = stream.try_clone() else {
+            connection::reject(stream, protocol_busy("busy: cannot serve this connection now; try again"));
+            return None;
+        };
+        let admitted = lock(&state.slots).admit(peer.ip(), handle);
+        let id = match admitted {
+            Admit::Accept(id) => id,
+            Admit::Evict { id, victim } => {
+                let message = "busy: this connection sent no request and its slot was needed";
+                connection::reject(victim, protocol_busy(message));
+                id
+            }
+            Admit::Busy(why) => {
+                let message = format!("busy: {why}; try again");
+                state.log.warn(
+                    "rejected",
+                    &format!("{peer}: {message}"),
+                    json!({"peer": peer.to_string(), "error": message}),
+                );
+                connection::reject(stream, protocol_busy(&message));
+                return None;
+            }
+        };
         let worker = Arc::clone(state);
         let spawned = std::thread::Builder::new().name("conn".into()).spawn(move || {
-            let _slot = Slot(&worker.active);
-            if let Err(err) = connection::serve(&worker, stream, &peer) {
-                worker.log.debug(&format!("{peer}: connection ended: {err}"));
+            let peer_text = peer.to_string();
+            if let Err(err) = connection::serve(&worker, stream, &peer_text, id) {
+                worker.log.debug(&format!("{peer_text}: connection ended: {err}"));
             }
+            lock(&worker.slots).release(id);
         });
-        if spawned.is_err() {
-            state.active.fetch_sub(1, Ordering::SeqCst);
-            state.log.warn("error", "cannot start a connection thread", json!({"error": "thread spawn failed"}));
+        match spawned {
+            Ok(handle) => Some(handle),
+            Err(err) => {
+                // The stream went into the closure, which is dropped: the slot is all that is left.
+                let victim = {
+                    let mut slots = lock(&state.slots);
+                    slots.release(id);
+                    slots.len()
+                };
+                let message = format!("cannot start a connection thread: {err}");
+                state.log.warn("error", &message, json!({"error": message, "open": victim}));
+                None
+            }
+        }
+    }
+
+    /// Stops: no more connections; executors run what is owed, then idle connections are closed
+    /// and every thread is joined.
+    fn stop(self, connections: Vec<JoinHandle<()>>) {
+        let state = &self.state;
+        drop(self.listener);
+        state.log.warn("stopping", "stopping: finishing the reloads under way or owed first", json!({}));
+        let deadline = Instant::now() + SHUTDOWN_LIMIT;
+        // Idle connections end at once; one waiting for an answer still gets it.
+        for handle in lock(&state.slots).handles() {
+            let _ = handle.shutdown(Shutdown::Read);
+        }
+        for target in state.targets.values() {
+            target.executor.stop(deadline);
+        }
+        // Each executor answers every request it holds before it ends.
+        for joiner in self.joiners {
+            joiner.join();
+        }
+        // A moment for the last answers to go out, then every connection is closed.
+        let grace = Instant::now() + CLOSE_GRACE;
+        while !connections.iter().all(JoinHandle::is_finished) && Instant::now() < grace {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        for handle in lock(&state.slots).handles() {
+            let _ = handle.shutdown(Shutdown::Both);
+        }
+        for connection in connections {
+            let _ = connection.join();
+        }
+        let dropped = crate::output::dropped();
+        if dropped > 0 {
+            let line = format!("stopped; {dropped} log lines were lost (stdout or stderr closed or full)");
+            state.log.warn("stopped", &line, json!({"dropped_lines": dropped}));
+        } else {
+            state.log.warn("stopped", "stopped", json!({}));
         }
     }
 }
 
-/// Frees a connection slot when the connection's thread ends, however it ends.
-struct Slot<'a>(&'a AtomicUsize);
+/// Joins the connection threads that have ended.
+fn reap(connections: &mut Vec<JoinHandle<()>>) {
+    let mut i = 0;
+    while i < connections.len() {
+        if connections[i].is_finished() {
+            let _ = connections.swap_remove(i).join();
+        } else {
+            i += 1;
+        }
+    }
+}
 
-impl Drop for Slot<'_> {
+fn protocol_busy(message: &str) -> crate::protocol::Reply {
+    crate::protocol::Reply::error(crate::protocol::ErrorCode::Busy, message)
+}
+
+/// A request that waits for a ready check holds one of a bounded number of places.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl Drop for Waiting<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
-impl State {
-    /// Answers one line; the flag says whether to close the connection afterwards.
-    fn handle(&self, line: &[u8], nonce: &str, peer: &str) -> (Reply, bool) {
-        match protocol::admit(line, nonce, self.token.as_ref()) {
-            Admission::Ping { probe } => (self.ping(probe), false),
-            Admission::Reload(request) => (self.reload(&request, peer), false),
-            Admission::Refuse { error, close } => (Reply::error(error), close),
-        }
-    }
-
-    fn ping(&self, probe: bool) -> Reply {
-        Reply {
-            ok: true,
-            op: Some(Op::Ping.as_str().into()),
-            version: Some(env!("CARGO_PKG_VERSION").into()),
-            targets: Some(self.targets.keys().cloned().collect()),
-            default_target: self.default_target.clone(),
-            health: Some(
-                self.targets
-                    .iter()
-                    .map(|(name, t)| {
-                        let (ok, detail) = probe.then(|| actions::probe(&t.spec.action)).unzip();
-                        let health = Health {
-                            ok,
-                            detail,
-                            ready_check: t.spec.ready.is_some(),
-                            wait_ms: t.wait_bound().map(|bound| bound.as_millis() as u64),
-                        };
-                        (name.clone(), health)
-                    })
-                    .collect(),
-            ),
-            ..Reply::default()
-        }
-    }
-
-    fn reload(&self, request: &Request, peer: &str) -> Reply {
-        let known = || self.targets.keys().cloned().collect::<Vec<_>>().join(", ");
-        let Some(name) = request.target.as_ref().or(self.default_target.as_ref()) else {
-            return Reply::error(format!("no target named and no default target (known: {})", known()));
-        };
-        let Some(target) = self.targets.get(name) else {
-            return Reply::error(format!("unknown target {:?} (known: {})", clean(name), known()));
-        };
-        let reason = request.reason.as_deref().unwrap_or("");
-        let fields = json!({"peer": peer, "target": target.name, "reason": reason, "files": request.files});
-        let describe = match request.files.as_slice() {
-            [] => format!("{} from {peer}", clean(reason)),
-            files => format!("{}: {} from {peer}", clean(reason), summary(files)),
-        };
-        let answer = target.trigger(self.log, fields, &describe, request.wait);
-        match answer.result {
-            Ok(ready) => Reply {
-                ok: true,
-                op: Some(Op::Reload.as_str().into()),
-                target: Some(target.name.clone()),
-                action: Some(target.spec.action.kind().into()),
-                merged: Some(answer.merged),
-                ready: if request.wait { ready } else { None },
-                ..Reply::default()
-            },
-            Err(err) => Reply::error(err),
-        }
     }
 }

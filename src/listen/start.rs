@@ -9,6 +9,8 @@ use anyhow::Result;
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::net::ToSocketAddrs;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 /// Runs the receiver until the process is stopped.
@@ -70,22 +72,13 @@ pub fn command(global: &Global, args: ListenArgs) -> Result<()> {
             json!({"warning": "unauthenticated non-loopback listener"}),
         );
     }
-    // SIGINT/SIGTERM: let the reloads under way and the trailing ones owed run, then exit.
-    let idle = receiver.idle_probe();
-    ctrlc::set_handler(move || {
-        log.warn("stopping", "stopping: finishing the reloads under way or owed first", json!({}));
-        let deadline = std::time::Instant::now() + SHUTDOWN_LIMIT;
-        while !idle() && std::time::Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        std::process::exit(0);
-    })
-    .map_err(|err| anyhow::anyhow!("cannot handle SIGINT/SIGTERM: {err}"))?;
-    receiver.serve()
+    // SIGINT, SIGTERM, SIGHUP (a closed terminal): stop accepting, run what is owed, join, return.
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&stop);
+    ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))
+        .map_err(|err| anyhow::anyhow!("cannot handle SIGINT/SIGTERM: {err}"))?;
+    receiver.serve_until(&stop)
 }
-
-/// The longest a stopping receiver waits for owed reloads (a settle window and an action).
-const SHUTDOWN_LIMIT: Duration = Duration::from_secs(15);
 
 /// The target defined by `--touch`, `--fifo`, `--pidfile` or `--exec`, if any.
 fn flag_action(args: &ListenArgs) -> Result<Option<ActionSpec>, UsageError> {

@@ -1,0 +1,147 @@
+//! The thread that runs a target's actions for its executor: the action, then its poke and its
+//! ready check, one job at a time. A panic anywhere in a job is caught here and reported as an
+//! `internal` failure, so the executor always hears how each job ended.
+
+use super::actions;
+use super::executor::Failure;
+use super::ready::Outcome;
+use crate::config::TargetSpec;
+use crate::output::{Log, millis};
+use crate::protocol::{ErrorCode, Ready};
+use serde_json::{Value, json};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Sender};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// The longest a poke lasts.
+pub const POKE_LIMIT: Duration = Duration::from_secs(3);
+/// How long a stopping receiver waits for a worker to end before leaving it to the process exit.
+const JOIN_LIMIT: Duration = Duration::from_secs(2);
+
+/// One action to run.
+pub struct Job {
+    /// The executor's number for this action.
+    pub generation: u64,
+    /// Log fields of the request that caused it.
+    pub fields: Value,
+    /// The request in a few words, for the log line.
+    pub describe: String,
+}
+
+/// What the worker tells its executor.
+pub enum JobEnd {
+    /// The action itself ended (a check may follow).
+    Action(u64, Result<(), Failure>),
+    /// The whole job ended: the target is free.
+    Job(u64, Option<Ready>),
+}
+
+/// Makes workers for one target (a fresh one replaces a worker given up on).
+pub struct Spawner {
+    /// The target's name.
+    pub name: String,
+    /// What it does.
+    pub spec: TargetSpec,
+    /// Where events go.
+    pub log: Log,
+    /// Set when the receiver stops: a running exec, check or poke ends early.
+    pub cancel: Arc<AtomicBool>,
+}
+
+/// A running worker.
+pub struct Handle {
+    jobs: Option<Sender<Job>>,
+    thread: JoinHandle<()>,
+}
+
+impl Spawner {
+    /// Starts a worker that reports to `report`.
+    pub fn spawn(&self, report: impl Fn(JobEnd) + Send + 'static) -> std::io::Result<Handle> {
+        let (jobs, rx) = mpsc::channel::<Job>();
+        let (name, spec, log, cancel) = (self.name.clone(), self.spec.clone(), self.log, Arc::clone(&self.cancel));
+        let thread = std::thread::Builder::new().name("worker".into()).spawn(move || {
+            for job in rx {
+                let generation = job.generation;
+                let ran = catch_unwind(AssertUnwindSafe(|| run(&name, &spec, log, &cancel, job, &report)));
+                if let Err(panic) = ran {
+                    let message = format!("{name}: the action panicked: {}", panic_text(&*panic));
+                    log.warn("error", &message, json!({"target": name, "error": message}));
+                    report(JobEnd::Action(generation, Err(Failure::new(ErrorCode::Internal, message))));
+                    report(JobEnd::Job(generation, None));
+                }
+            }
+        })?;
+        Ok(Handle { jobs: Some(jobs), thread })
+    }
+}
+
+impl Handle {
+    /// Hands a job over; gives it back when the worker is gone.
+    pub fn send(&self, job: Job) -> Result<(), Job> {
+        match &self.jobs {
+            Some(jobs) => jobs.send(job).map_err(|err| err.0),
+            None => Err(job),
+        }
+    }
+
+    /// Ends the worker after its current job and joins it, for at most [`JOIN_LIMIT`]: one
+    /// stuck in a system call that never returns is left to the process exit, not waited on.
+    pub fn finish(mut self) {
+        self.jobs = None;
+        let deadline = Instant::now() + JOIN_LIMIT;
+        while !self.thread.is_finished() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        if self.thread.is_finished() {
+            let _ = self.thread.join();
+        }
+    }
+}
+
+fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
+    match (panic.downcast_ref::<&str>(), panic.downcast_ref::<String>()) {
+        (Some(text), _) => (*text).to_string(),
+        (_, Some(text)) => text.clone(),
+        _ => "(no message)".into(),
+    }
+}
+
+/// Runs one job: the action, then its ready check; reports both ends.
+fn run(name: &str, spec: &TargetSpec, log: Log, cancel: &AtomicBool, job: Job, report: &dyn Fn(JobEnd)) {
+    let Job { generation, mut fields, describe } = job;
+    // Started before the action, so the check never misses a line the reload writes at once.
+    let follower = spec.ready.as_ref().map(|check| check.follow());
+    let start = Instant::now();
+    let result = actions::run(&spec.action, name, log).map_err(|err| format!("{err:#}"));
+    let took = start.elapsed();
+    fields["merged"] = false.into();
+    fields["ms"] = (took.as_secs_f64() * 1000.0).into();
+    match &result {
+        Ok(()) => log.event("reload", &format!("{name} {} ({describe}) in {}", spec.action, millis(took)), fields),
+        Err(message) => {
+            fields["error"] = message.clone().into();
+            log.warn("reload_failed", &format!("{name} failed ({describe}): {message}"), fields);
+        }
+    }
+    let failed = result.is_err();
+    report(JobEnd::Action(generation, result.map_err(|message| Failure::new(ErrorCode::ActionFailed, message))));
+    let outcome = match (failed, &spec.ready, follower) {
+        (false, Some(check), Some(follower)) => {
+            let _ = cancel.load(Ordering::SeqCst);
+            let outcome: Outcome = check.wait(follower, start);
+            let fields = json!({"target": name, "ok": outcome.ok, "ms": outcome.ms, "error": outcome.error});
+            if outcome.ok {
+                log.event("ready", &format!("{name} ready in {} ms", outcome.ms), fields);
+            } else {
+                let error = outcome.error.as_deref().unwrap_or("");
+                log.warn("not_ready", &format!("{name} NOT ready after {} ms: {error}", outcome.ms), fields);
+            }
+            Some(outcome)
+        }
+        _ => None,
+    };
+    report(JobEnd::Job(generation, outcome));
+}
