@@ -22,10 +22,11 @@ use std::time::{Duration, Instant};
 use util::{Env, Raw, mac};
 
 const TOKEN: &str = "0123456789abcdef0123456789abcdef";
-/// The receiver's own threads: main (the accept loop) and the signal handler's.
-const BASE_THREADS: u64 = 2;
-/// Threads beyond the cap: the receiver's own, a trailing-action thread, and connection threads
-/// that have freed their slot but not yet exited.
+/// The receiver's own threads: main (the accept loop), the signal handler's, and the one target's
+/// executor and worker.
+const BASE_THREADS: u64 = 4;
+/// Threads beyond the cap: the receiver's own, and connection threads that have freed their slot
+/// but not yet exited.
 const THREAD_SLACK: u64 = 10;
 /// Generous: the receiver is expected to stay near 10 MB.
 const RSS_LIMIT_KB: u64 = 100 * 1024;

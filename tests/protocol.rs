@@ -152,8 +152,11 @@ fn connections_over_the_cap_get_an_error_line_not_a_hang() {
     let env = Env::new();
     let touch = touch_args(&env);
     let listener = env.listen(&args(&touch, &["--max-connections", "2"]));
-    let first = Raw::connect(&listener.addr);
-    let _second = Raw::connect(&listener.addr);
+    // Connections that have sent a valid request hold their slots (idle ones would be evicted).
+    let mut first = Raw::connect(&listener.addr);
+    assert_eq!(first.request(r#"{"op":"ping"}"#).unwrap()["ok"], true);
+    let mut second = Raw::connect(&listener.addr);
+    assert_eq!(second.request(r#"{"op":"ping"}"#).unwrap()["ok"], true);
     let mut third = TcpStream::connect(&listener.addr).unwrap();
     third.set_read_timeout(Some(util::WAIT)).unwrap();
     let mut answer = String::new();
@@ -297,7 +300,8 @@ fn a_rejected_client_that_drips_does_not_stall_the_others() {
     let env = Env::new();
     let touch = touch_args(&env);
     let listener = env.listen(&args(&touch, &["--max-connections", "1"]));
-    let holder = Raw::connect(&listener.addr);
+    let mut holder = Raw::connect(&listener.addr);
+    assert_eq!(holder.request(r#"{"op":"ping"}"#).unwrap()["ok"], true);
     let mut rejected = TcpStream::connect(&listener.addr).unwrap();
     rejected.set_read_timeout(Some(util::WAIT)).unwrap();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));

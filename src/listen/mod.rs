@@ -118,7 +118,7 @@ impl Receiver {
             targets.insert(name, Target { spec, executor });
             joiners.push(joiner);
         }
-        let max_connections = options.max_connections.max(1);
+        let max_connections = fit_to_open_files(options.max_connections.max(1), options.log);
         let state = State {
             targets,
             default_target: options.default_target,
@@ -222,19 +222,17 @@ impl Receiver {
             if let Err(err) = connection::serve(&worker, stream, &peer_text, id) {
                 worker.log.debug(&format!("{peer_text}: connection ended: {err}"));
             }
-            lock(&worker.slots).release(id);
+            let _ = lock(&worker.slots).release(id);
         });
         match spawned {
             Ok(handle) => Some(handle),
             Err(err) => {
-                // The stream went into the closure, which is dropped: the slot is all that is left.
-                let victim = {
-                    let mut slots = lock(&state.slots);
-                    slots.release(id);
-                    slots.len()
-                };
-                let message = format!("cannot start a connection thread: {err}");
-                state.log.warn("error", &message, json!({"error": message, "open": victim}));
+                // The stream went into the closure and is gone; the slot's handle is left to answer.
+                let message = format!("cannot start a thread for this connection: {err}; try again");
+                state.log.warn("error", &message, json!({"error": message}));
+                if let Some(handle) = lock(&state.slots).release(id) {
+                    connection::reject(handle, crate::protocol::Reply::error(crate::protocol::ErrorCode::Busy, message));
+                }
                 None
             }
         }
@@ -277,6 +275,31 @@ impl Receiver {
             state.log.warn("stopped", "stopped", json!({}));
         }
     }
+}
+
+/// File descriptors a receiver needs besides one per connection (and its clone): listener,
+/// spare, std streams, targets' files, exec pipes.
+const FD_OVERHEAD: u64 = 32;
+
+/// The connection cap, lowered to what the open-files limit allows: past that limit a newcomer
+/// would get no answer at all, where under the cap it is told "busy".
+fn fit_to_open_files(cap: usize, log: Log) -> usize {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit(2) writes one rlimit struct that this function owns.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 || limit.rlim_cur == libc::RLIM_INFINITY {
+        return cap;
+    }
+    // Each connection holds three descriptors: its stream, its writer and the clone its slot keeps.
+    let room = usize::try_from(limit.rlim_cur.saturating_sub(FD_OVERHEAD) / 3).unwrap_or(usize::MAX).max(1);
+    if room < cap {
+        let line = format!(
+            "the open-files limit ({}) allows {room} connections, not {cap}: serving at most {room} \
+             (raise it with `ulimit -n`)",
+            limit.rlim_cur
+        );
+        log.warn("warning", &line, json!({"warning": "open-files limit", "max_connections": room}));
+    }
+    cap.min(room)
 }
 
 /// Joins the connection threads that have ended.

@@ -94,9 +94,9 @@ impl<H> Slots<H> {
         self.open.contains_key(&id)
     }
 
-    /// Connection `id` ended.
-    pub fn release(&mut self, id: u64) {
-        self.open.remove(&id);
+    /// Connection `id` ended; returns its handle if it still held its slot.
+    pub fn release(&mut self, id: u64) -> Option<H> {
+        self.open.remove(&id).map(|slot| slot.handle)
     }
 
     /// Every handle, to close them all at stop.

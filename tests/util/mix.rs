@@ -171,7 +171,7 @@ pub fn first(conn: &mut BufReader<TcpStream>, limit: Duration) -> Result<Option<
     if value["touchwire"] == 1 {
         return Ok(Some(First::Greeted { nonce: value["nonce"].as_str().unwrap_or_default().to_string() }));
     }
-    if value["ok"] == false && value["error"].as_str().is_some_and(|e| e.starts_with("busy:")) {
+    if value["ok"] == false && value["code"] == "busy" {
         return Ok(Some(First::Busy));
     }
     Err(format!("neither a greeting nor busy: {line:?}"))
@@ -463,9 +463,10 @@ pub fn run(addr: SocketAddr, pid: u32, token: &Token) -> Result<(Tally, Sampled)
 // The tally
 // ---------------------------------------------------------------------------------------------
 
-/// Whether a closed connection was turned away: "busy" as its first line, or a busy reply.
+/// Whether a closed connection was turned away: "busy" as its first line, or a busy reply (an
+/// idle connection evicted from its pre-auth slot gets one after its greeting).
 fn is_busy(text: &str) -> bool {
-    text == "busy" || text.starts_with(r#"{"ok":false,"error":"busy:"#)
+    text == "busy" || text.lines().any(|line| line.starts_with(r#"{"ok":false,"code":"busy""#))
 }
 
 /// What a closed connection must have received (after a greeting; a busy line is always fine).
