@@ -70,6 +70,8 @@ pub struct Receiver {
     reserve: Option<File>,
     /// The executors' threads, joined at stop.
     joiners: Vec<executor::Joiner>,
+    /// Said when serving starts (after the bound address, which is always the first line).
+    cap_note: Option<String>,
 }
 
 /// A target: what it does, and the executor that does it.
@@ -118,7 +120,7 @@ impl Receiver {
             targets.insert(name, Target { spec, executor });
             joiners.push(joiner);
         }
-        let max_connections = fit_to_open_files(options.max_connections.max(1), options.log);
+        let (max_connections, cap_note) = fit_to_open_files(options.max_connections.max(1));
         let state = State {
             targets,
             default_target: options.default_target,
@@ -130,7 +132,7 @@ impl Receiver {
             max_waiting: (max_connections / 2).max(1),
             log: options.log,
         };
-        Ok(Receiver { listener, state: Arc::new(state), reserve: File::open("/dev/null").ok(), joiners })
+        Ok(Receiver { listener, state: Arc::new(state), reserve: File::open("/dev/null").ok(), joiners, cap_note })
     }
 
     /// The address actually bound.
@@ -141,6 +143,9 @@ impl Receiver {
     /// Serves connections until `stop` is set; then stops accepting, lets each target run what
     /// is owed (within [`SHUTDOWN_LIMIT`]), closes the connections and joins every thread.
     pub fn serve_until(mut self, stop: &AtomicBool) -> Result<()> {
+        if let Some(note) = self.cap_note.take() {
+            self.state.log.warn("warning", &note, json!({"warning": note}));
+        }
         let mut connections: Vec<JoinHandle<()>> = Vec::new();
         // Bounded by the stop flag, looked at every STOP_POLL_MS at least.
         while !stop.load(Ordering::SeqCst) {
@@ -231,7 +236,10 @@ impl Receiver {
                 let message = format!("cannot start a thread for this connection: {err}; try again");
                 state.log.warn("error", &message, json!({"error": message}));
                 if let Some(handle) = lock(&state.slots).release(id) {
-                    connection::reject(handle, crate::protocol::Reply::error(crate::protocol::ErrorCode::Busy, message));
+                    connection::reject(
+                        handle,
+                        crate::protocol::Reply::error(crate::protocol::ErrorCode::Busy, message),
+                    );
                 }
                 None
             }
@@ -283,23 +291,23 @@ const FD_OVERHEAD: u64 = 32;
 
 /// The connection cap, lowered to what the open-files limit allows: past that limit a newcomer
 /// would get no answer at all, where under the cap it is told "busy".
-fn fit_to_open_files(cap: usize, log: Log) -> usize {
+/// Returns the cap and, when it was lowered, a warning to print.
+fn fit_to_open_files(cap: usize) -> (usize, Option<String>) {
     let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: getrlimit(2) writes one rlimit struct that this function owns.
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 || limit.rlim_cur == libc::RLIM_INFINITY {
-        return cap;
+        return (cap, None);
     }
     // Each connection holds three descriptors: its stream, its writer and the clone its slot keeps.
     let room = usize::try_from(limit.rlim_cur.saturating_sub(FD_OVERHEAD) / 3).unwrap_or(usize::MAX).max(1);
-    if room < cap {
-        let line = format!(
-            "the open-files limit ({}) allows {room} connections, not {cap}: serving at most {room} \
+    let note = (room < cap).then(|| {
+        format!(
+            "warning: the open-files limit ({}) allows {room} connections, not {cap}: serving at most {room} \
              (raise it with `ulimit -n`)",
             limit.rlim_cur
-        );
-        log.warn("warning", &line, json!({"warning": "open-files limit", "max_connections": room}));
-    }
-    cap.min(room)
+        )
+    });
+    (cap.min(room), note)
 }
 
 /// Joins the connection threads that have ended.

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 /// Pre-auth connections one peer address may hold at once.
-pub const PER_PEER: usize = 8;
+pub const PER_PEER: usize = 16;
 
 /// What to do with a new connection.
 #[derive(Debug, PartialEq)]
