@@ -35,6 +35,9 @@ pub struct Answer {
     pub result: ActionResult,
 }
 
+/// Nothing cancels actions and checks yet (the executor rewrite brings a shutdown flag).
+static NEVER: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic elsewhere must not stop the receiver: the state inside stays usable.
     mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -107,7 +110,17 @@ impl Target {
     fn act(self: &Arc<Self>, log: Log, mut fields: Value, describe: &str, generation: u64) -> ActionResult {
         let follower = self.spec.ready.as_ref().map(|check| check.follow());
         let start = Instant::now();
-        let result = actions::run(&self.spec.action, &self.name, log).map_err(|err| format!("{err:#}"));
+        // Until the executor rewrite: nothing cancels, and the poke runs detached as it did before.
+        let result = actions::run(&self.spec.action, &self.name, log, &NEVER).and_then(|ran| {
+            let Some(poke) = ran.poke else { return Ok(()) };
+            let name = self.name.clone();
+            let spawned = std::thread::Builder::new().name("poke".into()).spawn(move || {
+                let (elapsed, why) = poke.run(&|| false);
+                actions::log_poke_end(log, &name, elapsed, why);
+            });
+            spawned.map(drop).map_err(|_| anyhow::anyhow!("cannot start the FIFO poke thread"))
+        });
+        let result = result.map_err(|err| format!("{err:#}"));
         let took = start.elapsed();
         fields["merged"] = false.into();
         fields["ms"] = (took.as_secs_f64() * 1000.0).into();
