@@ -159,7 +159,7 @@ impl Target {
         let target = Arc::clone(self);
         let spawned = std::thread::Builder::new().name("ready".into()).spawn(move || {
             let Some(check) = &target.spec.ready else { return };
-            let outcome = check.wait(follower, start);
+            let outcome = check.wait(follower, start, &NEVER);
             let fields = json!({"target": target.name, "ok": outcome.ok, "ms": outcome.ms, "error": outcome.error});
             if outcome.ok {
                 log.event("ready", &format!("{} ready in {} ms", target.name, outcome.ms), fields);
