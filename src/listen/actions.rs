@@ -386,6 +386,9 @@ fn read_pid(pidfile: &Path) -> Result<libc::pid_t> {
 /// timeout passes, or `cancel` is set: then the whole group is killed.
 fn exec(argv: &[String], timeout: Duration, cancel: &AtomicBool) -> Result<()> {
     let (program, args) = argv.split_first().context("exec has no program")?;
+    if cancel.load(Ordering::Relaxed) {
+        bail!("{program:?} not started: the receiver is shutting down");
+    }
     // If our stderr is a pipe nobody reads, the program may block writing to it: its timeout bounds that.
     let stdout = std::io::stderr().as_fd().try_clone_to_owned().map(Stdio::from).unwrap_or_else(|_| Stdio::null());
     // Its own process group, so that a timeout kills whatever it started too.
