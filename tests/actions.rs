@@ -222,3 +222,85 @@ fn a_stopping_receiver_runs_the_trailing_reload_it_owes_first() {
     assert_eq!(std::fs::read_to_string(&count).unwrap().lines().count(), 2);
     eventually("the stop to be told", || listener.stderr().contains("stopping: finishing the reloads"));
 }
+
+/// Asserts that one `send` to `listener` fails with `needle` in its message, well within its
+/// 1 s timeout: an action that blocked would show as a timeout instead.
+#[track_caller]
+fn send_fails_with(env: &Env, addr: &str, needle: &str) {
+    let start = Instant::now();
+    env.run(&["send", "--to", addr, "--timeout", "1000"]).expect_code(1).expect_stderr(needle);
+    assert!(start.elapsed() < Duration::from_secs(3), "took {:?}", start.elapsed());
+}
+
+#[test]
+fn touch_of_a_fifo_is_an_error_at_once_and_the_target_stays_usable() {
+    let env = Env::new();
+    let fifo = make_fifo(&env);
+    let listener = env.listen(&["--touch", fifo.to_str().unwrap(), "--settle", "0"]);
+    let needle = format!("cannot touch {}: it is a FIFO, not a regular file", fifo.display());
+    send_fails_with(&env, &listener.addr, &needle);
+    // Nothing was left busy: the next trigger acts (and fails the same way) rather than merging.
+    send_fails_with(&env, &listener.addr, &needle);
+}
+
+#[test]
+fn a_pidfile_that_is_a_fifo_a_device_or_huge_is_an_error_at_once() {
+    let env = Env::new();
+    let fifo = make_fifo(&env);
+    let listener = env.listen(&["--pidfile", fifo.to_str().unwrap()]);
+    send_fails_with(&env, &listener.addr, &format!("pidfile {} is a FIFO, not a regular file", fifo.display()));
+
+    let listener = env.listen(&["--pidfile", "/dev/zero"]);
+    send_fails_with(&env, &listener.addr, "pidfile /dev/zero is a character device, not a regular file");
+
+    // Sparse: no disk used, but a gigabyte to read for a receiver that reads pidfiles whole.
+    let huge = env.join("huge.pid");
+    std::fs::File::create(&huge).unwrap().set_len(1 << 30).unwrap();
+    let listener = env.listen(&["--pidfile", huge.to_str().unwrap()]);
+    send_fails_with(&env, &listener.addr, &format!("pidfile {} is 1073741824 bytes, not a pid", huge.display()));
+}
+
+/// A receiver started by hand, so that its pid is known; killed (by that pid) when dropped.
+struct Own(std::process::Child);
+
+impl Drop for Own {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn a_pidfile_naming_the_receiver_itself_is_refused() {
+    use std::io::BufRead;
+    let env = Env::new();
+    let pidfile = env.join("app.pid");
+    std::fs::write(&pidfile, "").unwrap();
+    let args = ["listen", "--addr", "127.0.0.1:0", "--json", "--settle", "0", "--pidfile", pidfile.to_str().unwrap()];
+    let mut child = env
+        .command(env.path(), &args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let receiver = Own(child);
+    // Kept open to the end: the receiver's later events go there.
+    let mut events = std::io::BufReader::new(stdout);
+    let mut first = String::new();
+    events.read_line(&mut first).unwrap();
+    let listening: serde_json::Value = serde_json::from_str(&first).unwrap();
+    let addr = listening["addr"].as_str().unwrap();
+    std::fs::write(&pidfile, format!("{}\n", receiver.0.id())).unwrap();
+    send_fails_with(&env, addr, "names the receiver itself");
+    send_fails_with(&env, addr, "refusing to signal it");
+}
+
+#[test]
+fn exec_whose_stderr_is_control_bytes_reports_its_failure() {
+    let env = Env::new();
+    let script = "head -c 2000 /dev/zero | tr '\\0' '\\001' >&2; exit 3";
+    let listener = env.listen(&["--exec", "sh", "-c", script]);
+    send_fails_with(&env, &listener.addr, "\"sh\" exited with status 3");
+}

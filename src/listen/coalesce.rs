@@ -66,6 +66,15 @@ impl Coalescer {
         self.owed.then_some(end)
     }
 
+    /// The action failed at `now`: it reloaded nothing, so no settle window protects it, and the
+    /// next trigger acts at once and hears its own result. Returns `now` when triggers were
+    /// merged while it ran: their trailing action is due at once.
+    pub fn on_failed(&mut self, now: Instant) -> Option<Instant> {
+        self.busy = false;
+        self.window_end = self.owed.then_some(now);
+        self.window_end
+    }
+
     /// Whether nothing is running or owed: a receiver may stop without losing a change.
     pub fn idle(&self) -> bool {
         !self.busy && !self.owed
@@ -228,6 +237,20 @@ mod tests {
             let last_trigger = *triggers.iter().max().unwrap();
             proptest::prop_assert!(starts.last().is_some_and(|&s| s >= last_trigger), "{starts:?} after {last_trigger}");
         }
+    }
+
+    #[test]
+    fn a_failed_action_opens_no_window() {
+        let t0 = Instant::now();
+        let mut c = Coalescer::new(ms(200));
+        assert_eq!(c.on_trigger(t0), Decision::Act);
+        assert_eq!(c.on_failed(t0 + ms(1)), None);
+        assert_eq!(c.on_trigger(t0 + ms(2)), Decision::Act, "the next trigger hears its own result");
+        assert_eq!(c.on_trigger(t0 + ms(3)), Decision::Merged { schedule: None });
+        assert_eq!(c.on_failed(t0 + ms(4)), Some(t0 + ms(4)), "what was merged runs at once");
+        assert!(c.on_trailing_due(t0 + ms(4)));
+        assert_eq!(c.on_done(t0 + ms(5)), None);
+        assert!(c.idle());
     }
 
     #[test]

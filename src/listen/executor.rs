@@ -188,6 +188,8 @@ struct Running {
     generation: u64,
     /// Past this, the worker is given up on.
     deadline: Instant,
+    /// The action itself failed: no settle window follows it.
+    failed: bool,
 }
 
 /// The executor's own state: owned by its thread alone.
@@ -228,7 +230,10 @@ impl State {
                 Ok(Message::JobEnded { generation, outcome }) => self.on_job_ended(generation, outcome),
                 Ok(Message::Stop { deadline }) => {
                     self.stopping = Some(deadline);
-                    self.cancel.store(true, Ordering::SeqCst);
+                    // What runs now is cut short; what is owed still runs, until the deadline.
+                    if self.running.is_some() {
+                        self.cancel.store(true, Ordering::SeqCst);
+                    }
                 }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => break,
@@ -242,6 +247,7 @@ impl State {
             if let Some(deadline) = self.stopping
                 && ((self.coalescer.idle() && self.running.is_none()) || Instant::now() >= deadline)
             {
+                self.cancel.store(true, Ordering::SeqCst);
                 break;
             }
         }
@@ -287,7 +293,9 @@ impl State {
         let generation = self.generation;
         let check = self.spec.ready.as_ref().map_or(Duration::ZERO, |c| c.timeout);
         let deadline = Instant::now() + action_bound(&self.spec.action) + check + OVERRUN;
-        self.running = Some(Running { generation, deadline });
+        self.running = Some(Running { generation, deadline, failed: false });
+        // A new job is never cut short by an earlier stop request, only by the stop deadline.
+        self.cancel.store(false, Ordering::SeqCst);
         let job = Job { generation, fields, describe: describe.to_string() };
         if let Err(job) = self.worker.send(job) {
             // The worker is gone (it cannot be: it catches panics); start a new one for the next job.
@@ -297,20 +305,18 @@ impl State {
     }
 
     fn on_action_ended(&mut self, generation: u64, result: Result<(), Failure>) {
-        if self.running.as_ref().map(|r| r.generation) != Some(generation) {
-            return;
-        }
+        let Some(running) = self.running.as_mut().filter(|r| r.generation == generation) else { return };
         let failed = result.is_err();
+        running.failed = failed;
         self.answer(generation, |waiter| !waiter.for_check || failed, result.map(|()| None));
     }
 
     fn on_job_ended(&mut self, generation: u64, outcome: Option<Ready>) {
-        if self.running.as_ref().map(|r| r.generation) != Some(generation) {
-            return;
-        }
-        self.running = None;
+        let Some(running) = self.running.take_if(|r| r.generation == generation) else { return };
         self.answer(generation, |_| true, Ok(outcome));
-        if let Some(at) = self.coalescer.on_done(Instant::now()) {
+        let now = Instant::now();
+        let trailing = if running.failed { self.coalescer.on_failed(now) } else { self.coalescer.on_done(now) };
+        if let Some(at) = trailing {
             self.trailing = Some(at);
         }
     }
@@ -364,7 +370,7 @@ impl State {
                 self.log.warn("error", &message, json!({"target": self.name, "error": message}));
             }
         }
-        if let Some(at) = self.coalescer.on_done(Instant::now()) {
+        if let Some(at) = self.coalescer.on_failed(Instant::now()) {
             self.trailing = Some(at);
         }
     }
@@ -373,7 +379,7 @@ impl State {
     fn finish(mut self) {
         let waiters = std::mem::take(&mut self.waiters);
         for waiter in waiters.into_values().flatten() {
-            let failure = Failure::new(ErrorCode::Internal, "the receiver stopped before this reload ran");
+            let failure = Failure::new(ErrorCode::Internal, "the receiver stopped before this reload finished");
             let _ = waiter.reply.try_send(Answer { merged: waiter.merged, result: Err(failure) });
         }
         if !self.coalescer.idle() {

@@ -1,6 +1,13 @@
 //! Ready checks (DESIGN.md, "Knowing the app is back"): after an action, follow the app's log
 //! from where it stood before the action until the ready pattern (then, if set, until the URL
 //! answers below 500), the error pattern (then an excerpt of the log around it), or the timeout.
+//!
+//! Following never blocks and never reads without bound: the log is opened non-blocking and
+//! must be a regular file (a FIFO or a device fails the check at once, naming the path), each
+//! poll reads at most [`READ_PER_POLL`] bytes, and a line without its newline is kept only up
+//! to [`LINE_CAP`] bytes.
+
+use super::actions::{Unreadable, kind, open_regular};
 
 use crate::protocol::Ready;
 use anyhow::{Context, Result, anyhow, bail};
@@ -11,6 +18,7 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// A known server's log lines.
@@ -58,6 +66,12 @@ pub const PRESETS: &[Preset] = &[
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Most lines kept for an error excerpt.
 const EXCERPT_LINES: usize = 12;
+/// Most bytes of a log line shown in an error excerpt: the reply is for a person, not an archive.
+const EXCERPT_LINE_CAP: usize = 500;
+/// Most bytes read from the log in one poll: a log that grows faster is read in pieces.
+pub const READ_PER_POLL: u64 = 1 << 20;
+/// Most bytes kept of one line: a longer line keeps its start, the rest until its newline is dropped.
+pub const LINE_CAP: usize = 64 << 10;
 
 /// A configured ready check.
 #[derive(Debug, Clone)]
@@ -128,27 +142,35 @@ impl ReadyCheck {
         LogFollower::start(&self.log)
     }
 
-    /// Waits for the outcome; `follower` started before the action, `start` is when the action began.
-    pub fn wait(&self, mut follower: LogFollower, start: Instant) -> Outcome {
+    /// Waits for the outcome; `follower` started before the action, `start` is when the action
+    /// began. Ends early, not ok, when `cancel` becomes true (error "stopped": the receiver is
+    /// stopping) or when the log's path is not a regular file (error naming the path).
+    pub fn wait(&self, mut follower: LogFollower, start: Instant, cancel: &AtomicBool) -> Outcome {
         let deadline = start + self.timeout;
         let mut recent: VecDeque<String> = VecDeque::new();
         let mut ready_seen: Option<Instant> = None;
         for _ in 0..1_000_000 {
+            if cancel.load(Ordering::Relaxed) {
+                return failed(start, "stopped".into());
+            }
             if Instant::now() >= deadline {
                 break;
             }
             let mut batch = follower.poll().into_iter();
+            if let Some(problem) = follower.problem() {
+                return failed(start, problem.to_string());
+            }
             while let Some(line) = batch.next() {
                 if let Some(error) = &self.error_pattern
                     && error.is_match(&line)
                 {
-                    let after: Vec<String> = std::iter::once(line).chain(batch).collect();
-                    return failed(start, self.excerpt(&mut follower, recent, after, deadline));
+                    let after: Vec<String> = std::iter::once(line).chain(batch).map(excerpt_line).collect();
+                    return failed(start, self.excerpt(&mut follower, recent, after, deadline, cancel));
                 }
                 if ready_seen.is_none() && self.pattern.is_match(&line) {
                     ready_seen = Some(Instant::now());
                 }
-                recent.push_back(line);
+                recent.push_back(excerpt_line(line));
                 if recent.len() > 3 {
                     recent.pop_front();
                 }
@@ -172,20 +194,25 @@ impl ReadyCheck {
     }
 
     /// The error line with a little context before it and what follows it (a traceback's last
-    /// line names the exception), waiting briefly for the rest to be written.
+    /// line names the exception), waiting briefly for the rest to be written (not when `cancel` is set).
     fn excerpt(
         &self,
         follower: &mut LogFollower,
         before: VecDeque<String>,
         after: Vec<String>,
         deadline: Instant,
+        cancel: &AtomicBool,
     ) -> String {
         let start = before.len();
         let mut lines: Vec<String> = before.into_iter().chain(after).collect();
         let settle = (Instant::now() + Duration::from_millis(300)).min(deadline);
         // A traceback ends with the exception: read until it has come, or the settle time passes.
-        while Instant::now() < settle && traceback_end(&lines[start..]).is_none() && lines.len() < 1000 {
-            lines.extend(follower.poll());
+        while Instant::now() < settle
+            && traceback_end(&lines[start..]).is_none()
+            && lines.len() < 1000
+            && !cancel.load(Ordering::Relaxed)
+        {
+            lines.extend(follower.poll().into_iter().map(excerpt_line));
             std::thread::sleep(Duration::from_millis(20));
         }
         let end = traceback_end(&lines[start..]).map_or(lines.len(), |i| start + i + 1);
@@ -217,6 +244,19 @@ fn traceback_end(lines: &[String]) -> Option<usize> {
     None
 }
 
+/// `line` cut to [`EXCERPT_LINE_CAP`] bytes (at a character boundary) for an excerpt.
+fn excerpt_line(mut line: String) -> String {
+    if line.len() > EXCERPT_LINE_CAP {
+        let mut cut = EXCERPT_LINE_CAP;
+        while !line.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        line.truncate(cut);
+        line.push_str("...");
+    }
+    line
+}
+
 /// How a ready check ended (the wire's `ready` object).
 pub type Outcome = Ready;
 
@@ -229,41 +269,81 @@ fn failed(start: Instant, error: String) -> Outcome {
 }
 
 /// Reads the lines added to a log file since it started, across rotation (the file renamed and
-/// recreated), truncation, and a file that does not exist yet.
+/// recreated), truncation, and a file that does not exist yet. Never blocks, and reads at most
+/// [`READ_PER_POLL`] bytes per poll; a path that is not a regular file is reported by
+/// [`LogFollower::problem`] instead of being opened.
 #[derive(Debug)]
 pub struct LogFollower {
     path: PathBuf,
     file: Option<File>,
     inode: Option<(u64, u64)>,
     offset: u64,
+    /// The start of a line whose newline has not come yet, at most [`LINE_CAP`] bytes.
     partial: Vec<u8>,
+    /// Why the path cannot be followed, as of the last look at it.
+    problem: Option<String>,
 }
 
 impl LogFollower {
     /// Starts at the file's current end (or at its beginning, once it appears).
     pub fn start(path: &Path) -> LogFollower {
-        let mut follower =
-            LogFollower { path: path.to_path_buf(), file: None, inode: None, offset: 0, partial: Vec::new() };
-        if let Ok(file) = File::open(path)
-            && let Ok(meta) = file.metadata()
-        {
-            follower.inode = Some((meta.dev(), meta.ino()));
-            follower.offset = meta.len();
-            follower.file = Some(file);
+        let mut follower = LogFollower {
+            path: path.to_path_buf(),
+            file: None,
+            inode: None,
+            offset: 0,
+            partial: Vec::new(),
+            problem: None,
+        };
+        match open_regular(path) {
+            Ok((file, meta)) => {
+                follower.inode = Some((meta.dev(), meta.ino()));
+                follower.offset = meta.len();
+                follower.file = Some(file);
+            }
+            Err(Unreadable::NotRegular(kind)) => follower.problem = Some(follower.not_regular(kind)),
+            // Missing (or not readable yet): it may appear, as a log does after a rotation.
+            Err(Unreadable::Io(_)) => {}
         }
         follower
     }
 
-    /// The complete lines written since the last call.
+    /// Why the log cannot be followed: its path is a FIFO, a device or a directory, not a
+    /// regular file (a sentence naming the path). A ready check fails at once on it.
+    pub fn problem(&self) -> Option<&str> {
+        self.problem.as_deref()
+    }
+
+    fn not_regular(&self, kind: &str) -> String {
+        format!("log {} is {kind}, not a regular file", self.path.display())
+    }
+
+    /// The complete lines written since the last call (none when the path is not a regular
+    /// file: see [`LogFollower::problem`]).
     pub fn poll(&mut self) -> Vec<String> {
         let mut lines = Vec::new();
-        let current = std::fs::metadata(&self.path).ok().map(|m| ((m.dev(), m.ino()), m.len()));
-        match current {
+        let current = std::fs::metadata(&self.path).ok();
+        if let Some(meta) = &current
+            && !meta.is_file()
+        {
+            self.problem = Some(self.not_regular(kind(meta.file_type())));
+            return lines;
+        }
+        self.problem = None;
+        match current.map(|m| ((m.dev(), m.ino()), m.len())) {
             Some((inode, _)) if Some(inode) != self.inode => {
                 // Rotated (or created): finish the old file, then read the new one from its start.
                 self.read_new(&mut lines);
                 self.partial.clear();
-                self.file = File::open(&self.path).ok();
+                self.file = match open_regular(&self.path) {
+                    Ok((file, _)) => Some(file),
+                    Err(Unreadable::NotRegular(kind)) => {
+                        // Replaced by a FIFO or a device between the look and the open.
+                        self.problem = Some(self.not_regular(kind));
+                        None
+                    }
+                    Err(Unreadable::Io(_)) => None,
+                };
                 self.inode = Some(inode);
                 self.offset = 0;
             }
@@ -284,14 +364,22 @@ impl LogFollower {
             return;
         }
         let mut chunk = Vec::new();
-        // Bounded: a log that grows by more than 4 MiB between two polls is read in pieces.
-        if let Ok(n) = Read::by_ref(file).take(4 << 20).read_to_end(&mut chunk) {
+        // Bounded: a log that grows by more than READ_PER_POLL between two polls is read in pieces.
+        if let Ok(n) = Read::by_ref(file).take(READ_PER_POLL).read_to_end(&mut chunk) {
             self.offset += n as u64;
         }
-        self.partial.extend_from_slice(&chunk);
-        while let Some(end) = self.partial.iter().position(|b| *b == b'\n') {
-            let line: Vec<u8> = self.partial.drain(..=end).collect();
-            lines.push(String::from_utf8_lossy(&line[..line.len() - 1]).trim_end_matches('\r').to_string());
+        for piece in chunk.split_inclusive(|b| *b == b'\n') {
+            let (body, complete) = match piece.strip_suffix(b"\n") {
+                Some(body) => (body, true),
+                None => (piece, false),
+            };
+            // A line longer than the cap keeps its start; the rest, up to its newline, is dropped.
+            let room = LINE_CAP.saturating_sub(self.partial.len());
+            self.partial.extend_from_slice(&body[..body.len().min(room)]);
+            if complete {
+                lines.push(String::from_utf8_lossy(&self.partial).trim_end_matches('\r').to_string());
+                self.partial.clear();
+            }
         }
     }
 }
@@ -368,6 +456,114 @@ mod tests {
         assert_eq!(f.poll(), ["after truncation"]);
     }
 
+    /// Runs `f` on a thread of its own and fails the test if it takes longer than `limit`:
+    /// the behaviour under test is "never blocks", and a test must not hang when it does.
+    fn within<T: Send + 'static>(limit: Duration, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(f());
+        });
+        rx.recv_timeout(limit).unwrap_or_else(|_| panic!("blocked for more than {limit:?}"))
+    }
+
+    fn uwsgi_check(log: &Path, timeout_ms: u64) -> ReadyCheck {
+        ReadyCheck::new(log.into(), Some("uwsgi"), None, None, None, Some(Duration::from_millis(timeout_ms))).unwrap()
+    }
+
+    #[test]
+    fn a_log_that_is_a_fifo_or_a_device_fails_the_check_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("app.log");
+        assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+        for log in [fifo, PathBuf::from("/dev/zero")] {
+            let check = uwsgi_check(&log, 10_000);
+            let outcome = within(Duration::from_secs(5), move || {
+                let follower = check.follow();
+                check.wait(follower, Instant::now(), &AtomicBool::new(false))
+            });
+            assert!(!outcome.ok);
+            let error = outcome.error.unwrap();
+            assert!(error.starts_with(&format!("log {} is a ", log.display())), "{error}");
+            assert!(error.ends_with(", not a regular file"), "{error}");
+            assert!(outcome.ms < 1000, "{}", outcome.ms);
+        }
+    }
+
+    #[test]
+    fn a_log_replaced_by_a_fifo_fails_the_check_instead_of_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("app.log");
+        append(&log, "old\n");
+        let mut follower = LogFollower::start(&log);
+        assert!(follower.problem().is_none());
+        std::fs::remove_file(&log).unwrap();
+        assert!(std::process::Command::new("mkfifo").arg(&log).status().unwrap().success());
+        let (lines, problem) = within(Duration::from_secs(5), move || {
+            let lines = follower.poll();
+            (lines, follower.problem().map(str::to_string))
+        });
+        assert!(lines.is_empty());
+        assert_eq!(problem.unwrap(), format!("log {} is a FIFO, not a regular file", log.display()));
+    }
+
+    #[test]
+    fn the_follower_reads_a_bounded_amount_per_poll_and_caps_long_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("app.log");
+        append(&log, "");
+        let mut f = LogFollower::start(&log);
+        // One line of 3 MiB without a newline yet: no poll keeps more than LINE_CAP of it.
+        let huge = "x".repeat(3 << 20);
+        append(&log, &huge);
+        for _ in 0..3 {
+            assert!(f.poll().is_empty());
+            assert!(f.partial.len() <= LINE_CAP);
+        }
+        assert_eq!(f.offset, 3 << 20, "read in pieces of READ_PER_POLL");
+        append(&log, "\nnext\n");
+        let lines = f.poll();
+        assert_eq!(lines.len(), 2);
+        assert_eq!(lines[0], "x".repeat(LINE_CAP), "the start of the long line is kept");
+        assert_eq!(lines[1], "next");
+        // Many short lines at once: at most READ_PER_POLL bytes of them per poll.
+        append(&log, &"y\n".repeat(READ_PER_POLL as usize));
+        assert_eq!(f.poll().len(), READ_PER_POLL as usize / 2);
+        assert_eq!(f.poll().len(), READ_PER_POLL as usize / 2);
+        assert!(f.poll().is_empty());
+    }
+
+    #[test]
+    fn a_check_ends_when_cancelled() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("app.log");
+        let check = uwsgi_check(&log, 30_000);
+        let cancel = AtomicBool::new(false);
+        let outcome = std::thread::scope(|scope| {
+            scope.spawn(|| {
+                std::thread::sleep(Duration::from_millis(50));
+                cancel.store(true, Ordering::Relaxed);
+            });
+            check.wait(check.follow(), Instant::now(), &cancel)
+        });
+        assert!(!outcome.ok);
+        assert_eq!(outcome.error.as_deref(), Some("stopped"));
+        assert!(outcome.ms < 2000, "{}", outcome.ms);
+    }
+
+    #[test]
+    fn excerpt_lines_are_cut() {
+        let excerpt = {
+            let dir = tempfile::tempdir().unwrap();
+            let log = dir.path().join("app.log");
+            let check = uwsgi_check(&log, 2000);
+            let follower = check.follow();
+            append(&log, &format!("Traceback {}\nValueError: no\n", "é".repeat(1000)));
+            check.wait(follower, Instant::now(), &AtomicBool::new(false)).error.unwrap()
+        };
+        let first = excerpt.lines().next().unwrap();
+        assert!(first.len() <= EXCERPT_LINE_CAP + 3 && first.ends_with("..."), "{}", first.len());
+    }
+
     #[test]
     fn presets_compile_and_custom_patterns_win() {
         for preset in PRESETS {
@@ -393,7 +589,7 @@ mod tests {
         let check = ReadyCheck::new(log.clone(), Some(server), None, None, None, Some(Duration::from_secs(5))).unwrap();
         let follower = check.follow();
         append(&log, &recorded);
-        check.wait(follower, Instant::now())
+        check.wait(follower, Instant::now(), &AtomicBool::new(false))
     }
 
     #[test]
@@ -423,9 +619,10 @@ mod tests {
         let check = |timeout| {
             ReadyCheck::new(log.clone(), Some("uwsgi"), None, None, None, Some(Duration::from_millis(timeout))).unwrap()
         };
+        let never = AtomicBool::new(false);
         let follower = check(2000).follow();
         append(&log, "spawned uWSGI worker 1\nWSGI app 0 (mountpoint='') ready in 0 seconds on interpreter 0x1\n");
-        let outcome = check(2000).wait(follower, Instant::now());
+        let outcome = check(2000).wait(follower, Instant::now(), &never);
         assert!(outcome.ok, "{outcome:?}");
 
         let follower = check(2000).follow();
@@ -433,12 +630,12 @@ mod tests {
             &log,
             "*** Operational MODE: single process ***\nTraceback (most recent call last):\n  File \"/srv/app/views.py\", line 3, in <module>\nImportError: No module named 'foo'\n",
         );
-        let outcome = check(2000).wait(follower, Instant::now());
+        let outcome = check(2000).wait(follower, Instant::now(), &never);
         assert!(!outcome.ok);
         let error = outcome.error.unwrap();
         assert!(error.contains("Traceback") && error.contains("ImportError: No module named 'foo'"), "{error}");
 
-        let outcome = check(100).wait(check(100).follow(), Instant::now());
+        let outcome = check(100).wait(check(100).follow(), Instant::now(), &never);
         assert!(outcome.error.unwrap().starts_with("not ready after 100 ms: no line matching"));
     }
 }

@@ -16,7 +16,7 @@ use std::sync::mpsc::{self, Sender};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-/// The longest a poke lasts.
+/// The longest a poke lasts (the actions' own limit).
 pub const POKE_LIMIT: Duration = Duration::from_secs(3);
 /// How long a stopping receiver waits for a worker to end before leaving it to the process exit.
 const JOIN_LIMIT: Duration = Duration::from_secs(2);
@@ -109,39 +109,70 @@ fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
     }
 }
 
-/// Runs one job: the action, then its ready check; reports both ends.
+/// Runs one job: the action, then its poke and its ready check side by side; reports both ends.
 fn run(name: &str, spec: &TargetSpec, log: Log, cancel: &AtomicBool, job: Job, report: &dyn Fn(JobEnd)) {
     let Job { generation, mut fields, describe } = job;
     // Started before the action, so the check never misses a line the reload writes at once.
     let follower = spec.ready.as_ref().map(|check| check.follow());
     let start = Instant::now();
-    let result = actions::run(&spec.action, name, log).map_err(|err| format!("{err:#}"));
+    let result = actions::run(&spec.action, name, log, cancel).map_err(|err| format!("{err:#}"));
     let took = start.elapsed();
     fields["merged"] = false.into();
     fields["ms"] = (took.as_secs_f64() * 1000.0).into();
     match &result {
-        Ok(()) => log.event("reload", &format!("{name} {} ({describe}) in {}", spec.action, millis(took)), fields),
+        Ok(_) => log.event("reload", &format!("{name} {} ({describe}) in {}", spec.action, millis(took)), fields),
         Err(message) => {
             fields["error"] = message.clone().into();
             log.warn("reload_failed", &format!("{name} failed ({describe}): {message}"), fields);
         }
     }
-    let failed = result.is_err();
-    report(JobEnd::Action(generation, result.map_err(|message| Failure::new(ErrorCode::ActionFailed, message))));
-    let outcome = match (failed, &spec.ready, follower) {
-        (false, Some(check), Some(follower)) => {
-            let _ = cancel.load(Ordering::SeqCst);
-            let outcome: Outcome = check.wait(follower, start);
-            let fields = json!({"target": name, "ok": outcome.ok, "ms": outcome.ms, "error": outcome.error});
-            if outcome.ok {
-                log.event("ready", &format!("{name} ready in {} ms", outcome.ms), fields);
-            } else {
-                let error = outcome.error.as_deref().unwrap_or("");
-                log.warn("not_ready", &format!("{name} NOT ready after {} ms: {error}", outcome.ms), fields);
-            }
-            Some(outcome)
-        }
-        _ => None,
+    let (ran, failure) = match result {
+        Ok(ran) => (Some(ran), None),
+        Err(message) => (None, Some(Failure::new(ErrorCode::ActionFailed, message))),
     };
+    report(JobEnd::Action(generation, failure.map_or(Ok(()), Err)));
+    let Some(ran) = ran else {
+        report(JobEnd::Job(generation, None));
+        return;
+    };
+    let checked = &AtomicBool::new(false);
+    let outcome = std::thread::scope(|scope| {
+        // The poke wakes uWSGI's master until it re-executes, the check ends, or the receiver stops.
+        let poke = ran.poke.map(|poke| {
+            let stop = move || checked.load(Ordering::SeqCst) || cancel.load(Ordering::SeqCst);
+            let spawned = std::thread::Builder::new().name("poke".into()).spawn_scoped(scope, move || {
+                let (elapsed, why) = poke.run(&stop);
+                let why = if why == "stopped" && checked.load(Ordering::SeqCst) { "ready check ended" } else { why };
+                actions::log_poke_end(log, name, elapsed, why);
+            });
+            if let Err(err) = &spawned {
+                let message = format!("{name}: cannot start the poke thread ({err}); the reload goes on without it");
+                log.warn("error", &message, json!({"target": name, "error": message}));
+            }
+            spawned
+        });
+        let outcome = match (&spec.ready, follower) {
+            (Some(check), Some(follower)) => Some(check_outcome(name, log, check.wait(follower, start, cancel))),
+            _ => None,
+        };
+        // Without a check the poke runs its own course (reader gone, or its limit).
+        if outcome.is_some() {
+            checked.store(true, Ordering::SeqCst);
+        }
+        drop(poke);
+        outcome
+    });
     report(JobEnd::Job(generation, outcome));
+}
+
+/// Logs how a ready check ended, and returns it.
+fn check_outcome(name: &str, log: Log, outcome: Outcome) -> Outcome {
+    let fields = json!({"target": name, "ok": outcome.ok, "ms": outcome.ms, "error": outcome.error});
+    if outcome.ok {
+        log.event("ready", &format!("{name} ready in {} ms", outcome.ms), fields);
+    } else {
+        let error = outcome.error.as_deref().unwrap_or("");
+        log.warn("not_ready", &format!("{name} NOT ready after {} ms: {error}", outcome.ms), fields);
+    }
+    outcome
 }
