@@ -88,11 +88,23 @@ pub struct Joiner(JoinHandle<()>);
 impl Executor {
     /// Starts the executor of target `name`, and its worker.
     pub fn start(name: String, spec: TargetSpec, settle: Duration, log: Log) -> std::io::Result<(Executor, Joiner)> {
+        Executor::start_with(name, spec, settle, log, super::actions::run, OVERRUN)
+    }
+
+    /// [`Executor::start`] with the action runner and the overrun margin given (for tests).
+    fn start_with(
+        name: String,
+        spec: TargetSpec,
+        settle: Duration,
+        log: Log,
+        act: worker::Act,
+        overrun: Duration,
+    ) -> std::io::Result<(Executor, Joiner)> {
         let (tx, rx) = mpsc::channel();
         let cancel = Arc::new(AtomicBool::new(false));
         let wait_bound = wait_bound(&spec, settle);
         let spec_action = spec.action.clone();
-        let spawner = worker::Spawner { name: name.clone(), spec: spec.clone(), log, cancel: Arc::clone(&cancel) };
+        let spawner = worker::Spawner { act, name: name.clone(), spec: spec.clone(), log, cancel: Arc::clone(&cancel) };
         let worker = spawner.spawn(report_to(tx.clone()))?;
         let state = State {
             name,
@@ -109,6 +121,7 @@ impl Executor {
             abandoned: Vec::new(),
             stopping: None,
             cancel,
+            overrun,
         };
         let thread = std::thread::Builder::new().name("executor".into()).spawn(move || state.run(rx))?;
         Ok((Executor { tx, wait_bound, action_bound: action_bound(&spec_action) }, Joiner(thread)))
@@ -188,8 +201,6 @@ struct Running {
     generation: u64,
     /// Past this, the worker is given up on.
     deadline: Instant,
-    /// The action itself failed: no settle window follows it.
-    failed: bool,
 }
 
 /// The executor's own state: owned by its thread alone.
@@ -211,6 +222,8 @@ struct State {
     stopping: Option<Instant>,
     /// Shared with the workers: set at stop.
     cancel: Arc<AtomicBool>,
+    /// Past its bound by this much, a job is given up on.
+    overrun: Duration,
 }
 
 impl State {
@@ -292,8 +305,8 @@ impl State {
     fn start(&mut self, fields: Value, describe: &str) {
         let generation = self.generation;
         let check = self.spec.ready.as_ref().map_or(Duration::ZERO, |c| c.timeout);
-        let deadline = Instant::now() + action_bound(&self.spec.action) + check + OVERRUN;
-        self.running = Some(Running { generation, deadline, failed: false });
+        let deadline = Instant::now() + action_bound(&self.spec.action) + check + self.overrun;
+        self.running = Some(Running { generation, deadline });
         // A new job is never cut short by an earlier stop request, only by the stop deadline.
         self.cancel.store(false, Ordering::SeqCst);
         let job = Job { generation, fields, describe: describe.to_string() };
@@ -305,18 +318,28 @@ impl State {
     }
 
     fn on_action_ended(&mut self, generation: u64, result: Result<(), Failure>) {
-        let Some(running) = self.running.as_mut().filter(|r| r.generation == generation) else { return };
-        let failed = result.is_err();
-        running.failed = failed;
-        self.answer(generation, |waiter| !waiter.for_check || failed, result.map(|()| None));
+        if self.running.as_ref().map(|r| r.generation) != Some(generation) {
+            return;
+        }
+        if result.is_err() {
+            // Nothing follows a failed action (no poke, no check): the job is over now, and the
+            // next trigger must not be merged into it. The worker's own end is then ignored.
+            self.running = None;
+            self.answer(generation, |_| true, result.map(|()| None));
+            if let Some(at) = self.coalescer.on_failed(Instant::now()) {
+                self.trailing = Some(at);
+            }
+            return;
+        }
+        self.answer(generation, |waiter| !waiter.for_check, Ok(None));
     }
 
     fn on_job_ended(&mut self, generation: u64, outcome: Option<Ready>) {
-        let Some(running) = self.running.take_if(|r| r.generation == generation) else { return };
+        if self.running.take_if(|r| r.generation == generation).is_none() {
+            return;
+        }
         self.answer(generation, |_| true, Ok(outcome));
-        let now = Instant::now();
-        let trailing = if running.failed { self.coalescer.on_failed(now) } else { self.coalescer.on_done(now) };
-        if let Some(at) = trailing {
+        if let Some(at) = self.coalescer.on_done(Instant::now()) {
             self.trailing = Some(at);
         }
     }
@@ -390,5 +413,99 @@ impl State {
         for worker in self.abandoned {
             worker.finish();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The executor with stand-in actions: real threads and channels, actions that count, panic
+    //! or hang. Bounded waits only; nothing here asserts a duration.
+
+    use super::*;
+    use crate::listen::actions::Ran;
+    use std::sync::atomic::AtomicUsize;
+
+    fn spec() -> TargetSpec {
+        TargetSpec { action: ActionSpec::Touch { path: "/nonexistent/x".into() }, ready: None }
+    }
+
+    fn quiet() -> Log {
+        Log { quiet: true, ..Log::default() }
+    }
+
+    fn trigger(executor: &Executor) -> mpsc::Receiver<Answer> {
+        let (reply, answer) = mpsc::sync_channel(1);
+        let trigger = Trigger { wait: false, fields: json!({}), describe: "test".into(), reply };
+        assert!(executor.submit(trigger));
+        answer
+    }
+
+    fn answer(rx: &mpsc::Receiver<Answer>) -> Answer {
+        rx.recv_timeout(Duration::from_secs(10)).expect("no answer within 10 s")
+    }
+
+    #[test]
+    fn a_panicking_action_is_answered_internal_and_the_target_takes_the_next_reload() {
+        static CALLS: AtomicUsize = AtomicUsize::new(0);
+        fn act(_: &ActionSpec, _: &str, _: Log, _: &AtomicBool) -> anyhow::Result<Ran> {
+            if CALLS.fetch_add(1, Ordering::SeqCst) == 0 {
+                panic!("boom");
+            }
+            Ok(Ran::default())
+        }
+        let (executor, joiner) =
+            Executor::start_with("app".into(), spec(), Duration::from_millis(50), quiet(), act, OVERRUN).unwrap();
+        let first = answer(&trigger(&executor));
+        assert_eq!(first.result.map_err(|f| f.code), Err(ErrorCode::Internal));
+        let second = answer(&trigger(&executor));
+        assert_eq!(second, Answer { merged: false, result: Ok(None) }, "no window after a failure: it acts");
+        executor.stop(Instant::now() + Duration::from_secs(5));
+        joiner.join();
+        assert_eq!(CALLS.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn a_merged_trigger_is_a_promise_the_trailing_action_keeps_even_at_stop() {
+        static CALLS: AtomicUsize = AtomicUsize::new(0);
+        fn act(_: &ActionSpec, _: &str, _: Log, _: &AtomicBool) -> anyhow::Result<Ran> {
+            CALLS.fetch_add(1, Ordering::SeqCst);
+            Ok(Ran::default())
+        }
+        // A window far longer than the test: only the stop can make the trailing action run.
+        let settle = Duration::from_secs(600);
+        let (executor, joiner) = Executor::start_with("app".into(), spec(), settle, quiet(), act, OVERRUN).unwrap();
+        assert!(!answer(&trigger(&executor)).merged);
+        for _ in 0..5 {
+            assert!(answer(&trigger(&executor)).merged);
+        }
+        executor.stop(Instant::now() + Duration::from_secs(5));
+        joiner.join();
+        assert_eq!(CALLS.load(Ordering::SeqCst), 2, "the leading action and one trailing action");
+    }
+
+    #[test]
+    fn an_action_that_never_ends_is_given_up_on_and_the_target_goes_on() {
+        static CALLS: AtomicUsize = AtomicUsize::new(0);
+        fn act(_: &ActionSpec, _: &str, _: Log, cancel: &AtomicBool) -> anyhow::Result<Ran> {
+            if CALLS.fetch_add(1, Ordering::SeqCst) == 0 {
+                // Hangs until the stop (bounded: the test's stop sets the flag).
+                for _ in 0..30_000 {
+                    if cancel.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+            Ok(Ran::default())
+        }
+        let overrun = Duration::from_millis(100);
+        let (executor, joiner) =
+            Executor::start_with("app".into(), spec(), Duration::ZERO, quiet(), act, overrun).unwrap();
+        let first = answer(&trigger(&executor));
+        assert_eq!(first.result.map_err(|f| f.code), Err(ErrorCode::Internal), "given up on, and said so");
+        let second = answer(&trigger(&executor));
+        assert_eq!(second, Answer { merged: false, result: Ok(None) }, "a fresh worker runs the next one");
+        executor.stop(Instant::now() + Duration::from_secs(5));
+        joiner.join();
     }
 }

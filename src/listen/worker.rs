@@ -5,7 +5,7 @@
 use super::actions;
 use super::executor::Failure;
 use super::ready::Outcome;
-use crate::config::TargetSpec;
+use crate::config::{ActionSpec, TargetSpec};
 use crate::output::{Log, millis};
 use crate::protocol::{ErrorCode, Ready};
 use serde_json::{Value, json};
@@ -39,8 +39,13 @@ pub enum JobEnd {
     Job(u64, Option<Ready>),
 }
 
+/// What runs an action: [`actions::run`], or a stand-in in the executor's unit tests.
+pub type Act = fn(&ActionSpec, &str, Log, &AtomicBool) -> anyhow::Result<actions::Ran>;
+
 /// Makes workers for one target (a fresh one replaces a worker given up on).
 pub struct Spawner {
+    /// Runs the action.
+    pub act: Act,
     /// The target's name.
     pub name: String,
     /// What it does.
@@ -62,10 +67,11 @@ impl Spawner {
     pub fn spawn(&self, report: impl Fn(JobEnd) + Send + 'static) -> std::io::Result<Handle> {
         let (jobs, rx) = mpsc::channel::<Job>();
         let (name, spec, log, cancel) = (self.name.clone(), self.spec.clone(), self.log, Arc::clone(&self.cancel));
+        let act = self.act;
         let thread = std::thread::Builder::new().name("worker".into()).spawn(move || {
             for job in rx {
                 let generation = job.generation;
-                let ran = catch_unwind(AssertUnwindSafe(|| run(&name, &spec, log, &cancel, job, &report)));
+                let ran = catch_unwind(AssertUnwindSafe(|| run(act, &name, &spec, log, &cancel, job, &report)));
                 if let Err(panic) = ran {
                     let message = format!("{name}: the action panicked: {}", panic_text(&*panic));
                     log.warn("error", &message, json!({"target": name, "error": message}));
@@ -110,12 +116,12 @@ fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
 }
 
 /// Runs one job: the action, then its poke and its ready check side by side; reports both ends.
-fn run(name: &str, spec: &TargetSpec, log: Log, cancel: &AtomicBool, job: Job, report: &dyn Fn(JobEnd)) {
+fn run(act: Act, name: &str, spec: &TargetSpec, log: Log, cancel: &AtomicBool, job: Job, report: &dyn Fn(JobEnd)) {
     let Job { generation, mut fields, describe } = job;
     // Started before the action, so the check never misses a line the reload writes at once.
     let follower = spec.ready.as_ref().map(|check| check.follow());
     let start = Instant::now();
-    let result = actions::run(&spec.action, name, log, cancel).map_err(|err| format!("{err:#}"));
+    let result = act(&spec.action, name, log, cancel).map_err(|err| format!("{err:#}"));
     let took = start.elapsed();
     fields["merged"] = false.into();
     fields["ms"] = (took.as_secs_f64() * 1000.0).into();
