@@ -424,3 +424,62 @@ fn a_signed_request_with_json_serde_cannot_take_is_a_bad_request_not_a_reload() 
     let reply = raw.request(&line).unwrap();
     assert_eq!(reply["code"], "bad_request", "{reply}");
 }
+
+#[test]
+fn a_receiver_that_cannot_start_threads_says_busy_and_recovers_once_the_load_is_gone() {
+    // RLIMIT_NPROC binds only users other than root: run as nobody (setpriv), with a limit that
+    // leaves room for the receiver's own threads and a few connections.
+    if !util::require_root("running the receiver as nobody with a thread limit")
+        || !util::require("setpriv")
+        || !util::require("prlimit")
+    {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new();
+    let open = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(open.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let bin = open.path().join("touchwire");
+    std::fs::copy(env!("CARGO_BIN_EXE_touchwire"), &bin).unwrap();
+    let mut cmd = Command::new("prlimit");
+    cmd.args(["--nproc=8", "--", "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(&bin)
+        .args(["listen", "--addr", "127.0.0.1:0", "--touch", "app.reload"])
+        .env("XDG_CONFIG_HOME", open.path())
+        .env("HOME", open.path())
+        .current_dir(open.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut bare = Bare { child: cmd.spawn().unwrap() };
+    let mut stderr = BufReader::new(bare.child.stderr.take().unwrap());
+    let mut first = String::new();
+    stderr.read_line(&mut first).unwrap();
+    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+    let addr = addr_from_line(&first);
+    // Connections that hold their thread (each sent a ping) until spawning fails.
+    let mut held = Vec::new();
+    let mut refused = None;
+    for i in 0..16u8 {
+        let mut conn = BufReader::new(connect_from(IpAddr::from([127, 0, 3, i + 1]), addr).unwrap());
+        conn.get_ref().set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut line = String::new();
+        conn.read_line(&mut line).unwrap();
+        if !line.contains("nonce") {
+            refused = Some(line);
+            break;
+        }
+        conn.get_mut().write_all(b"{\"op\":\"ping\"}\n").unwrap();
+        line.clear();
+        conn.read_line(&mut line).unwrap();
+        assert!(line.contains(r#""ok":true"#), "{line}");
+        held.push(conn);
+    }
+    let refused = refused.expect("the thread limit was never reached");
+    assert!(refused.contains(r#""code":"busy""#) && refused.contains("cannot start a thread"), "{refused}");
+    drop(held);
+    // No limit was raised: once the connections are gone, the receiver serves again.
+    eventually("a send after the load", || env.run(&["send", "--to", &addr.to_string()]).code == 0);
+    let status = bare.terminate_within(Duration::from_secs(8)).expect("SIGTERM did not stop it");
+    assert!(status.success(), "{status}");
+}
