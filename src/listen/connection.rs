@@ -46,10 +46,18 @@ pub fn serve(state: &Arc<State>, stream: TcpStream, peer: &str) -> Result<()> {
         let (reply, close) = match read_line(&mut reader, &mut buf) {
             Ok(Line::Eof) => return Ok(()),
             Ok(Line::Complete) => state.handle(&buf, &nonce, peer),
-            Ok(Line::TooLong) => (Reply::error(format!("line longer than {MAX_LINE} bytes")), true),
+            Ok(Line::TooLong) => {
+                (Reply::error(protocol::ErrorCode::TooLong, format!("line longer than {MAX_LINE} bytes")), true)
+            }
             Err(err) if matches!(err.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
                 let ms = state.read_timeout.as_millis();
-                (Reply::error(format!("no complete request within {ms} ms; closing")), true)
+                (
+                    Reply::error(
+                        protocol::ErrorCode::BadRequest,
+                        format!("no complete request within {ms} ms; closing"),
+                    ),
+                    true,
+                )
             }
             Err(err) => return Err(err.into()),
         };
@@ -91,7 +99,7 @@ pub fn reject(stream: TcpStream, message: &str) {
         return;
     }
     let mut peer = &stream;
-    let _ = peer.write_all(protocol::to_line(&Reply::error(message)).as_bytes());
+    let _ = peer.write_all(protocol::to_line(&Reply::error(protocol::ErrorCode::Busy, message)).as_bytes());
     let _ = stream.shutdown(Shutdown::Write);
     // Drain only what has already arrived: unread input would turn the close into a reset.
     let mut buf = [0u8; 4096];

@@ -160,7 +160,7 @@ impl State {
         match protocol::admit(line, nonce, self.token.as_ref()) {
             Admission::Ping { probe } => (self.ping(probe), false),
             Admission::Reload(request) => (self.reload(&request, peer), false),
-            Admission::Refuse { error, close } => (Reply::error(error), close),
+            Admission::Refuse { code, error, close } => (Reply::error(code, error), close),
         }
     }
 
@@ -193,10 +193,16 @@ impl State {
     fn reload(&self, request: &Request, peer: &str) -> Reply {
         let known = || self.targets.keys().cloned().collect::<Vec<_>>().join(", ");
         let Some(name) = request.target.as_ref().or(self.default_target.as_ref()) else {
-            return Reply::error(format!("no target named and no default target (known: {})", known()));
+            return Reply::error(
+                protocol::ErrorCode::UnknownTarget,
+                format!("no target named and no default target (known: {})", known()),
+            );
         };
         let Some(target) = self.targets.get(name) else {
-            return Reply::error(format!("unknown target {:?} (known: {})", clean(name), known()));
+            return Reply::error(
+                protocol::ErrorCode::UnknownTarget,
+                format!("unknown target {:?} (known: {})", clean(name), known()),
+            );
         };
         let reason = request.reason.as_deref().unwrap_or("");
         let fields = json!({"peer": peer, "target": target.name, "reason": reason, "files": request.files});
@@ -215,7 +221,7 @@ impl State {
                 ready: if request.wait { ready } else { None },
                 ..Reply::default()
             },
-            Err(err) => Reply::error(err),
+            Err(err) => Reply::error(protocol::ErrorCode::ActionFailed, err),
         }
     }
 }
