@@ -171,7 +171,7 @@ pub fn first(conn: &mut BufReader<TcpStream>, limit: Duration) -> Result<Option<
     if value["touchwire"] == 1 {
         return Ok(Some(First::Greeted { nonce: value["nonce"].as_str().unwrap_or_default().to_string() }));
     }
-    if value["ok"] == false && value["error"].as_str().is_some_and(|e| e.starts_with("busy:")) {
+    if value["ok"] == false && value["code"] == "busy" {
         return Ok(Some(First::Busy));
     }
     Err(format!("neither a greeting nor busy: {line:?}"))
@@ -465,7 +465,10 @@ pub fn run(addr: SocketAddr, pid: u32, token: &Token) -> Result<(Tally, Sampled)
 
 /// Whether a closed connection was turned away: "busy" as its first line, or a busy reply.
 fn is_busy(text: &str) -> bool {
-    text == "busy" || text.starts_with(r#"{"ok":false,"error":"busy:"#)
+    // With the code, or from a receiver older than it, by the text.
+    text == "busy"
+        || text.starts_with(r#"{"ok":false,"code":"busy","#)
+        || text.starts_with(r#"{"ok":false,"error":"busy:"#)
 }
 
 /// What a closed connection must have received (after a greeting; a busy line is always fine).
@@ -478,7 +481,8 @@ fn check_closed(kind: Kind, text: &str) -> Result<(), String> {
     let timeout = format!("no complete request within {READ_TIMEOUT_MS} ms");
     let expected = match kind {
         Kind::Idle | Kind::Drip => Some(timeout.as_str()),
-        Kind::Garbage(1) => Some("unauthorized"),
+        // Broken JSON is a bad request (never the `nc` line, which auth would refuse as unauthorized).
+        Kind::Garbage(1) => Some(r#""code":"bad_request""#),
         Kind::Garbage(2) => Some("wrong token"),
         Kind::Garbage(4) => Some("no mac sent"),
         // Blind writers may be reset before they read anything: closed is all that is asked.
