@@ -403,70 +403,82 @@ const ELLIPSIS: &str = "…";
 /// not enough, entries are left out of the middle of `targets` and `health` (never the default
 /// target's). Sizes are measured as serialized, since JSON escaping can make a byte six.
 pub fn reply_line(reply: &Reply) -> String {
-    let mut reply = reply.clone();
-    for text in [reply.error.as_mut(), reply.ready.as_mut().and_then(|r| r.error.as_mut())].into_iter().flatten() {
+    let mut whole = reply.clone();
+    for text in [whole.error.as_mut(), whole.ready.as_mut().and_then(|r| r.error.as_mut())].into_iter().flatten() {
         *text = escape_remote(text);
     }
-    for health in reply.health.iter_mut().flat_map(|h| h.values_mut()) {
+    for health in whole.health.iter_mut().flat_map(|h| h.values_mut()) {
         if let Some(detail) = &mut health.detail {
             *detail = escape_remote(detail);
         }
     }
-    // Each round either fits, cuts strings so that it fits, or leaves out entries: a few rounds
-    // at most, and it ends, since every round that does not fit makes the reply smaller.
-    for _ in 0..64 {
-        let line = to_line(&reply);
-        let Some(excess) = (line.len() - 1).checked_sub(MAX_LINE).filter(|&e| e > 0) else { return line };
-        let mut health = reply.health.take().map(|h| h.into_iter().collect::<Vec<_>>());
-        let cut_all = {
-            let mut texts = texts_mut(&mut reply, health.as_mut());
-            let sizes: Vec<usize> = texts.iter().map(|t| json_len(t)).collect();
-            let saved = |cap: usize| sizes.iter().map(|&s| s.saturating_sub(cap)).sum::<usize>();
-            if saved(KEEP) >= excess {
-                // The largest cap that saves enough: long strings give, short ones stay whole.
-                let (mut low, mut high) = (KEEP, sizes.iter().copied().max().unwrap_or(KEEP));
-                while low < high {
-                    let mid = (low + high).div_ceil(2);
-                    if saved(mid) >= excess { low = mid } else { high = mid - 1 }
-                }
-                for text in texts.iter_mut() {
-                    **text = cut(text, low);
-                }
-                false
-            } else {
-                for text in texts.iter_mut() {
-                    **text = cut(text, KEEP);
-                }
-                true
-            }
-        };
-        if cut_all {
-            let share = |n: usize| (n * excess).div_ceil(line.len()).max(1);
-            let default = reply.default_target.clone();
-            let keep = |name: &String| Some(name) == default.as_ref();
-            let dropped_targets = reply.targets.as_mut().is_some_and(|t| drop_middle(t, share(t.len()), |n| keep(n)));
-            let dropped_health = health.as_mut().is_some_and(|h| drop_middle(h, share(h.len()), |(n, _)| keep(n)));
-            if !dropped_targets && !dropped_health {
-                reply.health = health.map(|entries| entries.into_iter().collect());
-                break;
-            }
+    // No string can be longer than the whole line: cutting them to that first keeps each
+    // round below cheap, however large a string came in.
+    let mut health = whole.health.take().map(|h| h.into_iter().collect::<Vec<_>>());
+    for text in texts_mut(&mut whole, health.as_mut()) {
+        if text.len() > MAX_LINE {
+            *text = cut(text, MAX_LINE);
         }
-        reply.health = health.map(|entries| entries.into_iter().collect());
     }
-    let line = to_line(&reply);
-    if line.len() - 1 <= MAX_LINE {
-        return line;
+    whole.health = health.map(|entries| entries.into_iter().collect());
+    // Each round fits, or cuts strings so that it fits, or leaves entries out of `whole` and
+    // cuts again from there (so strings get the room the entries freed): a few rounds, and it
+    // ends, since a round that does not fit leaves out at least one entry or stops.
+    for _ in 0..64 {
+        let line = to_line(&whole);
+        let Some(excess) = over(&line) else { return line };
+        let line = to_line(&cut_strings(&whole, excess));
+        let Some(still) = over(&line) else { return line };
+        // Even with every string short, too long: leave out entries in proportion.
+        let share = |n: usize| (n * still).div_ceil(line.len()).max(1);
+        let default = whole.default_target.clone();
+        let spare = |name: &String| Some(name) == default.as_ref();
+        let dropped_targets = whole.targets.as_mut().is_some_and(|t| drop_middle(t, share(t.len()), spare));
+        let mut health = whole.health.take().map(|h| h.into_iter().collect::<Vec<_>>());
+        let dropped_health = health.as_mut().is_some_and(|h| drop_middle(h, share(h.len()), |(n, _)| spare(n)));
+        whole.health = health.map(|entries| entries.into_iter().collect());
+        if !dropped_targets && !dropped_health {
+            break;
+        }
     }
     // Unreachable with the fields a reply has; a bound is a bound all the same.
-    let code = if reply.ok { None } else { reply.code.or(Some(ErrorCode::Internal)) };
+    let code = if whole.ok { None } else { whole.code.or(Some(ErrorCode::Internal)) };
     let error = "the reply did not fit in one protocol line".to_string();
     to_line(&Reply {
-        ok: reply.ok,
+        ok: whole.ok,
         code,
-        op: reply.op.map(|op| cut(&op, KEEP)),
+        op: whole.op.map(|op| cut(&op, KEEP)),
         error: Some(error),
         ..Reply::default()
     })
+}
+
+/// By how many bytes `line` (ending in `\n`) is longer than [`MAX_LINE`], if it is.
+fn over(line: &str) -> Option<usize> {
+    line.len().saturating_sub(1).checked_sub(MAX_LINE).filter(|&excess| excess > 0)
+}
+
+/// `reply` with its strings cut to save `excess` serialized bytes: the longest ones first, each
+/// to the largest size that saves enough, none below [`KEEP`] (so it may save less).
+fn cut_strings(reply: &Reply, excess: usize) -> Reply {
+    let mut reply = reply.clone();
+    let mut health = reply.health.take().map(|h| h.into_iter().collect::<Vec<_>>());
+    {
+        let mut texts = texts_mut(&mut reply, health.as_mut());
+        let sizes: Vec<usize> = texts.iter().map(|t| json_len(t)).collect();
+        let saved = |cap: usize| sizes.iter().map(|&s| s.saturating_sub(cap)).sum::<usize>();
+        // The largest cap that saves enough; bisection, since `saved` falls as the cap grows.
+        let (mut low, mut high) = (KEEP, sizes.iter().copied().max().unwrap_or(KEEP).max(KEEP));
+        while low < high {
+            let mid = (low + high).div_ceil(2);
+            if saved(mid) >= excess { low = mid } else { high = mid - 1 }
+        }
+        for text in texts.iter_mut() {
+            **text = cut(text, low);
+        }
+    }
+    reply.health = health.map(|entries| entries.into_iter().collect());
+    reply
 }
 
 /// Every string of a reply (with its health map as a list, whose names are mutable).
