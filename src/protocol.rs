@@ -905,4 +905,39 @@ mod tests {
         assert_eq!(escaped.target.as_deref(), Some("a\\x1bb"));
         assert_eq!(escaped.error.as_deref(), Some("x\\u{9b}2J\ny"));
     }
+
+    proptest::proptest! {
+        // Each case builds and cuts a reply of up to a few hundred kilobytes: fewer cases than the default.
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+        #[test]
+        fn any_reply_goes_out_as_one_bounded_line_that_keeps_the_start_of_its_error(
+            error in proptest::collection::vec(proptest::char::any(), 0..3000),
+            excerpt in proptest::collection::vec(proptest::char::any(), 0..6000),
+            names in proptest::collection::vec("[a-z\"\\\\\u{1}-\u{1f}é]{1,40}", 0..150),
+            detail in "(.|\n){0,400}",
+        ) {
+            let error: String = error.into_iter().collect();
+            let health = names.iter().map(|n| {
+                (n.clone(), Health { ok: Some(false), detail: Some(detail.clone()), ready_check: true, wait_ms: None })
+            }).collect();
+            let reply = Reply {
+                ok: false,
+                code: Some(ErrorCode::NotReady),
+                targets: Some(names.clone()),
+                default_target: names.first().cloned(),
+                health: Some(health),
+                ready: Some(Ready { ok: false, ms: 7, error: Some(excerpt.into_iter().collect()) }),
+                error: Some(error.clone()),
+                ..Reply::default()
+            };
+            let back = bounded(&reply);
+            proptest::prop_assert_eq!(back.code, Some(ErrorCode::NotReady));
+            proptest::prop_assert_eq!(back.ready.as_ref().map(|r| r.ms), Some(7));
+            let sent = back.error.unwrap_or_default();
+            let escaped = escape_remote(&error);
+            let head = sent.split('…').next().unwrap_or("");
+            proptest::prop_assert!(escaped.starts_with(head), "{:?} is not the start of {:?}", head, escaped);
+            proptest::prop_assert!(!sent.chars().any(|c| c.is_control() && c != '\n'));
+        }
+    }
 }
