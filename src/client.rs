@@ -2,7 +2,7 @@
 //! the reply. Every failure is one sentence naming the remote. Used by `send`, `status` and the watcher.
 
 use crate::auth::Token;
-use crate::protocol::{self, DEFAULT_PORT, Greeting, MAX_LINE, Reply, Request};
+use crate::protocol::{self, DEFAULT_PORT, ErrorCode, Greeting, MAX_LINE, Reply, Request, escape_remote};
 use anyhow::{Result, anyhow, bail};
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
@@ -42,9 +42,54 @@ impl std::fmt::Display for Refused {
 
 impl std::error::Error for Refused {}
 
-/// Whether `err` is (or wraps) a [`Refused`].
+/// The receiver answered a request with `ok:false`: what kind of failure, for the caller to
+/// branch on, and the sentence for a person. The guest was reached and answered: whatever the
+/// code, this is never a network problem.
+#[derive(Debug)]
+pub struct Remote {
+    /// The reply's code ([`code_of`]): `Unknown` for a code this version does not know, which
+    /// callers treat like `ActionFailed`.
+    pub code: ErrorCode,
+    /// The receiver's error, control characters escaped, after the remote's name.
+    pub message: String,
+    /// The whole reply, e.g. for the ready check's excerpt of a `not_ready`.
+    pub reply: Reply,
+}
+
+impl std::fmt::Display for Remote {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Remote {}
+
+/// The [`Remote`] answer `err` is or wraps, if it is one.
+pub fn remote_error(err: &anyhow::Error) -> Option<&Remote> {
+    err.chain().find_map(|cause| cause.downcast_ref::<Remote>())
+}
+
+/// Whether `err` is (or wraps) a [`Refused`], or an `unauthorized` answer: trying again cannot help.
 pub fn is_refusal(err: &anyhow::Error) -> bool {
     err.chain().any(|cause| cause.is::<Refused>())
+        || remote_error(err).is_some_and(|r| r.code == ErrorCode::Unauthorized)
+}
+
+/// The code of a failed reply. A receiver older than the `code` field said it only in its
+/// text: then the text's old prefixes (`unauthorized`, `busy:`) tell, and anything else is
+/// `ActionFailed`. Never used to read the text of a reply that has a code.
+pub fn code_of(reply: &Reply) -> ErrorCode {
+    if let Some(code) = reply.code {
+        return code;
+    }
+    let error = reply.error.as_deref().unwrap_or("");
+    if error.starts_with("unauthorized") {
+        ErrorCode::Unauthorized
+    } else if error.starts_with("busy:") {
+        ErrorCode::Busy
+    } else {
+        ErrorCode::ActionFailed
+    }
 }
 
 /// Longest pause between attempts to reach a receiver that is at its connection cap.
@@ -113,15 +158,18 @@ impl Connection {
         let writer = stream.try_clone()?;
         let mut reader = BufReader::new(stream);
         let line = read_line(&mut reader, deadline, timeout).map_err(|err| match err {
-            ReadFailure::TimedOut(msg) | ReadFailure::Other(msg) => anyhow!("{remote}: {msg}"),
+            ReadFailure::TimedOut(msg) | ReadFailure::Other(msg) | ReadFailure::Garbled(msg) => {
+                anyhow!("{remote}: {msg}")
+            }
         })?;
         let greeting: Greeting = match serde_json::from_str(&line) {
             Ok(greeting) => greeting,
             Err(_) => match serde_json::from_str::<Reply>(&line) {
-                Ok(Reply { ok: false, error: Some(error), .. }) if error.starts_with("busy:") => {
-                    return Ok(Opened::Busy(error));
-                }
-                Ok(Reply { ok: false, error: Some(error), .. }) => {
+                Ok(reply) if !reply.ok => {
+                    let error = escape_remote(reply.error.as_deref().unwrap_or("refused without saying why"));
+                    if code_of(&reply) == ErrorCode::Busy {
+                        return Ok(Opened::Busy(error));
+                    }
                     return Err(Refused(format!("{remote}: {error}")).into());
                 }
                 _ => {
@@ -174,24 +222,25 @@ impl Connection {
     }
 
     /// Sends `request` (signed when a token is configured) and waits up to `timeout` for the reply.
-    /// A reply with `ok:false` is an error carrying the receiver's message.
+    /// A reply with `ok:false` is a [`Remote`] error (find it with [`remote_error`]) carrying
+    /// the receiver's code and message; an `unauthorized` one is also a refusal ([`is_refusal`]).
     pub fn request(&mut self, request: Request, timeout: Duration) -> Result<Reply> {
         let reply = self.call(request, timeout)?;
-        if !reply.ok {
-            let remote = &self.remote;
-            let error = reply.error.unwrap_or_else(|| "failed without saying why".into());
-            if error.starts_with("unauthorized") {
-                let file =
-                    self.token_file.as_ref().map(|p| format!(" ({} differs from the guest's token)", p.display()));
-                return Err(Refused(format!("{remote}: {error}{}", file.unwrap_or_default())).into());
-            }
-            bail!("{remote}: {error}");
+        if reply.ok {
+            return Ok(reply);
         }
-        Ok(reply)
+        let code = code_of(&reply);
+        let error = escape_remote(reply.error.as_deref().unwrap_or("failed without saying why"));
+        let file = match (code, &self.token_file) {
+            (ErrorCode::Unauthorized, Some(path)) => format!(" ({} differs from the guest's token)", path.display()),
+            _ => String::new(),
+        };
+        Err(Remote { code, message: format!("{}: {error}{file}", self.remote), reply }.into())
     }
 
     /// Like [`Connection::request`], but a reply with `ok:false` is returned as it is: only
-    /// transport failures are errors, and after one the connection is unusable.
+    /// transport failures are errors, and after one the connection is unusable. A reply that
+    /// came but cannot be read is [`CallError::Garbled`]: the receiver had the request.
     pub fn call(&mut self, mut request: Request, timeout: Duration) -> Result<Reply, CallError> {
         let remote = self.remote.clone();
         let deadline = Instant::now() + timeout;
@@ -210,9 +259,12 @@ impl Connection {
         let line = read_line(&mut self.reader, deadline, timeout).map_err(|err| match err {
             ReadFailure::TimedOut(msg) => CallError::NoReply(anyhow!("{remote}: {msg}")),
             ReadFailure::Other(msg) => CallError::Lost(anyhow!("{remote}: {msg}{unknown}")),
+            ReadFailure::Garbled(msg) => CallError::Garbled(anyhow!("{remote}: {msg}{unknown}")),
         })?;
-        serde_json::from_str(&line)
-            .map_err(|_| CallError::Lost(anyhow!("{remote}: unreadable reply {:?}", truncate(&line, 80))))
+        serde_json::from_str(&line).map_err(|_| {
+            let said = truncate(&line, 80);
+            CallError::Garbled(anyhow!("{remote}: unreadable reply {said:?}{unknown}"))
+        })
     }
 
     /// Whether the receiver closed the connection or sent something unasked (e.g. its idle-timeout
@@ -276,12 +328,18 @@ pub enum CallError {
     /// The request went out and no reply came in time: the action may still be running, so it
     /// must not be sent again.
     NoReply(anyhow::Error),
+    /// The request went out and the receiver answered something that cannot be read (longer
+    /// than [`MAX_LINE`], not UTF-8, not a reply, cut off): it had the request, so it must not
+    /// be sent again.
+    Garbled(anyhow::Error),
 }
 
 impl std::fmt::Display for CallError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            CallError::NotSent(err) | CallError::Lost(err) | CallError::NoReply(err) => write!(f, "{err:#}"),
+            CallError::NotSent(err) | CallError::Lost(err) | CallError::NoReply(err) | CallError::Garbled(err) => {
+                write!(f, "{err:#}")
+            }
         }
     }
 }
@@ -291,13 +349,17 @@ impl std::error::Error for CallError {}
 /// Why a line could not be read.
 enum ReadFailure {
     TimedOut(String),
+    /// Nothing of a line came: the connection closed or failed.
     Other(String),
+    /// Something came that is not a line we can take: the peer did answer.
+    Garbled(String),
 }
 
 /// Reads one line before `deadline`.
 fn read_line(reader: &mut BufReader<TcpStream>, deadline: Instant, timeout: Duration) -> Result<String, ReadFailure> {
     let timed_out = || ReadFailure::TimedOut(format!("no answer within {} ms", timeout.as_millis()));
     let other = |msg: String| ReadFailure::Other(msg);
+    let garbled = |msg: String| ReadFailure::Garbled(msg);
     let mut buf = Vec::new();
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -310,11 +372,12 @@ fn read_line(reader: &mut BufReader<TcpStream>, deadline: Instant, timeout: Dura
             Ok(0) if buf.is_empty() => return Err(other("the receiver closed the connection".into())),
             Ok(_) if buf.last() == Some(&b'\n') => {
                 buf.pop();
-                return String::from_utf8(buf).map_err(|_| other("the receiver sent bytes that are not UTF-8".into()));
+                return String::from_utf8(buf)
+                    .map_err(|_| garbled("the receiver sent bytes that are not UTF-8".into()));
             }
-            Ok(0) => return Err(other("the receiver closed the connection mid-line".into())),
+            Ok(0) => return Err(garbled("the receiver closed the connection mid-line".into())),
             Ok(_) if buf.len() > MAX_LINE => {
-                return Err(other(format!("the receiver sent a line longer than {MAX_LINE} bytes")));
+                return Err(garbled(format!("the receiver sent a line longer than {MAX_LINE} bytes")));
             }
             Ok(_) => {}
             Err(err) if matches!(err.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => return Err(timed_out()),
@@ -378,6 +441,53 @@ pub fn fan_out(
     })
 }
 
+/// A stand-in receiver for unit tests of the client side.
+#[cfg(test)]
+pub(crate) mod fake {
+    use std::io::{BufRead, BufReader, Write};
+    use std::net::TcpListener;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A receiver on 127.0.0.1 that writes `greeting` on every connection, then answers each
+    /// line with `answer(line)`. Returns its address and how many reload requests it got, over
+    /// all connections.
+    pub fn receiver(greeting: &'static str, answer: fn(&str) -> String) -> (String, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr").to_string();
+        let reloads = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&reloads);
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let counter = Arc::clone(&counter);
+                std::thread::spawn(move || {
+                    let mut writer = stream.try_clone().expect("clone");
+                    if writer.write_all(format!("{greeting}\n").as_bytes()).is_err() {
+                        return;
+                    }
+                    for line in BufReader::new(stream).lines() {
+                        let Ok(line) = line else { return };
+                        if line.contains(r#""op":"reload""#) {
+                            counter.fetch_add(1, Ordering::SeqCst);
+                        }
+                        if writer.write_all(answer(&line).as_bytes()).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        (addr, reloads)
+    }
+
+    /// A greeting without auth.
+    pub const OPEN: &str = r#"{"touchwire":1,"nonce":"00000000000000000000000000000000","auth":false}"#;
+
+    /// A pong naming one target, `app`, without a ready check.
+    pub const PONG: &str =
+        r#"{"ok":true,"op":"ping","targets":["app"],"default_target":"app","health":{"app":{"ready_check":false}}}"#;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -396,5 +506,91 @@ mod tests {
     fn truncate_counts_characters() {
         assert_eq!(truncate("ééé", 2), "éé…");
         assert_eq!(truncate("ab", 5), "ab");
+    }
+
+    const NO_TOKEN: Credentials = Credentials { token: None, file: None };
+    const SHORT: Duration = Duration::from_millis(2000);
+
+    fn reload() -> Request {
+        Request { op: Some(protocol::Op::Reload), ..Request::default() }
+    }
+
+    #[test]
+    fn an_over_long_or_unreadable_reply_is_garbled_not_lost() {
+        let (addr, reloads) =
+            fake::receiver(fake::OPEN, |_| format!("{{\"ok\":true,\"error\":\"{}\"}}\n", "x".repeat(5000)));
+        let mut connection = Connection::open(&addr, &NO_TOKEN, SHORT).unwrap();
+        let err = connection.call(reload(), SHORT).unwrap_err();
+        assert!(matches!(err, CallError::Garbled(_)), "{err}");
+        assert!(err.to_string().contains("longer than 4096 bytes"), "{err}");
+        assert_eq!(reloads.load(std::sync::atomic::Ordering::SeqCst), 1);
+
+        let (addr, _) = fake::receiver(fake::OPEN, |_| "not json\n".into());
+        let mut connection = Connection::open(&addr, &NO_TOKEN, SHORT).unwrap();
+        let err = connection.call(reload(), SHORT).unwrap_err();
+        assert!(matches!(err, CallError::Garbled(_)) && err.to_string().contains("unreadable reply"), "{err}");
+
+        let (addr, _) = fake::receiver(fake::OPEN, |_| "\u{1b}[2J\n".into());
+        let mut connection = Connection::open(&addr, &NO_TOKEN, SHORT).unwrap();
+        let err = connection.call(reload(), SHORT).unwrap_err();
+        assert!(!err.to_string().contains('\u{1b}'), "{err:?}");
+    }
+
+    /// The error `request` returns for a receiver that answers every line with `answer`.
+    fn request_error(answer: fn(&str) -> String) -> anyhow::Error {
+        let (addr, _) = fake::receiver(fake::OPEN, answer);
+        let mut connection = Connection::open(&addr, &NO_TOKEN, SHORT).unwrap();
+        connection.request(reload(), SHORT).unwrap_err()
+    }
+
+    #[test]
+    fn failures_are_told_apart_by_their_code_not_their_text() {
+        let err = request_error(|_| r#"{"ok":false,"code":"unauthorized","error":"no"}"#.to_string() + "\n");
+        assert!(is_refusal(&err), "{err}");
+        assert_eq!(remote_error(&err).map(|r| r.code), Some(ErrorCode::Unauthorized));
+
+        let err = request_error(|_| {
+            r#"{"ok":false,"code":"action_failed","error":"unauthorized: a log line"}"#.to_string() + "\n"
+        });
+        assert!(!is_refusal(&err), "the code says it, not the text");
+        assert_eq!(remote_error(&err).map(|r| r.code), Some(ErrorCode::ActionFailed));
+
+        let err =
+            request_error(|_| r#"{"ok":false,"code":"not_ready","error":"app did not come back"}"#.to_string() + "\n");
+        let remote = remote_error(&err).unwrap();
+        assert_eq!(remote.code, ErrorCode::NotReady);
+        assert!(remote.reply.not_ready().is_some() && !is_refusal(&err));
+
+        let err = request_error(|_| r#"{"ok":false,"code":"on_fire","error":"\u001b[31mhot"}"#.to_string() + "\n");
+        assert_eq!(remote_error(&err).map(|r| r.code), Some(ErrorCode::Unknown));
+        assert!(err.to_string().ends_with(": \\x1b[31mhot"), "escaped: {err}");
+    }
+
+    #[test]
+    fn a_receiver_without_codes_is_understood_by_its_old_prefixes() {
+        let err = request_error(|_| {
+            r#"{"ok":false,"error":"unauthorized: wrong token (mac does not match)"}"#.to_string() + "\n"
+        });
+        assert!(is_refusal(&err), "{err}");
+        assert!(err.to_string().contains(": unauthorized: wrong token"), "{err}");
+        let err = request_error(|_| r#"{"ok":false,"error":"unknown target \"x\""}"#.to_string() + "\n");
+        assert_eq!(remote_error(&err).map(|r| r.code), Some(ErrorCode::ActionFailed));
+        assert!(!is_refusal(&err));
+    }
+
+    #[test]
+    fn busy_at_the_greeting_is_retried_by_code_or_by_the_old_prefix() {
+        let timeout = Duration::from_millis(300);
+        for line in
+            [r#"{"ok":false,"code":"busy","error":"full up"}"#, r#"{"ok":false,"error":"busy: 16 connections"}"#]
+        {
+            let (addr, _) = fake::receiver(line, |_| String::new());
+            let err = Connection::open(&addr, &NO_TOKEN, timeout).err().unwrap();
+            assert!(err.to_string().contains("still, after 300 ms") && !is_refusal(&err), "{line}: {err}");
+        }
+        let (addr, _) =
+            fake::receiver(r#"{"ok":false,"code":"internal","error":"busy: not really"}"#, |_| String::new());
+        let err = Connection::open(&addr, &NO_TOKEN, timeout).err().unwrap();
+        assert!(is_refusal(&err) && !err.to_string().contains("still, after"), "{err}");
     }
 }

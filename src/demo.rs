@@ -9,6 +9,7 @@ use crate::config::ActionSpec;
 use crate::listen::{Options as ListenOptions, Receiver};
 use crate::output::summary;
 use crate::output::{Log, millis};
+use crate::protocol::escape_remote;
 use crate::watch::delivery::{Delivery, Outcome, Settings};
 use crate::watch::{Options as WatchOptions, Watcher};
 use anyhow::{Context, Result};
@@ -114,13 +115,20 @@ fn start_watching(dir: &Path, addr: &str, settings: &Settings) -> Result<Channel
     Ok(outcomes)
 }
 
+/// One line for an outcome; what came from the receiver is escaped before it is printed.
 fn describe(outcome: &Outcome) -> String {
     match &outcome.result {
-        Ok((reply, rtt)) if reply.merged == Some(true) => {
-            format!("  {}: merged into the reload under way ({})", summary(&outcome.files), millis(*rtt))
-        }
-        Ok((_, rtt)) => format!("  {}: reloaded app, acknowledged in {}", summary(&outcome.files), millis(*rtt)),
-        Err(error) => format!("  {}: not delivered: {error}", summary(&outcome.files)),
+        Ok((reply, rtt)) => match reply.not_ready() {
+            Some(ready) => {
+                let why = escape_remote(ready.error.as_deref().unwrap_or("")).lines().last().unwrap_or("").to_string();
+                format!("  {}: reloaded app, but it did not come back: {why}", summary(&outcome.files))
+            }
+            None if reply.merged == Some(true) => {
+                format!("  {}: merged into the reload under way ({})", summary(&outcome.files), millis(*rtt))
+            }
+            None => format!("  {}: reloaded app, acknowledged in {}", summary(&outcome.files), millis(*rtt)),
+        },
+        Err(error) => format!("  {}: not delivered: {}", summary(&outcome.files), escape_remote(error)),
     }
 }
 

@@ -1,10 +1,10 @@
 //! `touchwire send`: one explicit trigger to every remote in parallel, waiting for each acknowledgement.
 
 use crate::cli::{Global, SendArgs};
-use crate::client::fan_out;
+use crate::client::{fan_out, remote_error};
 use crate::config::Config;
 use crate::output::{Log, millis};
-use crate::protocol::{Op, Ready, Request};
+use crate::protocol::{ErrorCode, Op, Request, escape_remote};
 use crate::watch::filter::Filter;
 use anyhow::{Context, Result, anyhow};
 use serde_json::json;
@@ -57,16 +57,26 @@ fn send(global: &Global, args: SendArgs) -> Result<()> {
     let results = fan_out(&remotes, &credentials, &request, Duration::from_millis(timeout));
     let mut failures = Vec::new();
     for (remote, result) in remotes.iter().zip(results) {
+        // A `not_ready` answer is the same result as an ok reply whose ready check failed: the
+        // guest was reached and ran the action; the app is not back.
+        let result = match result {
+            Err(err) => match remote_error(&err).filter(|r| r.code == ErrorCode::NotReady).map(|r| r.reply.clone()) {
+                Some(reply) => Ok((reply, Duration::ZERO)),
+                None => Err(err),
+            },
+            ok => ok,
+        };
         match result {
-            Ok((reply, _)) if reply.ready.as_ref().is_some_and(|r| !r.ok) => {
-                let target = reply.target.clone().unwrap_or_default();
-                let ready = reply.ready.clone().unwrap_or(Ready { ok: false, ms: 0, error: None });
-                let error = ready.error.unwrap_or_default();
-                log.record("failed", json!({"remote": remote, "ok": false, "reply": reply}));
-                failures.push(anyhow!("{remote}: {target} did not come back ({} ms):\n{error}", ready.ms));
-            }
             Ok((reply, rtt)) => {
+                // Printed and logged: escaped again, whatever the receiver did.
+                let reply = reply.escaped();
                 let target = reply.target.clone().unwrap_or_default();
+                if let Some(ready) = reply.not_ready() {
+                    let error = ready.error.unwrap_or_default();
+                    log.record("failed", json!({"remote": remote, "ok": false, "reply": reply}));
+                    failures.push(anyhow!("{remote}: {target} did not come back ({} ms):\n{error}", ready.ms));
+                    continue;
+                }
                 let action = reply.action.clone().unwrap_or_default();
                 let human = match (&reply.ready, reply.merged) {
                     (Some(ready), _) => format!("reloaded {target} on {remote} in {} ms", ready.ms),
@@ -79,7 +89,10 @@ fn send(global: &Global, args: SendArgs) -> Result<()> {
                 log.event("sent", &human, fields);
             }
             Err(err) => {
-                log.record("failed", json!({"remote": remote, "ok": false, "error": format!("{err:#}")}));
+                log.record(
+                    "failed",
+                    json!({"remote": remote, "ok": false, "error": escape_remote(&format!("{err:#}"))}),
+                );
                 failures.push(err);
             }
         }
@@ -89,7 +102,7 @@ fn send(global: &Global, args: SendArgs) -> Result<()> {
         1 if remotes.len() == 1 => Err(failures.remove(0)),
         n => {
             for err in &failures {
-                eprintln!("touchwire: {err:#}");
+                eprintln!("touchwire: {}", escape_remote(&format!("{err:#}")));
             }
             Err(anyhow!("{n} of {} remotes failed", remotes.len()))
         }

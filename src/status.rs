@@ -6,7 +6,7 @@ use crate::client::Connection;
 use crate::config::{Config, Setting};
 use crate::hooks;
 use crate::output::millis;
-use crate::protocol::{Op, Reply, Request};
+use crate::protocol::{Op, Reply, Request, escape_remote};
 use anyhow::{Result, anyhow};
 use std::fmt::Display;
 use std::time::{Duration, Instant};
@@ -48,7 +48,7 @@ pub fn command(global: &Global, args: StatusArgs) -> Result<()> {
         match result {
             Ok(line) => println!("{remote}: {line}"),
             Err(err) => {
-                println!("{remote}: FAILED: {err:#}");
+                println!("{remote}: FAILED: {}", escape_remote(&format!("{err:#}")));
                 failed.push(remote.clone());
             }
         }
@@ -86,7 +86,8 @@ fn ping(remote: &str, credentials: &crate::client::Credentials, timeout: Duratio
     let mut connection = Connection::open(remote, credentials, timeout)?;
     let left = timeout.saturating_sub(start.elapsed()).max(Duration::from_millis(1));
     let ping = Request { op: Some(Op::Ping), probe: true, ..Request::default() };
-    let reply: Reply = connection.request(ping, left)?;
+    // Everything in it is printed: escaped again, whatever the receiver did.
+    let reply: Reply = connection.request(ping, left)?.escaped();
     let auth = if connection.auth_required() {
         "auth on, token accepted"
     } else {

@@ -62,6 +62,7 @@ fn right_token_wrong_token_and_no_mac() {
     let wrong = json!({"op": "reload", "mac": mac("not the token", &raw.nonce())}).to_string();
     let reply = raw.request(&wrong).unwrap();
     assert_eq!(reply["ok"], false);
+    assert_eq!(reply["code"], "unauthorized", "{reply}");
     assert!(reply["error"].as_str().unwrap().starts_with("unauthorized: wrong token"), "{reply}");
     assert_eq!(raw.rest_until_closed(), "", "closed after a failed auth");
 
@@ -72,6 +73,7 @@ fn right_token_wrong_token_and_no_mac() {
 
     let mut raw = Raw::connect(&listener.addr);
     let reply = raw.request(r#"{"op":"reload"}"#).unwrap();
+    assert_eq!(reply["code"], "unauthorized", "{reply}");
     assert!(reply["error"].as_str().unwrap().contains("requires a token"), "{reply}");
 
     // The same through `send`.
@@ -101,6 +103,7 @@ fn the_nc_line_reloads_only_with_auth_off() {
     let guarded = env.listen(&args(&touch, &["--token-file", &token]));
     let mut raw = Raw::connect(&guarded.addr);
     let reply = raw.request(".").unwrap();
+    assert_eq!(reply["code"], "unauthorized", "{reply}");
     assert!(reply["error"].as_str().unwrap().starts_with("unauthorized"), "{reply}");
 }
 
@@ -120,6 +123,9 @@ fn unknown_target_lists_the_known_ones() {
     env.run(&["send", "--to", &listener.addr, "--target", "web"])
         .expect_code(1)
         .expect_stderr(&format!("{}: unknown target \"web\" (known: api, app)", listener.addr));
+    let mut raw = Raw::connect(&listener.addr);
+    let reply = raw.request(r#"{"op":"reload","target":"web"}"#).unwrap();
+    assert_eq!((&reply["ok"], &reply["code"]), (&json!(false), &json!("unknown_target")), "{reply}");
 }
 
 #[test]
@@ -130,6 +136,7 @@ fn an_oversized_line_is_refused_and_the_receiver_carries_on() {
     let mut raw = Raw::connect(&listener.addr);
     let long = format!(r#"{{"op":"reload","reason":"{}"}}"#, "x".repeat(5 * 1024));
     let reply = raw.request(&long).unwrap();
+    assert_eq!(reply["code"], "too_long", "{reply}");
     assert!(reply["error"].as_str().unwrap().contains("longer than 4096 bytes"), "{reply}");
     raw.rest_until_closed();
     env.run(&["send", "--to", &listener.addr]).expect_code(0);
@@ -142,6 +149,7 @@ fn a_silent_client_is_closed_after_the_read_timeout() {
     let listener = env.listen(&args(&touch, &["--read-timeout", "300"]));
     let mut raw = Raw::connect(&listener.addr);
     let reply = raw.read_reply().expect("an error line before closing");
+    assert_eq!(reply["code"], "bad_request", "{reply}");
     assert!(reply["error"].as_str().unwrap().contains("no complete request within 300 ms"), "{reply}");
     raw.rest_until_closed();
     env.run(&["send", "--to", &listener.addr]).expect_code(0);
@@ -161,7 +169,7 @@ fn connections_over_the_cap_get_an_error_line_not_a_hang() {
     third.set_read_timeout(Some(util::WAIT)).unwrap();
     let mut answer = String::new();
     std::io::Read::read_to_string(&mut third, &mut answer).unwrap();
-    assert!(answer.contains(r#""ok":false"#) && answer.contains("busy"), "{answer:?}");
+    assert!(answer.starts_with(r#"{"ok":false,"code":"busy","error":"busy: "#), "{answer:?}");
     // `send` retries a busy receiver until its timeout, then reports it as the failure it is.
     env.run(&["send", "--to", &listener.addr])
         .expect_code(1)
@@ -187,8 +195,10 @@ fn invalid_utf8_and_bad_requests_get_errors_and_the_connection_goes_on() {
     let mut raw = Raw::connect(&listener.addr);
     raw.send_bytes(b"\xff\xfe\xfd{\n");
     let reply = raw.read_reply().unwrap();
+    assert_eq!(reply["code"], "bad_request", "{reply}");
     assert!(reply["error"].as_str().unwrap().contains("not valid UTF-8"), "{reply}");
     let reply = raw.request(r#"{"op":"explode"}"#).unwrap();
+    assert_eq!(reply["code"], "bad_request", "{reply}");
     assert!(reply["error"].as_str().unwrap().contains("invalid request"), "{reply}");
     let reply = raw.request(r#"{"op":"ping"}"#).unwrap();
     assert_eq!(reply["ok"], true);
@@ -279,6 +289,7 @@ fn a_client_dripping_bytes_is_closed_after_the_read_timeout() {
     let dripper = drip(raw.stream.try_clone().unwrap(), stop.clone());
     let reply = raw.read_reply().expect("an error line");
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(reply["code"], "bad_request", "{reply}");
     assert!(reply["error"].as_str().unwrap().contains("no complete request within 500 ms"), "{reply}");
     assert!(!dripper.join().unwrap(), "the deadline is per line: it must strike while the client still drips");
 }
@@ -292,7 +303,35 @@ fn with_auth_on_an_invalid_line_closes_the_connection() {
     let mut raw = Raw::connect(&listener.addr);
     let reply = raw.request(r#"{"op":"nope"}"#).unwrap();
     assert_eq!(reply["ok"], false);
+    assert_eq!(reply["code"], "bad_request", "{reply}");
     assert_eq!(raw.rest_until_closed(), "");
+}
+
+/// Lines meant as a JSON object that serde cannot take: never the `nc` reload.
+const BROKEN_OBJECTS: [&str; 4] =
+    [r#"{not json"#, r#"{"op":"reload","x":1e999}"#, r#"{"op":"reload","target":"\ud800"}"#, r#"{"op":"reload""#];
+
+#[test]
+fn a_broken_json_object_is_a_bad_request_not_the_nc_reload() {
+    let env = Env::new();
+    let touch = touch_args(&env);
+    let open = env.listen(&args(&touch, &[]));
+    let mut raw = Raw::connect(&open.addr);
+    for line in BROKEN_OBJECTS {
+        let reply = raw.request(line).unwrap();
+        assert_eq!((&reply["ok"], &reply["code"]), (&json!(false), &json!("bad_request")), "{line}: {reply}");
+    }
+    assert_eq!(raw.request(r#"{"op":"ping"}"#).unwrap()["ok"], true, "the connection goes on");
+    assert!(!env.join("app.reload").exists(), "nothing was reloaded");
+
+    let token = with_token(&env);
+    let guarded = env.listen(&args(&touch, &["--token-file", &token]));
+    for line in BROKEN_OBJECTS {
+        let mut raw = Raw::connect(&guarded.addr);
+        let reply = raw.request(line).unwrap();
+        assert_eq!(reply["code"], "bad_request", "{line}: {reply}");
+        assert_eq!(raw.rest_until_closed(), "", "{line}: closed");
+    }
 }
 
 #[test]

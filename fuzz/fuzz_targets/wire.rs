@@ -7,7 +7,7 @@ use serde_json::Value;
 use std::io::BufReader;
 use touchwire::auth::Token;
 use touchwire::output::{clean, summary};
-use touchwire::protocol::{self, Admission, Line, MAX_LINE, Reply};
+use touchwire::protocol::{self, Admission, ErrorCode, Line, MAX_LINE, Reply};
 
 const NONCE: &str = "00112233445566778899aabbccddeeff";
 const OTHER_NONCE: &str = "ffeeddccbbaa99887766554433221100";
@@ -48,8 +48,8 @@ fn check(line: &[u8], token: &Token) {
         object.insert("mac".into(), Value::String(token.mac(NONCE)));
         let signed = serde_json::to_vec(&Value::Object(object)).expect("a JSON object serializes");
         match (protocol::admit(&signed, NONCE, Some(token)), protocol::admit(&signed, NONCE, None)) {
-            (Admission::Refuse { error, close }, Admission::Refuse { error: open, .. }) => {
-                assert!(close && error == open, "{error:?} (close: {close}) against {open:?}");
+            (Admission::Refuse { code, error, close }, Admission::Refuse { code: open_code, error: open, .. }) => {
+                assert!(close && error == open && code == open_code, "{error:?} (close: {close}) against {open:?}");
             }
             (signed, open) => assert_eq!(signed, open),
         }
@@ -62,7 +62,7 @@ fn check(line: &[u8], token: &Token) {
 /// characters (a request cannot forge log lines).
 fn answer_is_one_line(admission: &Admission) {
     let reply = match admission {
-        Admission::Refuse { error, .. } => Reply::error(error.clone()),
+        Admission::Refuse { code, error, .. } => Reply::error(*code, error.clone()),
         Admission::Ping { .. } => return,
         Admission::Reload(request) => {
             let logged = format!("{}: {}", clean(request.reason.as_deref().unwrap_or("")), summary(&request.files));
@@ -71,11 +71,17 @@ fn answer_is_one_line(admission: &Admission) {
             let sent = protocol::to_line(&fitted);
             assert!(sent.len() <= MAX_LINE + 1, "fit left {} bytes", sent.len());
             assert_eq!(protocol::parse_line(sent.trim_end().as_bytes()), protocol::Incoming::Request(fitted));
-            Reply::error(clean(request.target.as_deref().unwrap_or("")))
+            Reply::error(ErrorCode::UnknownTarget, clean(request.target.as_deref().unwrap_or("")))
         }
     };
-    let text = protocol::to_line(&reply);
+    let text = protocol::reply_line(&reply);
     assert!(text.ends_with('\n') && text.matches('\n').count() == 1, "not one line: {text:?}");
+    assert!(text.len() <= MAX_LINE + 1, "reply_line left {} bytes", text.len());
     let back: Reply = serde_json::from_str(&text).expect("a reply parses back");
-    assert_eq!(back, reply);
+    assert_eq!((back.ok, back.code), (reply.ok, reply.code));
+    // A reply that fits and has nothing to escape goes out as it is.
+    let plain = reply.error.as_deref().is_none_or(|e| protocol::escape_remote(e) == e);
+    if plain && protocol::to_line(&reply).len() <= MAX_LINE + 1 {
+        assert_eq!(back, reply);
+    }
 }

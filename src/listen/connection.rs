@@ -73,7 +73,7 @@ pub fn serve(state: &State, stream: TcpStream, peer: &str, id: u64) -> Result<()
             let error = reply.error.as_deref().unwrap_or("");
             state.log.event("error", &format!("{peer}: {}", clean(error)), json!({"peer": peer, "error": error}));
         }
-        writer.write_all(protocol::to_line(&reply).as_bytes())?;
+        writer.write_all(protocol::reply_line(&reply).as_bytes())?;
         if close {
             close_gracefully(&writer);
             return Ok(());
@@ -87,11 +87,7 @@ impl State {
         match protocol::admit(line, nonce, self.token.as_ref()) {
             Admission::Ping { probe } => (self.ping(probe), false),
             Admission::Reload(request) => (self.reload(&request, peer), false),
-            Admission::Refuse { error, close } => {
-                let code =
-                    if error.starts_with("unauthorized") { ErrorCode::Unauthorized } else { ErrorCode::BadRequest };
-                (Reply::error(code, error), close)
-            }
+            Admission::Refuse { code, error, close } => (Reply::error(code, error), close),
         }
     }
 
@@ -202,7 +198,7 @@ pub fn reject(stream: TcpStream, reply: Reply) {
         return;
     }
     let mut peer = &stream;
-    let _ = peer.write_all(protocol::to_line(&reply).as_bytes());
+    let _ = peer.write_all(protocol::reply_line(&reply).as_bytes());
     let _ = stream.shutdown(Shutdown::Write);
     // Drain only what has already arrived: unread input would turn the close into a reset.
     let mut buf = [0u8; 4096];

@@ -4,9 +4,9 @@
 //! it never reached the guest, it is owed: sent once the guest is back.
 
 use super::debounce::Trigger;
-use crate::client::{CallError, Connection, Credentials};
+use crate::client::{CallError, Connection, Credentials, code_of, remote_error};
 use crate::output::{Log, millis, summary};
-use crate::protocol::{Op, Reply, Request};
+use crate::protocol::{ErrorCode, Op, Reply, Request, escape_remote};
 use anyhow::{Context, Result};
 use serde_json::json;
 use std::path::{Path, PathBuf};
@@ -253,7 +253,11 @@ impl Link {
                     None => (Duration::from_millis(100), false),
                 };
                 if !known {
-                    let line = format!("cannot reach {}; will retry", failure.error);
+                    // A guest that answered was reached: say what it said, not that it is unreachable.
+                    let line = match remote_error(&err) {
+                        Some(_) => format!("{}; will retry", failure.error),
+                        None => format!("cannot reach {}; will retry", failure.error),
+                    };
                     log.warn("disconnected", &line, json!({"remote": self.remote, "error": failure.error}));
                 }
                 self.down = Some((Instant::now() + backoff, backoff, failure.error.clone()));
@@ -331,18 +335,23 @@ impl Link {
             let Some(connection) = &mut self.connection else { break };
             let start = Instant::now();
             match connection.call(request.clone(), self.settings.timeout) {
-                Ok(reply) if reply.ok => return Ok((reply, start.elapsed())),
+                Ok(reply) if delivered(&reply) => return Ok((reply, start.elapsed())),
                 Ok(reply) => {
-                    let error = reply.error.unwrap_or_else(|| "failed without saying why".into());
-                    if error.starts_with("unauthorized") {
-                        self.connection = None; // the receiver closes it
+                    // With auth on, the receiver closes the connection after these.
+                    if matches!(code_of(&reply), ErrorCode::Unauthorized | ErrorCode::BadRequest | ErrorCode::TooLong) {
+                        self.connection = None;
                     }
-                    return Err(Undelivered::sent(format!("{}: {error}", self.remote)));
+                    return Err(Undelivered::sent(refused(&self.remote, &reply)));
                 }
                 Err(CallError::NoReply(err)) => {
                     self.connection = None;
                     let error = format!("{err:#}; the trigger was sent, the action may still be running");
                     return Err(Undelivered::sent(error));
+                }
+                Err(CallError::Garbled(err)) => {
+                    // The receiver answered, so it had the trigger: sending it again would run the action twice.
+                    self.connection = None;
+                    return Err(Undelivered::sent(format!("{err:#}; the trigger was sent, it is not sent again")));
                 }
                 Err(CallError::NotSent(err)) => {
                     self.connection = None;
@@ -385,11 +394,22 @@ fn wait_for_ready(remote: &str, settings: &Settings, request: &Request) -> Resul
     let bound =
         connection.wait_bound(settings.target.as_deref(), timeout).map_err(|err| Undelivered::reaching(&err))?;
     match connection.call(request.clone(), bound + timeout) {
-        Ok(reply) if reply.ok => Ok((reply, start.elapsed())),
-        Ok(reply) => Err(Undelivered::sent(format!("{remote}: {}", reply.error.unwrap_or_default()))),
+        Ok(reply) if delivered(&reply) => Ok((reply, start.elapsed())),
+        Ok(reply) => Err(Undelivered::sent(refused(remote, &reply))),
         Err(CallError::NotSent(err)) => Err(Undelivered { error: format!("{err:#}"), unreachable: true }),
         Err(err) => Err(Undelivered::sent(format!("{err:#}"))),
     }
+}
+
+/// Whether the guest took the trigger: it succeeded, or its action ran and the app did not come
+/// back (`not_ready`: a result to report as such, not a failure to deliver).
+fn delivered(reply: &Reply) -> bool {
+    reply.ok || code_of(reply) == ErrorCode::NotReady
+}
+
+/// The sentence for a trigger the guest answered with a failure.
+fn refused(remote: &str, reply: &Reply) -> String {
+    format!("{remote}: {}", escape_remote(reply.error.as_deref().unwrap_or("failed without saying why")))
 }
 
 /// The message for a trigger that got no answer; an unreachable guest is owed its files.
@@ -419,10 +439,13 @@ fn report(settings: &Settings, outcome: &Outcome) {
     let remote = &outcome.remote;
     match &outcome.result {
         Ok((reply, rtt)) => {
+            // Printed and logged: escaped again, whatever the receiver did.
+            let reply = reply.escaped();
             let target = reply.target.as_deref().unwrap_or("?");
+            let ready = reply.not_ready().or_else(|| reply.ready.clone());
             let fields = json!({"remote": remote, "files": outcome.files, "ok": true, "target": target,
-                                "merged": reply.merged, "ms": rtt.as_secs_f64() * 1000.0, "ready": reply.ready});
-            match &reply.ready {
+                                "merged": reply.merged, "ms": rtt.as_secs_f64() * 1000.0, "ready": ready});
+            match &ready {
                 Some(ready) if !ready.ok => {
                     let error = ready.error.as_deref().unwrap_or("");
                     let (place, last) = failure_place(error, settings.root.as_deref());
@@ -447,6 +470,7 @@ fn report(settings: &Settings, outcome: &Outcome) {
             }
         }
         Err(error) => {
+            let error = escape_remote(error);
             let line = format!("not delivered: {files}: {error}");
             let fields = json!({"remote": remote, "files": outcome.files, "ok": false, "error": error});
             log.warn("undelivered", &line, fields);
@@ -501,5 +525,82 @@ mod tests {
         assert_eq!(super::failure_place(excerpt, Some(root.path())).0, " at app/views.py:3");
         std::fs::write(root.path().join("views.py"), "").unwrap();
         assert_eq!(super::failure_place(excerpt, Some(root.path())).0, " at app/views.py:3", "longest tail first");
+    }
+
+    use super::*;
+    use crate::client::fake;
+
+    fn new_link(remote: &str) -> Link {
+        Link {
+            remote: remote.to_string(),
+            settings: Settings {
+                credentials: Credentials { token: None, file: None },
+                target: None,
+                timeout: Duration::from_millis(2000),
+                log: Log { quiet: true, ..Log::default() },
+                root: None,
+            },
+            connection: None,
+            waits: false,
+            waiters: Vec::new(),
+            down: None,
+            owed: Arc::new(Owed {
+                files: Mutex::new(Vec::new()),
+                stopping: Arc::new(AtomicBool::new(false)),
+                unreachable_since_stop: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    fn trigger() -> Trigger {
+        Trigger { files: vec!["app/views.py".into()], reason: "save" }
+    }
+
+    #[test]
+    fn an_over_long_reply_to_a_trigger_is_never_sent_again() {
+        // Pings are answered; a reload gets a 5,000-byte line, as from a receiver without bounds.
+        let (addr, reloads) = fake::receiver(fake::OPEN, |line| match line.contains("\"reload\"") {
+            true => format!("{{\"ok\":false,\"code\":\"action_failed\",\"error\":\"{}\"}}\n", "x".repeat(5000)),
+            false => format!("{}\n", fake::PONG),
+        });
+        let mut link = new_link(&addr);
+        assert!(link.connect().is_ok(), "the kept connection is up, so a failure on it would be retried");
+        let request = reload(&link.settings, &trigger(), false);
+        let failure = link.attempt(&request).err().unwrap();
+        assert_eq!(reloads.load(Ordering::SeqCst), 1, "sent once: {}", failure.error);
+        assert!(!failure.unreachable, "not owed: {}", failure.error);
+        let error = &failure.error;
+        assert!(error.contains("longer than 4096 bytes") && error.contains("not sent again"), "{error}");
+        assert!(link.connection.is_none());
+        let said = settle(failure, &trigger().files, &link.owed);
+        assert!(said.starts_with(&format!("{addr}: the receiver sent a line longer than 4096 bytes")), "{said}");
+        assert!(link.owed.files().is_empty(), "nothing owed");
+    }
+
+    #[test]
+    fn a_not_ready_answer_is_a_delivered_trigger_and_other_codes_are_failures() {
+        let (addr, reloads) = fake::receiver(fake::OPEN, |line| {
+            match line.contains("\"reload\"") {
+            true => "{\"ok\":false,\"code\":\"not_ready\",\"target\":\"app\",\"error\":\"app did not come back\\n\\u001b[31mImportError\"}\n".into(),
+            false => format!("{}\n", fake::PONG),
+        }
+        });
+        let mut link = new_link(&addr);
+        let request = reload(&link.settings, &trigger(), false);
+        let (reply, _) = link.attempt(&request).ok().unwrap();
+        assert_eq!(
+            reply.not_ready().and_then(|r| r.error).as_deref(),
+            Some("app did not come back\n\u{1b}[31mImportError")
+        );
+        assert_eq!(reloads.load(Ordering::SeqCst), 1);
+
+        let (addr, _) = fake::receiver(fake::OPEN, |line| match line.contains("\"reload\"") {
+            true => "{\"ok\":false,\"code\":\"unauthorized\",\"error\":\"\\u001b]0;owned\\u0007\"}\n".into(),
+            false => format!("{}\n", fake::PONG),
+        });
+        let mut link = new_link(&addr);
+        let failure = link.attempt(&request).err().unwrap();
+        assert!(!failure.unreachable && link.connection.is_none());
+        assert_eq!(failure.error, format!("{addr}: \\x1b]0;owned\\x07"));
     }
 }

@@ -479,7 +479,8 @@ fn check_closed(kind: Kind, text: &str) -> Result<(), String> {
     let timeout = format!("no complete request within {READ_TIMEOUT_MS} ms");
     let expected = match kind {
         Kind::Idle | Kind::Drip => Some(timeout.as_str()),
-        Kind::Garbage(1) => Some("unauthorized"),
+        // Broken JSON is a bad request (never the `nc` line, which auth would refuse as unauthorized).
+        Kind::Garbage(1) => Some(r#""code":"bad_request""#),
         Kind::Garbage(2) => Some("wrong token"),
         Kind::Garbage(4) => Some("no mac sent"),
         // Blind writers may be reset before they read anything: closed is all that is asked.
