@@ -483,3 +483,56 @@ fn a_receiver_that_cannot_start_threads_says_busy_and_recovers_once_the_load_is_
     let status = bare.terminate_within(Duration::from_secs(8)).expect("SIGTERM did not stop it");
     assert!(status.success(), "{status}");
 }
+
+/// The reply to `line` on a fresh connection, raw, with its length checked against the cap.
+fn bounded_reply(addr: &str, line: &str) -> Value {
+    let mut conn = BufReader::new(TcpStream::connect(addr).unwrap());
+    conn.get_ref().set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut greeting = String::new();
+    conn.read_line(&mut greeting).unwrap();
+    conn.get_mut().write_all(format!("{line}\n").as_bytes()).unwrap();
+    let mut reply = String::new();
+    conn.read_line(&mut reply).unwrap();
+    assert!(reply.len() <= 4097, "a reply of {} bytes", reply.len());
+    serde_json::from_str(&reply).unwrap_or_else(|e| panic!("{reply:?}: {e}"))
+}
+
+#[test]
+fn no_reply_is_longer_than_4096_bytes_and_no_remote_text_reaches_a_terminal_raw() {
+    let env = Env::new();
+    let control: Vec<u8> = (0..2000u32).map(|i| [0x1b, 0x07, 0x08, 0x9b_u8.min(0x7f), b'\r'][i as usize % 5]).collect();
+    std::fs::write(env.join("control.bin"), &control).unwrap();
+    let long = "x".repeat(5000);
+    let traceback = format!(
+        "Traceback (most recent call last):\n  File \"app/views.py\", line 3, in <module>\n    {long}\nValueError: boom\n"
+    );
+    std::fs::write(env.join("traceback.txt"), traceback).unwrap();
+    std::fs::write(env.join("app.log"), "").unwrap();
+    let config = json!({"targets": {
+        "noisy": {"exec": ["sh", "-c", "cat control.bin >&2; exit 3"]},
+        "app": {"exec": ["sh", "-c", "cat traceback.txt >> app.log"],
+                "ready": {"log": "app.log", "pattern": "ready", "error_pattern": "Traceback", "timeout_ms": 5000}}},
+        "default_target": "app"});
+    std::fs::write(env.join(".touchwire.json"), config.to_string()).unwrap();
+    let listener = env.listen(&[]);
+    // An unknown target of 2,000 quote characters: the error names it, cut.
+    let name = "\"".repeat(2000);
+    let reply = bounded_reply(&listener.addr, &json!({"op": "reload", "target": name}).to_string());
+    assert_eq!(reply["code"], "unknown_target", "{reply}");
+    assert!(reply["error"].as_str().unwrap().contains('…'), "{reply}");
+    // An exec whose stderr is 2,000 control bytes: escaped before it goes out.
+    let reply = bounded_reply(&listener.addr, r#"{"op":"reload","target":"noisy"}"#);
+    assert_eq!(reply["code"], "action_failed", "{reply}");
+    let error = reply["error"].as_str().unwrap();
+    assert!(error.contains("exited with status 3") && !error.chars().any(|c| c.is_control() && c != '\n'), "{error:?}");
+    let run = env.run(&["send", "--to", &listener.addr, "--target", "noisy"]);
+    run.expect_code(1);
+    assert!(!run.stderr.chars().any(|c| c.is_control() && c != '\n'), "raw control characters: {:?}", run.stderr);
+    // A ready excerpt with a 5,000-character line: cut in the middle, its start and end kept.
+    let reply = bounded_reply(&listener.addr, r#"{"op":"reload","wait":true}"#);
+    let excerpt = reply["ready"]["error"].as_str().unwrap_or_else(|| panic!("{reply}"));
+    assert!(excerpt.contains("Traceback") && excerpt.contains("ValueError: boom"), "{excerpt}");
+    std::thread::sleep(Duration::from_millis(300));
+    let run = env.run(&["send", "--to", &listener.addr, "--wait"]);
+    run.expect_code(1).expect_stderr("ValueError: boom");
+}
