@@ -180,7 +180,7 @@ pub fn wait_bound(spec: &TargetSpec, settle: Duration) -> Option<Duration> {
 fn action_bound(action: &ActionSpec) -> Duration {
     match action {
         ActionSpec::Exec { timeout, .. } => *timeout,
-        ActionSpec::Fifo { .. } => worker::POKE_LIMIT,
+        ActionSpec::Fifo { .. } => worker::POKE_LIMIT + worker::READER_BACK_LIMIT,
         _ => Duration::ZERO,
     }
 }

@@ -18,6 +18,9 @@ use std::time::{Duration, Instant};
 
 /// The longest a poke lasts (the actions' own limit).
 pub const POKE_LIMIT: Duration = Duration::from_secs(3);
+/// How long a reload may take to bring uWSGI's new master back to its FIFO (a real Django app
+/// imports for seconds before it reads it).
+pub const READER_BACK_LIMIT: Duration = Duration::from_secs(30);
 /// How long a stopping receiver waits for a worker to end before leaving it to the process exit.
 const JOIN_LIMIT: Duration = Duration::from_secs(2);
 
@@ -147,9 +150,27 @@ fn run(act: Act, name: &str, spec: &TargetSpec, log: Log, cancel: &AtomicBool, j
         let poke = ran.poke.map(|poke| {
             let stop = move || checked.load(Ordering::SeqCst) || cancel.load(Ordering::SeqCst);
             let spawned = std::thread::Builder::new().name("poke".into()).spawn_scoped(scope, move || {
+                let path = poke.path().to_path_buf();
                 let (elapsed, why) = poke.run(&stop);
                 let why = if why == "stopped" && checked.load(Ordering::SeqCst) { "ready check ended" } else { why };
                 actions::log_poke_end(log, name, elapsed, why);
+                if why == "reader gone" {
+                    // The reload is over once the new master reads its FIFO: the next command
+                    // written before that would find no reader.
+                    let (waited, back) = actions::wait_for_reader(&path, cancel, READER_BACK_LIMIT);
+                    let ms = waited.as_millis() as u64;
+                    let fields = json!({"target": name, "ms": ms, "back": back});
+                    match back {
+                        true => {
+                            log.event("fifo_back", &format!("{name}: uWSGI reads its FIFO again after {ms} ms"), fields)
+                        }
+                        false => log.warn(
+                            "fifo_back",
+                            &format!("{name}: no process reads {} {ms} ms after the reload", path.display()),
+                            fields,
+                        ),
+                    }
+                }
             });
             if let Err(err) = &spawned {
                 let message = format!("{name}: cannot start the poke thread ({err}); the reload goes on without it");
