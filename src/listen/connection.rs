@@ -141,7 +141,7 @@ impl State {
             files => format!("{}: {} from {peer}", clean(reason), summary(files)),
         };
         let (reply, answer) = mpsc::sync_channel(1);
-        let trigger = Trigger { wait: request.wait, fields, describe, reply };
+        let trigger = Trigger { wait: request.wait, fields, describe, files: request.files.clone(), reply };
         if !target.executor.submit(trigger) {
             return Reply::error(ErrorCode::Busy, "the receiver is stopping; try again when it is back");
         }
