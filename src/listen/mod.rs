@@ -211,7 +211,7 @@ impl Receiver {
             Admit::Accept(id) => id,
             Admit::Evict { id, victim } => {
                 let message = "busy: this connection sent no request and its slot was needed";
-                connection::reject(victim, protocol_busy(message));
+                connection::evict(victim, protocol_busy(message));
                 id
             }
             Admit::Busy(why) => {
