@@ -5,6 +5,7 @@
 //! within a bound, and joins every thread it started.
 
 pub mod actions;
+mod after;
 pub mod coalesce;
 mod connection;
 pub mod executor;
@@ -12,6 +13,7 @@ pub mod ready;
 pub mod refresh;
 pub mod slots;
 pub mod start;
+pub mod uwsgi;
 mod worker;
 
 use crate::auth::Token;

@@ -3,15 +3,14 @@
 //! `internal` failure, so the executor always hears how each job ended.
 
 use super::executor::Failure;
-use super::ready::Outcome;
-use super::{actions, refresh};
+use super::{actions, after, refresh};
 use crate::config::{ActionSpec, TargetSpec};
 use crate::output::{Log, millis};
 use crate::protocol::{ErrorCode, Ready};
 use serde_json::{Value, json};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::mpsc::{self, Sender};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -127,7 +126,6 @@ fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
     }
 }
 
-/// Runs one job: the action, then its poke and its ready check side by side; reports both ends.
 /// What a job runs with.
 struct Ctx<'a> {
     name: &'a str,
@@ -137,6 +135,8 @@ struct Ctx<'a> {
     cancel: &'a AtomicBool,
 }
 
+/// Runs one job: refreshes the named files, runs the action, then what follows it until the
+/// server can take the next one ([`after`]); reports both ends.
 fn run(act: Act, ctx: &Ctx, job: Job, report: &dyn Fn(JobEnd)) {
     let Ctx { name, spec, extensions, log, cancel } = *ctx;
     let Job { generation, mut fields, describe, files } = job;
@@ -155,8 +155,9 @@ fn run(act: Act, ctx: &Ctx, job: Job, report: &dyn Fn(JobEnd)) {
             json!({"target": name, "opened": done.opened, "removed": done.removed, "skipped": done.skipped}),
         );
     }
-    // Started before the action, so the check never misses a line the reload writes at once.
-    let follower = spec.ready.as_ref().map(|check| check.follow());
+    // Started before the action, so neither misses a line the reload writes at once.
+    let ready = spec.ready.as_ref().map(|check| check.follow());
+    let chain = after::chain_log(&spec.action, name, log);
     let start = Instant::now();
     let result = act(&spec.action, name, log, cancel).map_err(|err| format!("{err:#}"));
     let took = start.elapsed();
@@ -178,62 +179,6 @@ fn run(act: Act, ctx: &Ctx, job: Job, report: &dyn Fn(JobEnd)) {
         report(JobEnd::Job(generation, None));
         return;
     };
-    let checked = &AtomicBool::new(false);
-    let outcome = std::thread::scope(|scope| {
-        // The poke wakes uWSGI's master until it re-executes, the check ends, or the receiver stops.
-        let poke = ran.poke.map(|poke| {
-            let stop = move || checked.load(Ordering::SeqCst) || cancel.load(Ordering::SeqCst);
-            let spawned = std::thread::Builder::new().name("poke".into()).spawn_scoped(scope, move || {
-                let path = poke.path().to_path_buf();
-                let (elapsed, why) = poke.run(&stop);
-                let why = if why == "stopped" && checked.load(Ordering::SeqCst) { "ready check ended" } else { why };
-                actions::log_poke_end(log, name, elapsed, why);
-                if why == "reader gone" {
-                    // The reload is over once the new master reads its FIFO: the next command
-                    // written before that would find no reader.
-                    let (waited, back) = actions::wait_for_reader(&path, cancel, READER_BACK_LIMIT);
-                    let ms = waited.as_millis() as u64;
-                    let fields = json!({"target": name, "ms": ms, "back": back});
-                    match back {
-                        true => {
-                            log.event("fifo_back", &format!("{name}: uWSGI reads its FIFO again after {ms} ms"), fields)
-                        }
-                        false => log.warn(
-                            "fifo_back",
-                            &format!("{name}: no process reads {} {ms} ms after the reload", path.display()),
-                            fields,
-                        ),
-                    }
-                }
-            });
-            if let Err(err) = &spawned {
-                let message = format!("{name}: cannot start the poke thread ({err}); the reload goes on without it");
-                log.warn("error", &message, json!({"target": name, "error": message}));
-            }
-            spawned
-        });
-        let outcome = match (&spec.ready, follower) {
-            (Some(check), Some(follower)) => Some(check_outcome(name, log, check.wait(follower, start, cancel))),
-            _ => None,
-        };
-        // Without a check the poke runs its own course (reader gone, or its limit).
-        if outcome.is_some() {
-            checked.store(true, Ordering::SeqCst);
-        }
-        drop(poke);
-        outcome
-    });
+    let outcome = after::follow(&after::Follow { name, spec, log, cancel }, ran, ready, chain, start);
     report(JobEnd::Job(generation, outcome));
-}
-
-/// Logs how a ready check ended, and returns it.
-fn check_outcome(name: &str, log: Log, outcome: Outcome) -> Outcome {
-    let fields = json!({"target": name, "ok": outcome.ok, "ms": outcome.ms, "error": outcome.error});
-    if outcome.ok {
-        log.event("ready", &format!("{name} ready in {} ms", outcome.ms), fields);
-    } else {
-        let error = outcome.error.as_deref().unwrap_or("");
-        log.warn("not_ready", &format!("{name} NOT ready after {} ms: {error}", outcome.ms), fields);
-    }
-    outcome
 }
