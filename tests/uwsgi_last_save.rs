@@ -110,7 +110,7 @@ fn second_save_is_served(command: &str, extra: &[&str]) {
     // as long as a poke lasts); the second save comes while it runs.
     write_app(env.path(), "v1", 1500);
     env.run(&["send", "--to", &listener.addr]).expect_code(0);
-    std::thread::sleep(Duration::from_millis(300));
+    std::thread::sleep(Duration::from_millis(800));
     write_app(env.path(), "v2", 1500);
     env.run(&["send", "--to", &listener.addr]).expect_code(0).expect_stderr("merged");
     uwsgi.until("every worker to serve the last save", all_serve("v2"));
