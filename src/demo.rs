@@ -119,6 +119,10 @@ fn start_watching(dir: &Path, addr: &str, settings: &Settings) -> Result<Channel
 /// One line for an outcome; what came from the receiver is escaped before it is printed.
 fn describe(outcome: &Outcome) -> String {
     match &outcome.result {
+        Ok((reply, _)) if !reply.ok && reply.not_ready().is_none() => {
+            let error = escape_remote(reply.error.as_deref().unwrap_or(""));
+            format!("  {}: reload failed: {error}", summary(&outcome.files))
+        }
         Ok((reply, rtt)) => match reply.not_ready() {
             Some(ready) => {
                 let why = escape_remote(ready.error.as_deref().unwrap_or("")).lines().last().unwrap_or("").to_string();

@@ -486,3 +486,21 @@ fn a_reload_that_ran_before_the_guest_died_is_not_sent_again() {
     assert_eq!(std::fs::read_to_string(&ran).unwrap(), "run\n");
     drop(receiver);
 }
+
+#[test]
+fn a_dead_app_server_is_reported_as_a_failed_reload_not_as_undelivered() {
+    // A gunicorn master that died of an import error leaves a stale pidfile: the guest took the
+    // trigger, and its action says the app is down. Nothing is owed, nothing is retried.
+    let project = Project::new(&[("app/views.py", "VALUE = 1\n")], false);
+    let pidfile = project.env.join("gunicorn.pid");
+    std::fs::write(&pidfile, "99999999\n").unwrap();
+    let receiver = project.env.listen(&["--pidfile", path(&pidfile), "--settle", "0"]);
+    let (watcher, _) = project.env.watch_in(&project.repo.root, &["--to", &receiver.addr]);
+    watcher.wait_event("connected");
+    project.repo.write("app/views.py", "VALUE = 2\n");
+    let failed = watcher.wait_event("reload_failed");
+    assert_eq!(failed["code"], "action_failed", "{failed}");
+    assert!(failed["error"].as_str().unwrap().contains("is the app running?"), "{failed}");
+    let stderr = watcher.wait_stderr("reload failed: no process 99999999");
+    assert!(!stderr.contains("not delivered"), "{stderr}");
+}

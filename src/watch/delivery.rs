@@ -401,10 +401,16 @@ fn wait_for_ready(remote: &str, settings: &Settings, request: &Request) -> Resul
     }
 }
 
-/// Whether the guest took the trigger: it succeeded, or its action ran and the app did not come
-/// back (`not_ready`: a result to report as such, not a failure to deliver).
+/// Whether the guest took the trigger: it succeeded, its action ran and the app did not come
+/// back (`not_ready`), or its action failed (`action_failed`, `internal`: a gunicorn master that
+/// died, a FIFO nobody reads). Each is a result to report as such ("reload failed"), not a
+/// failure to deliver: sending it again cannot help.
 fn delivered(reply: &Reply) -> bool {
-    reply.ok || code_of(reply) == ErrorCode::NotReady
+    reply.ok
+        || matches!(
+            code_of(reply),
+            ErrorCode::NotReady | ErrorCode::ActionFailed | ErrorCode::Internal | ErrorCode::Unknown
+        )
 }
 
 /// The sentence for a trigger the guest answered with a failure.
@@ -438,6 +444,16 @@ fn report(settings: &Settings, outcome: &Outcome) {
     let files = summary(&outcome.files);
     let remote = &outcome.remote;
     match &outcome.result {
+        Ok((reply, rtt)) if !reply.ok && reply.not_ready().is_none() => {
+            // The guest took the trigger and its action failed: the app is down, or not reloadable.
+            let reply = reply.escaped();
+            let target = settings.target.as_deref().unwrap_or("app");
+            let error = reply.error.as_deref().unwrap_or("failed without saying why");
+            let line = format!("{target}: reload failed: {error} ({files} -> {remote})");
+            let fields = json!({"remote": remote, "files": outcome.files, "ok": false, "target": target,
+                                "code": reply.code, "error": error, "ms": rtt.as_secs_f64() * 1000.0});
+            log.warn("reload_failed", &line, fields);
+        }
         Ok((reply, rtt)) => {
             // Printed and logged: escaped again, whatever the receiver did.
             let reply = reply.escaped();
