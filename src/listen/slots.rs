@@ -1,28 +1,28 @@
 //! Connection slots (DESIGN.md, "Security"): who may hold one of the receiver's connections. A
 //! connection that has not yet sent a valid first line ("pre-auth") may use only part of the
-//! cap, and only a few per peer address; when that part is full, a newcomer takes the slot of the
-//! oldest pre-auth connection. So peers without the token can never keep out a sender that has
-//! it. Pure bookkeeping, generic over the handle used to close an evicted connection.
+//! cap; when that part is full, a newcomer takes the slot of the oldest pre-auth connection of
+//! the peer address that holds the most of them. So peers without the token can never keep out
+//! a sender that has it: a flood from one address evicts its own connections, and a burst of
+//! honest connections from one host is never turned away for its address alone. Pure
+//! bookkeeping, generic over the handle used to close an evicted connection.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
-
-/// Pre-auth connections one peer address may hold at once.
-pub const PER_PEER: usize = 16;
 
 /// What to do with a new connection.
 #[derive(Debug, PartialEq)]
 pub enum Admit<H> {
     /// Serve it in slot `id`.
     Accept(u64),
-    /// Serve it in slot `id`, after closing `victim`, the oldest pre-auth connection.
+    /// Serve it in slot `id`, after closing `victim`, the oldest pre-auth connection of the
+    /// address holding the most.
     Evict {
         /// The new connection's slot.
         id: u64,
         /// The connection to close.
         victim: H,
     },
-    /// Turn it away: the cap is full of authenticated connections, or its peer holds enough.
+    /// Turn it away: the cap is full of authenticated connections.
     Busy(&'static str),
 }
 
@@ -60,13 +60,8 @@ impl<H> Slots<H> {
     /// A new connection from `peer`, closed through `handle` if it is evicted later.
     pub fn admit(&mut self, peer: IpAddr, handle: H) -> Admit<H> {
         let pre_auth = self.open.values().filter(|s| !s.authenticated).count();
-        let from_peer = self.open.values().filter(|s| !s.authenticated && s.peer == peer).count();
-        if from_peer >= PER_PEER {
-            return Admit::Busy("too many connections from this address that have not sent a request yet");
-        }
         let victim = if self.open.len() >= self.cap || pre_auth >= self.pre_auth_cap {
-            let oldest = self.open.iter().find(|(_, s)| !s.authenticated).map(|(id, _)| *id);
-            match oldest.and_then(|id| self.open.remove(&id)) {
+            match self.victim().and_then(|id| self.open.remove(&id)) {
                 Some(slot) => Some(slot.handle),
                 None => return Admit::Busy("every connection is in use"),
             }
@@ -80,6 +75,17 @@ impl<H> Slots<H> {
             Some(victim) => Admit::Evict { id, victim },
             None => Admit::Accept(id),
         }
+    }
+
+    /// The oldest pre-auth connection of the address that holds the most pre-auth connections.
+    fn victim(&self) -> Option<u64> {
+        let mut held: BTreeMap<IpAddr, usize> = BTreeMap::new();
+        for slot in self.open.values().filter(|s| !s.authenticated) {
+            *held.entry(slot.peer).or_default() += 1;
+        }
+        let most = held.values().copied().max()?;
+        // Ids grow with age: the first match is the oldest.
+        self.open.iter().find(|(_, s)| !s.authenticated && held.get(&s.peer) == Some(&most)).map(|(id, _)| *id)
     }
 
     /// Connection `id` sent a valid request: it keeps its slot until it ends.
@@ -137,15 +143,25 @@ mod tests {
     }
 
     #[test]
-    fn one_address_holds_only_a_few_pre_auth_slots() {
-        let mut slots = Slots::new(128);
-        for i in 0..PER_PEER {
+    fn a_flood_from_one_address_evicts_its_own_connections() {
+        let mut slots = Slots::new(8);
+        // The flood holds five of the six pre-auth slots; an honest host holds one.
+        for i in 0..5 {
             assert!(matches!(slots.admit(ip(2), i), Admit::Accept(_)));
         }
-        assert!(matches!(slots.admit(ip(2), 99), Admit::Busy(_)));
-        assert!(matches!(slots.admit(ip(1), 98), Admit::Accept(_)), "another address is not held up");
-        slots.authenticated(0);
-        assert!(matches!(slots.admit(ip(2), 97), Admit::Accept(_)), "an authenticated one no longer counts");
+        assert!(matches!(slots.admit(ip(1), 100), Admit::Accept(5)));
+        for round in 0..50u64 {
+            match slots.admit(ip(2), 200 + round) {
+                Admit::Evict { victim, .. } => assert_ne!(victim, 100, "the honest connection stays"),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert!(slots.holds(5));
+        // A burst from one honest address is never turned away for its address.
+        let mut burst = Slots::new(200);
+        for i in 0..100 {
+            assert!(matches!(burst.admit(ip(1), i), Admit::Accept(_)));
+        }
     }
 
     #[test]
