@@ -2,7 +2,7 @@
 //! file > defaults) and validation. Every resolved value remembers where it came from.
 
 use crate::UsageError;
-use crate::listen::ready::ReadyCheck;
+use crate::ready::ReadyCheck;
 use crate::protocol::DEFAULT_PORT;
 use serde::Deserialize;
 use std::collections::BTreeMap;

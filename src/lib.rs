@@ -14,6 +14,7 @@ pub mod init;
 pub mod listen;
 pub mod output;
 pub mod protocol;
+pub mod ready;
 pub mod send;
 pub mod status;
 pub mod watch;
