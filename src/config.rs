@@ -2,8 +2,8 @@
 //! file > defaults) and validation. Every resolved value remembers where it came from.
 
 use crate::UsageError;
-use crate::ready::ReadyCheck;
 use crate::protocol::DEFAULT_PORT;
+use crate::ready::ReadyCheck;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -120,37 +120,45 @@ impl From<ActionSpec> for TargetSpec {
     }
 }
 
-/// A signal by number and name.
+/// A signal by name (its number is the guest's: it differs between Unixes, and a Windows host
+/// only reads the name).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Signal {
-    /// The signal number.
-    pub number: i32,
     /// Its name without `SIG`.
     pub name: &'static str,
 }
 
-const SIGNALS: &[(&str, i32)] = &[
-    ("HUP", libc::SIGHUP),
-    ("INT", libc::SIGINT),
-    ("QUIT", libc::SIGQUIT),
-    ("TERM", libc::SIGTERM),
-    ("USR1", libc::SIGUSR1),
-    ("USR2", libc::SIGUSR2),
-    ("TTIN", libc::SIGTTIN),
-    ("TTOU", libc::SIGTTOU),
-    ("WINCH", libc::SIGWINCH),
-    ("KILL", libc::SIGKILL),
-];
+const SIGNALS: &[&str] = &["HUP", "INT", "QUIT", "TERM", "USR1", "USR2", "TTIN", "TTOU", "WINCH", "KILL"];
+
+#[cfg(unix)]
+impl Signal {
+    /// The signal's number on this system.
+    pub fn number(self) -> libc::c_int {
+        match self.name {
+            "INT" => libc::SIGINT,
+            "QUIT" => libc::SIGQUIT,
+            "TERM" => libc::SIGTERM,
+            "USR1" => libc::SIGUSR1,
+            "USR2" => libc::SIGUSR2,
+            "TTIN" => libc::SIGTTIN,
+            "TTOU" => libc::SIGTTOU,
+            "WINCH" => libc::SIGWINCH,
+            "KILL" => libc::SIGKILL,
+            _ => libc::SIGHUP,
+        }
+    }
+}
 
 impl std::str::FromStr for Signal {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         let upper = s.trim().to_ascii_uppercase();
         let bare = upper.strip_prefix("SIG").unwrap_or(&upper);
-        SIGNALS.iter().find(|(name, _)| *name == bare).map(|&(name, number)| Signal { number, name }).ok_or_else(|| {
-            let names: Vec<_> = SIGNALS.iter().map(|(n, _)| *n).collect();
-            format!("unknown signal {s:?} (known: {})", names.join(", "))
-        })
+        SIGNALS
+            .iter()
+            .find(|name| **name == bare)
+            .map(|&name| Signal { name })
+            .ok_or_else(|| format!("unknown signal {s:?} (known: {})", SIGNALS.join(", ")))
     }
 }
 
@@ -608,7 +616,8 @@ mod tests {
 
     #[test]
     fn signal_names_parse_with_or_without_sig() {
-        assert_eq!("sigusr1".parse::<Signal>().unwrap().number, libc::SIGUSR1);
+        #[cfg(unix)]
+        assert_eq!("sigusr1".parse::<Signal>().unwrap().number(), libc::SIGUSR1);
         assert_eq!("TERM".parse::<Signal>().unwrap().name, "TERM");
         assert!("".parse::<Signal>().is_err());
     }

@@ -5,6 +5,7 @@
 use crate::UsageError;
 use crate::cli::{HooksAction, HooksArgs};
 use anyhow::{Context, Result};
+#[cfg(unix)]
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
@@ -121,6 +122,8 @@ pub fn install(dir: &Path, name: &str, script: &str) -> Result<State> {
         std::fs::rename(&path, &chained).with_context(|| format!("cannot move {} aside", path.display()))?;
     }
     std::fs::write(&path, script).with_context(|| format!("cannot write {}", path.display()))?;
+    // Git for Windows runs hooks through its own sh: only Unix needs the executable bit.
+    #[cfg(unix)]
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
         .with_context(|| format!("cannot make {} executable", path.display()))?;
     Ok(state(dir, name))

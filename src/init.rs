@@ -7,6 +7,7 @@ use crate::config::{DEFAULT_TARGET_NAME, FILE_NAME};
 use anyhow::{Context, Result};
 use std::fs::{DirBuilder, OpenOptions};
 use std::io::Write;
+#[cfg(unix)]
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
@@ -104,19 +105,19 @@ fn write_token(path: &Path) -> Result<bool> {
         return Ok(false);
     }
     if let Some(dir) = path.parent() {
-        DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .with_context(|| format!("cannot create {}", dir.display()))?;
+        let mut builder = DirBuilder::new();
+        builder.recursive(true);
+        // Only its owner may read the token (Windows: the profile's ACLs, inherited).
+        #[cfg(unix)]
+        builder.mode(0o700);
+        builder.create(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
     let token = crate::auth::random_hex(32)?;
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("cannot create token file {}", path.display()))?;
+    let mut options = OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    options.mode(0o600);
+    let mut file = options.open(path).with_context(|| format!("cannot create token file {}", path.display()))?;
     writeln!(file, "{token}").with_context(|| format!("cannot write token file {}", path.display()))?;
     Ok(true)
 }

@@ -39,7 +39,15 @@ impl std::error::Error for UsageError {}
 pub fn run(cli: Cli) -> Result<()> {
     let global = &cli.global;
     match cli.command {
+        #[cfg(unix)]
         Command::Listen(args) => listen::start::command(global, args),
+        #[cfg(not(unix))]
+        Command::Listen(_) => Err(UsageError(
+            "`touchwire listen` runs in the guest, on Linux or another Unix: on a Windows host run it in WSL2 or \
+             the VM; watch, send, hooks, init, status and demo run here"
+                .into(),
+        )
+        .into()),
         Command::Send(args) => send::command(global, args),
         Command::Watch(args) => watch::start::command(global, args),
         Command::Demo(args) => demo::command(args),

@@ -132,4 +132,3 @@ pub(crate) fn parse_url(url: &str) -> Result<(String, String)> {
     let addr = if host.contains(':') && !host.ends_with(']') { host.to_string() } else { format!("{host}:80") };
     Ok((addr, path.to_string()))
 }
-

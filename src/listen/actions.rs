@@ -7,46 +7,68 @@
 //! poke that follows a FIFO command is handed back as a [`Poke`], for the caller to run on a
 //! thread it owns and joins.
 
-use crate::config::{ActionSpec, Signal};
+use crate::config::ActionSpec;
+#[cfg(unix)]
+use crate::config::Signal;
 use crate::output::Log;
-use anyhow::{Context, Result, anyhow, bail};
+#[cfg(unix)]
+use anyhow::Context;
+use anyhow::{Result, anyhow, bail};
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::fs::{File, FileType, Metadata, OpenOptions};
-use std::io::{ErrorKind, Read, Write};
+use std::io::ErrorKind;
+#[cfg(unix)]
+use std::io::{Read, Write};
+#[cfg(unix)]
 use std::os::fd::{AsFd, AsRawFd};
+#[cfg(unix)]
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+#[cfg(unix)]
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
+#[cfg(unix)]
 use std::process::{Child, ChildStderr, Command, ExitStatus, Stdio};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::sync::atomic::AtomicBool;
+#[cfg(unix)]
+use std::sync::atomic::Ordering;
+#[cfg(unix)]
+use std::time::Instant;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// How often the poke writes a byte into uWSGI's master FIFO.
+#[cfg(unix)]
 const POKE_INTERVAL: Duration = Duration::from_millis(2);
 /// Attempts, [`POKE_INTERVAL`] apart, to open a FIFO that is not there (uWSGI re-creating it).
+#[cfg(unix)]
 const FIFO_RETRIES: usize = 50;
 /// The longest a poke lasts.
+#[cfg(unix)]
 const POKE_LIMIT: Duration = Duration::from_secs(3);
 /// A touch file's mtime further ahead of the clock than this is worth a warning.
 const FUTURE_MTIME: Duration = Duration::from_secs(2);
 /// The most a pidfile may hold: a pid and its newline need a dozen bytes, so this leaves room
 /// for whitespace and still never reads a large file.
+#[cfg(unix)]
 const PIDFILE_MAX: u64 = 64;
 
 /// The mtime this process last gave each touch file.
 static LAST_SET: Mutex<BTreeMap<PathBuf, SystemTime>> = Mutex::new(BTreeMap::new());
 /// How much of an exec'd program's stderr is kept for the reply, in bytes as it costs on the
 /// wire (JSON-escaped), so that the reply line stays well inside the protocol's line cap.
+#[cfg(unix)]
 const STDERR_TAIL: usize = 2000;
 /// The most of an exec'd program's stderr read in one round of the watch loop, so that a
 /// program writing without pause cannot keep the loop from noticing its exit, timeout or cancel.
+#[cfg(unix)]
 const STDERR_ROUND: usize = 64 << 10;
 /// The longest pause between two looks at an exec'd program (the first pauses are shorter, so
 /// a quick program is reported quickly).
+#[cfg(unix)]
 const EXEC_PAUSE_MAX: Duration = Duration::from_millis(8);
 /// How long a program killed with SIGKILL may take to be reaped before we stop waiting.
+#[cfg(unix)]
 const REAP_LIMIT: Duration = Duration::from_secs(2);
 
 /// What an action left for its caller to finish.
@@ -58,12 +80,32 @@ pub struct Ran {
 
 /// uWSGI's master FIFO, open for writing after the command was written: [`Poke::run`] keeps
 /// waking the master until its reload is under way (DESIGN.md, "fifo").
+#[cfg(unix)]
 #[derive(Debug)]
 pub struct Poke {
     file: File,
     path: PathBuf,
 }
 
+/// There is no FIFO to poke off Unix: a value of this type cannot exist there.
+#[cfg(not(unix))]
+#[derive(Debug)]
+pub enum Poke {}
+
+#[cfg(not(unix))]
+impl Poke {
+    /// Never called: no `Poke` exists off Unix.
+    pub fn run(self, _stop: &dyn Fn() -> bool) -> (Duration, &'static str) {
+        match self {}
+    }
+
+    /// Never called: no `Poke` exists off Unix.
+    pub fn path(&self) -> &Path {
+        match *self {}
+    }
+}
+
+#[cfg(unix)]
 impl Poke {
     /// Writes `\n` (ignored by uWSGI) every 2 ms, each write waking the master loop, until the
     /// FIFO has no reader ("reader gone": uWSGI's master re-executed itself), `stop()` returns
@@ -95,6 +137,7 @@ impl Poke {
     }
 }
 
+#[cfg(unix)]
 impl Poke {
     /// The FIFO's path.
     pub fn path(&self) -> &Path {
@@ -108,6 +151,7 @@ impl Poke {
 /// early when `cancel` is set; gives up after `limit`. Returns how long it waited and whether
 /// the reader is back. (Opening the FIFO to look makes uWSGI re-create it on close, which the
 /// fifo action's retries for a missing FIFO allow for.)
+#[cfg(unix)]
 pub fn wait_for_reader(path: &Path, cancel: &AtomicBool, limit: Duration) -> (Duration, bool) {
     let start = Instant::now();
     while start.elapsed() < limit && !cancel.load(Ordering::Relaxed) {
@@ -121,6 +165,7 @@ pub fn wait_for_reader(path: &Path, cancel: &AtomicBool, limit: Duration) -> (Du
 }
 
 /// How often [`wait_for_reader`] looks for uWSGI's new master.
+#[cfg(unix)]
 const READER_POLL: Duration = Duration::from_millis(5);
 
 /// Logs the end of a poke as the `poke_end` event (`target`, `ms`, `why`), as the receiver has
@@ -142,13 +187,27 @@ pub fn log_poke_end(log: Log, target: &str, elapsed: Duration, why: &str) {
 pub fn run(spec: &ActionSpec, target: &str, log: Log, cancel: &AtomicBool) -> Result<Ran> {
     match spec {
         ActionSpec::Touch { path } => touch(path, target, log).map(|()| Ran::default()),
+        #[cfg(unix)]
         ActionSpec::Fifo { path, command, poke } => {
             let file = fifo(path, command, cancel)?;
             Ok(Ran { poke: poke.then_some(Poke { file, path: path.clone() }) })
         }
+        #[cfg(unix)]
         ActionSpec::Signal { pidfile, signal } => send_signal(pidfile, *signal).map(|()| Ran::default()),
+        #[cfg(unix)]
         ActionSpec::Exec { argv, timeout } => exec(argv, *timeout, cancel).map(|()| Ran::default()),
+        #[cfg(not(unix))]
+        other => {
+            let _ = cancel;
+            bail!("{}", unix_only(other))
+        }
     }
+}
+
+/// Why a fifo, signal or exec target cannot run here.
+#[cfg(not(unix))]
+fn unix_only(spec: &ActionSpec) -> String {
+    format!("{} targets run only in a Unix guest (Linux, macOS, WSL2); on Windows only touch targets run", spec.kind())
 }
 
 /// Whether `spec` could run now, without running it, and what was checked: the touch file's
@@ -166,6 +225,7 @@ pub fn probe(spec: &ActionSpec) -> (bool, String) {
             (Some(dir), Err(_)) => (false, format!("directory {} does not exist", dir.display())),
             (None, Err(_)) => (false, format!("{} has no directory", path.display())),
         },
+        #[cfg(unix)]
         ActionSpec::Fifo { path, .. } => {
             match OpenOptions::new().write(true).custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY).open(path) {
                 Ok(file) if file.metadata().is_ok_and(|m| m.file_type().is_fifo()) => {
@@ -178,12 +238,14 @@ pub fn probe(spec: &ActionSpec) -> (bool, String) {
                 Err(err) => (false, format!("{}: {}", path.display(), io_message(&err))),
             }
         }
+        #[cfg(unix)]
         ActionSpec::Signal { pidfile, .. } => match read_pid(pidfile) {
             // SAFETY: signal 0 only checks that the process exists and may be signalled.
             Ok(pid) if unsafe { libc::kill(pid, 0) } == 0 => (true, format!("process {pid} is running")),
             Ok(pid) => (false, format!("no process {pid} (from pidfile {})", pidfile.display())),
             Err(err) => (false, format!("{err:#}")),
         },
+        #[cfg(unix)]
         ActionSpec::Exec { argv, .. } => {
             let program = argv.first().map(String::as_str).unwrap_or("");
             match find_program(program) {
@@ -191,10 +253,13 @@ pub fn probe(spec: &ActionSpec) -> (bool, String) {
                 None => (false, format!("{program:?} is not found")),
             }
         }
+        #[cfg(not(unix))]
+        other => (false, unix_only(other)),
     }
 }
 
 /// The program `name` would run: itself if it has a slash, else the first match on PATH.
+#[cfg(unix)]
 fn find_program(name: &str) -> Option<std::path::PathBuf> {
     if name.contains('/') {
         return Path::new(name).is_file().then(|| name.into());
@@ -211,7 +276,20 @@ pub(crate) enum Unreadable {
     NotRegular(&'static str),
 }
 
+/// What a file is, with its article, for "PATH is a directory, not a regular file".
+#[cfg(not(unix))]
+pub(crate) fn kind(file_type: FileType) -> &'static str {
+    if file_type.is_dir() {
+        "a directory"
+    } else if file_type.is_file() {
+        "a regular file"
+    } else {
+        "a special file"
+    }
+}
+
 /// What a file is, with its article, for "PATH is a FIFO, not a regular file".
+#[cfg(unix)]
 pub(crate) fn kind(file_type: FileType) -> &'static str {
     if file_type.is_fifo() {
         "a FIFO"
@@ -230,6 +308,14 @@ pub(crate) fn kind(file_type: FileType) -> &'static str {
     }
 }
 
+/// `options` that never wait (for a FIFO's other end) nor take a controlling terminal, on Unix;
+/// Windows has no such thing to avoid.
+pub(crate) fn quiet(options: &mut OpenOptions) -> &mut OpenOptions {
+    #[cfg(unix)]
+    options.custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY);
+    options
+}
+
 /// Opens an existing regular file for reading, never blocking: a path that is not a regular
 /// file is refused before it is opened (opening a device can act on it, opening a FIFO
 /// without O_NONBLOCK waits for a writer), and the open file is checked again, since the path
@@ -239,11 +325,7 @@ pub(crate) fn open_regular(path: &Path) -> Result<(File, Metadata), Unreadable> 
     if !before.is_file() {
         return Err(Unreadable::NotRegular(kind(before.file_type())));
     }
-    let file = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
-        .open(path)
-        .map_err(Unreadable::Io)?;
+    let file = quiet(OpenOptions::new().read(true)).open(path).map_err(Unreadable::Io)?;
     let meta = file.metadata().map_err(Unreadable::Io)?;
     if !meta.is_file() {
         return Err(Unreadable::NotRegular(kind(meta.file_type())));
@@ -265,17 +347,12 @@ pub fn touch(path: &Path, target: &str, log: Log) -> Result<()> {
     let not_regular = |kind| anyhow!("cannot touch {}: it is {kind}, not a regular file", path.display());
     // An existing file is opened read-only: closing a file opened for writing is an inotify
     // "write" event, which a watcher sharing the file would take for a save.
-    let file = match open_regular(path) {
+    let file = match open_for_touch(path) {
         Ok((file, _)) => file,
         Err(Unreadable::Io(err)) if err.kind() == ErrorKind::NotFound => {
             // O_NONBLOCK in case a FIFO appeared meanwhile: opening it to write would wait for a reader.
-            let file = OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
-                .open(path)
-                .map_err(describe)?;
+            let file =
+                quiet(OpenOptions::new().write(true).create(true).truncate(false)).open(path).map_err(describe)?;
             let meta = file.metadata().map_err(describe)?;
             if !meta.is_file() {
                 return Err(not_regular(kind(meta.file_type())));
@@ -310,6 +387,23 @@ pub fn touch(path: &Path, target: &str, log: Log) -> Result<()> {
     file.set_modified(next).map_err(describe)
 }
 
+/// An existing touch file, opened as little as setting its mtime needs: read-only on Unix (a
+/// close after writing is an inotify "write" event a watcher would take for a save); Windows
+/// needs write access to set the time.
+fn open_for_touch(path: &Path) -> Result<(File, Metadata), Unreadable> {
+    #[cfg(unix)]
+    return open_regular(path);
+    #[cfg(not(unix))]
+    {
+        let meta = std::fs::metadata(path).map_err(Unreadable::Io)?;
+        if !meta.is_file() {
+            return Err(Unreadable::NotRegular(kind(meta.file_type())));
+        }
+        let file = OpenOptions::new().write(true).open(path).map_err(Unreadable::Io)?;
+        Ok((file, meta))
+    }
+}
+
 /// The mtime a touch sets: now, or the file's whole second + 1 s when its mtime already lies in
 /// the current whole second or later.
 pub fn next_mtime(current: SystemTime, now: SystemTime) -> SystemTime {
@@ -317,6 +411,7 @@ pub fn next_mtime(current: SystemTime, now: SystemTime) -> SystemTime {
     if secs(current) >= secs(now) { UNIX_EPOCH + Duration::from_secs(secs(current) + 1) } else { now }
 }
 
+#[cfg(unix)]
 /// Writes `command` into uWSGI's master FIFO and returns the FIFO, still open, for the poke.
 fn fifo(path: &Path, command: &str, cancel: &AtomicBool) -> Result<File> {
     let open = || OpenOptions::new().write(true).custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY).open(path);
@@ -352,11 +447,12 @@ fn fifo(path: &Path, command: &str, cancel: &AtomicBool) -> Result<File> {
     Ok(file)
 }
 
+#[cfg(unix)]
 /// Reads the pid from `pidfile` and sends it `signal`.
 fn send_signal(pidfile: &Path, signal: Signal) -> Result<()> {
     let pid = read_pid(pidfile)?;
     // SAFETY: kill(2) takes plain integers; pid > 1 so it names one process, never a group.
-    if unsafe { libc::kill(pid, signal.number) } != 0 {
+    if unsafe { libc::kill(pid, signal.number()) } != 0 {
         let err = std::io::Error::last_os_error();
         return Err(match err.raw_os_error() {
             Some(libc::ESRCH) => anyhow!("no process {pid} (from pidfile {}): is the app running?", pidfile.display()),
@@ -367,6 +463,7 @@ fn send_signal(pidfile: &Path, signal: Signal) -> Result<()> {
     Ok(())
 }
 
+#[cfg(unix)]
 /// The process id a pidfile holds. The pidfile must be a regular file of at most
 /// [`PIDFILE_MAX`] bytes (it is never read further, and never waited on), and the pid may not
 /// be init, the receiver itself or the receiver's process group leader: a stale or wrong
@@ -409,6 +506,7 @@ fn read_pid(pidfile: &Path) -> Result<libc::pid_t> {
     Ok(pid)
 }
 
+#[cfg(unix)]
 /// Runs `argv` without a shell, in its own process group; its stdout goes to our stderr, its
 /// stderr is kept (the last of it) for the error message. One loop on this thread reads the
 /// stderr pipe, which is non-blocking, and looks for the program's exit until it exits, the
@@ -485,6 +583,7 @@ fn exec(argv: &[String], timeout: Duration, cancel: &AtomicBool) -> Result<()> {
     if tail.is_empty() { bail!("{program:?} {what}") } else { bail!("{program:?} {what}: {tail}") }
 }
 
+#[cfg(unix)]
 /// Makes reads of `pipe` return at once when it is empty.
 fn set_nonblocking(pipe: &ChildStderr) -> std::io::Result<()> {
     let fd = pipe.as_raw_fd();
@@ -498,6 +597,7 @@ fn set_nonblocking(pipe: &ChildStderr) -> std::io::Result<()> {
     Ok(())
 }
 
+#[cfg(unix)]
 /// Reads what the non-blocking `pipe` holds now, at most [`STDERR_ROUND`] bytes, keeping the
 /// last [`STDERR_TAIL`] bytes of everything read in `tail`. False once the pipe is at its end
 /// (or broken), true while it may still bring more.
@@ -522,6 +622,7 @@ fn drain(pipe: &mut ChildStderr, tail: &mut Vec<u8>) -> bool {
     true
 }
 
+#[cfg(unix)]
 /// Waits until `pipe` has something to read (or its writers are gone), at most `limit`.
 fn wait_readable(pipe: &ChildStderr, limit: Duration) {
     let mut fds = libc::pollfd { fd: pipe.as_raw_fd(), events: libc::POLLIN, revents: 0 };
@@ -531,6 +632,7 @@ fn wait_readable(pipe: &ChildStderr, limit: Duration) {
     unsafe { libc::poll(&mut fds, 1, ms) };
 }
 
+#[cfg(unix)]
 /// Kills the process group `child` leads (whatever it started, too), then reaps `child`,
 /// waiting at most [`REAP_LIMIT`] (a process stuck in the kernel may take longer to die).
 fn kill_group(child: &mut Child) {
@@ -549,6 +651,7 @@ fn kill_group(child: &mut Child) {
     }
 }
 
+#[cfg(unix)]
 /// The end of a program's stderr as one piece of text for the reply: decoded lossily, trimmed,
 /// control characters other than newlines and tabs shown as U+FFFD (they could forge log lines
 /// or drive a terminal), and cut at the front so that it costs at most [`STDERR_TAIL`] bytes
@@ -584,7 +687,7 @@ fn io_message(err: &std::io::Error) -> String {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, unix))]
 mod tests {
     use super::*;
     use std::sync::atomic::AtomicBool;
@@ -658,7 +761,7 @@ mod tests {
         assert_eq!(err, "pidfile /dev/zero is a character device, not a regular file");
         assert!(pid_error(dir.path()).ends_with("is a directory, not a regular file"));
         let (ok, detail) = within(Duration::from_secs(5), move || {
-            probe(&ActionSpec::Signal { pidfile: fifo, signal: Signal { number: libc::SIGHUP, name: "HUP" } })
+            probe(&ActionSpec::Signal { pidfile: fifo, signal: Signal { name: "HUP" } })
         });
         assert!(!ok && detail.contains("is a FIFO"), "{detail}");
     }

@@ -6,7 +6,9 @@
 
 use super::actions::{self, Ran};
 use super::ready::{LogFollower, Outcome};
+#[cfg(unix)]
 use super::uwsgi;
+#[cfg(unix)]
 use super::worker::READER_BACK_LIMIT;
 use crate::config::{ActionSpec, TargetSpec};
 use crate::output::Log;
@@ -28,6 +30,14 @@ pub struct Follow<'a> {
 
 /// For a chain reload (`c` to uWSGI's FIFO): the master's log, followed from now, where it says
 /// when the chain is over; `None` (with a warning) when the master logs to no file.
+#[cfg(not(unix))]
+pub fn chain_log(_action: &ActionSpec, _name: &str, _log: Log) -> Option<LogFollower> {
+    None
+}
+
+/// For a chain reload (`c` to uWSGI's FIFO): the master's log, followed from now, where it says
+/// when the chain is over; `None` (with a warning) when the master logs to no file.
+#[cfg(unix)]
 pub fn chain_log(action: &ActionSpec, name: &str, log: Log) -> Option<LogFollower> {
     let ActionSpec::Fifo { path, command, .. } = action else { return None };
     if !command.contains('c') {
@@ -53,12 +63,15 @@ pub fn follow(
     start: Instant,
 ) -> Option<Outcome> {
     let Follow { name, spec, log, cancel } = *job;
+    #[cfg(not(unix))]
+    let _ = chain;
     let checked = &AtomicBool::new(false);
     let chained = &AtomicBool::new(false);
     std::thread::scope(|scope| {
+        #[cfg(unix)]
         let _chain = chain.map(|mut follower| {
             spawn(scope, "chain", job, move || {
-                let (waited, done) = uwsgi::wait_for_chain(&mut follower, cancel, uwsgi::CHAIN_LIMIT);
+                let (waited, done) = uwsgi::wait_for_chain(&mut follower, cancel, super::worker::CHAIN_LIMIT);
                 chained.store(true, Ordering::SeqCst);
                 let ms = waited.as_millis() as u64;
                 let fields = json!({"target": name, "ms": ms, "done": done});
@@ -117,6 +130,7 @@ fn spawn<'scope, F: FnOnce() + Send + 'scope>(
 
 /// After `r`: the reload is over once the new master reads its FIFO; a command written before
 /// that would find no reader.
+#[cfg(unix)]
 fn reader_back(name: &str, log: Log, path: &std::path::Path, cancel: &AtomicBool) {
     let (waited, back) = actions::wait_for_reader(path, cancel, READER_BACK_LIMIT);
     let ms = waited.as_millis() as u64;
@@ -129,6 +143,10 @@ fn reader_back(name: &str, log: Log, path: &std::path::Path, cancel: &AtomicBool
         }
     }
 }
+
+/// Off Unix there is no FIFO to come back to (and no poke that could end with its reader gone).
+#[cfg(not(unix))]
+fn reader_back(_name: &str, _log: Log, _path: &std::path::Path, _cancel: &AtomicBool) {}
 
 /// Logs how a ready check ended, and returns it.
 fn told(name: &str, log: Log, outcome: Outcome) -> Outcome {

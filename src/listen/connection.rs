@@ -11,7 +11,6 @@ use anyhow::Result;
 use serde_json::json;
 use std::io::{BufReader, ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpStream};
-use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -203,12 +202,11 @@ pub fn close_gracefully(stream: &TcpStream) {
 /// its thread, blocked in a read, wakes at once and ends (it would otherwise hold its thread and
 /// descriptors until its read deadline).
 pub fn evict(stream: TcpStream, reply: Reply) {
-    let line = protocol::reply_line(&reply);
-    // MSG_DONTWAIT: never block the accept loop on a peer that reads nothing.
-    // SAFETY: send(2) from a live buffer on a socket this function owns.
-    unsafe {
-        libc::send(stream.as_raw_fd(), line.as_ptr().cast(), line.len(), libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
-    };
+    // Non-blocking (the socket is shared with the evicted thread, whose reads end here anyway):
+    // never block the accept loop on a peer that reads nothing.
+    if stream.set_nonblocking(true).is_ok() {
+        let _ = (&stream).write(protocol::reply_line(&reply).as_bytes());
+    }
     let _ = stream.shutdown(Shutdown::Both);
 }
 

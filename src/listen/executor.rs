@@ -197,7 +197,7 @@ pub fn wait_bound(spec: &TargetSpec, settle: Duration) -> Option<Duration> {
 fn action_bound(action: &ActionSpec) -> Duration {
     match action {
         ActionSpec::Exec { timeout, .. } => *timeout,
-        ActionSpec::Fifo { .. } => (worker::POKE_LIMIT + worker::READER_BACK_LIMIT).max(super::uwsgi::CHAIN_LIMIT),
+        ActionSpec::Fifo { .. } => (worker::POKE_LIMIT + worker::READER_BACK_LIMIT).max(worker::CHAIN_LIMIT),
         _ => Duration::ZERO,
     }
 }

@@ -10,16 +10,20 @@ pub mod coalesce;
 mod connection;
 pub mod executor;
 pub mod ready;
+#[cfg(unix)]
 pub mod refresh;
 pub mod slots;
 pub mod start;
+#[cfg(unix)]
 pub mod uwsgi;
 mod worker;
 
 use crate::auth::Token;
 use crate::config::TargetSpec;
 use crate::output::Log;
-use anyhow::{Context, Result, bail};
+#[cfg(unix)]
+use anyhow::bail;
+use anyhow::{Context, Result};
 use executor::Executor;
 use serde_json::json;
 use slots::{Admit, Slots};
@@ -27,6 +31,7 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::ErrorKind;
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+#[cfg(unix)]
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -34,6 +39,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// Connections the kernel may queue for accept: a burst of a thousand must not be dropped unseen.
+#[cfg(unix)]
 const BACKLOG: libc::c_int = 4096;
 /// A connection must send its first line within this (or the read timeout, if shorter): one
 /// that has not proved the token holds its slot only briefly.
@@ -43,7 +49,7 @@ pub const SHUTDOWN_LIMIT: Duration = Duration::from_secs(5);
 /// At stop, how long connections may take to write their last answers.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 /// How often the accept loop looks at its stop flag.
-const STOP_POLL_MS: libc::c_int = 100;
+const STOP_POLL_MS: u16 = 100;
 
 /// Everything the receiver needs, resolved from config and flags.
 #[derive(Debug, Clone)]
@@ -112,6 +118,7 @@ impl Receiver {
         // dropped unseen, so the client waits for a greeting that never comes, where it should get
         // one or a "busy" line. listen(2) again raises the backlog (the kernel caps it at somaxconn).
         // SAFETY: listen(2) on a socket this function owns; it touches no memory.
+        #[cfg(unix)]
         if unsafe { libc::listen(listener.as_raw_fd(), BACKLOG) } != 0 {
             let err = std::io::Error::last_os_error();
             bail!("cannot set the listen backlog on {addr}: {err}");
@@ -138,7 +145,7 @@ impl Receiver {
             max_waiting: (max_connections / 2).max(1),
             log: options.log,
         };
-        Ok(Receiver { listener, state: Arc::new(state), reserve: File::open("/dev/null").ok(), joiners, cap_note })
+        Ok(Receiver { listener, state: Arc::new(state), reserve: spare_file(), joiners, cap_note })
     }
 
     /// The address actually bound.
@@ -166,7 +173,7 @@ impl Receiver {
                     }
                 }
                 Err(err) if err.kind() == ErrorKind::WouldBlock || err.kind() == ErrorKind::Interrupted => {}
-                Err(err) if matches!(err.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => self.out_of_files(&err),
+                Err(err) if out_of_descriptors(&err) => self.out_of_files(&err),
                 Err(err) => {
                     self.state.log.warn("error", &format!("accept failed: {err}"), json!({"error": err.to_string()}));
                     std::thread::sleep(Duration::from_millis(50));
@@ -179,10 +186,19 @@ impl Receiver {
     }
 
     /// Whether a connection waits to be accepted, after at most [`STOP_POLL_MS`].
+    #[cfg(unix)]
     fn readable(&self) -> bool {
         let mut poll = libc::pollfd { fd: self.listener.as_raw_fd(), events: libc::POLLIN, revents: 0 };
         // SAFETY: one valid pollfd for the listener this receiver owns.
-        unsafe { libc::poll(&mut poll, 1, STOP_POLL_MS) == 1 }
+        unsafe { libc::poll(&mut poll, 1, libc::c_int::from(STOP_POLL_MS)) == 1 }
+    }
+
+    /// Without poll(2) (Windows, where only the demo runs a receiver): a short pause, then the
+    /// non-blocking accept says whether a connection waits.
+    #[cfg(not(unix))]
+    fn readable(&self) -> bool {
+        std::thread::sleep(Duration::from_millis(5));
+        true
     }
 
     /// Out of file descriptors: the spare one makes room to tell one newcomer "busy".
@@ -194,7 +210,7 @@ impl Receiver {
                 let message = "busy: the receiver is out of file descriptors; try again";
                 connection::reject(stream, protocol_busy(message));
             }
-            self.reserve = File::open("/dev/null").ok();
+            self.reserve = spare_file();
         } else {
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -297,7 +313,27 @@ const FD_OVERHEAD: u64 = 32;
 
 /// The connection cap, lowered to what the open-files limit allows: past that limit a newcomer
 /// would get no answer at all, where under the cap it is told "busy".
+/// The descriptor kept spare for [`Receiver::out_of_files`].
+fn spare_file() -> Option<File> {
+    if cfg!(unix) { File::open("/dev/null").ok() } else { None }
+}
+
+/// Whether `err` says the process (or the system) has no file descriptor left.
+fn out_of_descriptors(err: &std::io::Error) -> bool {
+    #[cfg(unix)]
+    return matches!(err.raw_os_error(), Some(libc::EMFILE | libc::ENFILE));
+    #[cfg(not(unix))]
+    return err.raw_os_error().is_none() && false;
+}
+
 /// Returns the cap and, when it was lowered, a warning to print.
+#[cfg(not(unix))]
+fn fit_to_open_files(cap: usize) -> (usize, Option<String>) {
+    (cap, None)
+}
+
+/// Returns the cap and, when it was lowered, a warning to print.
+#[cfg(unix)]
 fn fit_to_open_files(cap: usize) -> (usize, Option<String>) {
     let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: getrlimit(2) writes one rlimit struct that this function owns.

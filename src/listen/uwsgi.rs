@@ -12,8 +12,6 @@ use std::time::{Duration, Instant};
 
 /// The line uWSGI logs when the last worker of a chain reload has been replaced.
 pub const CHAIN_COMPLETE: &str = "chain reloading complete";
-/// The longest a chain reload is waited for (each worker imports the app in turn).
-pub const CHAIN_LIMIT: Duration = Duration::from_secs(60);
 /// Most processes looked at when searching for the master (a guest has far fewer).
 const MOST_PROCESSES: usize = 100_000;
 

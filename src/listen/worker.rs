@@ -3,7 +3,9 @@
 //! `internal` failure, so the executor always hears how each job ended.
 
 use super::executor::Failure;
-use super::{actions, after, refresh};
+#[cfg(unix)]
+use super::refresh;
+use super::{actions, after};
 use crate::config::{ActionSpec, TargetSpec};
 use crate::output::{Log, millis};
 use crate::protocol::{ErrorCode, Ready};
@@ -17,6 +19,8 @@ use std::time::{Duration, Instant};
 
 /// The longest a poke lasts (the actions' own limit).
 pub const POKE_LIMIT: Duration = Duration::from_secs(3);
+/// The longest a chain reload is waited for (each worker imports the app in turn).
+pub const CHAIN_LIMIT: Duration = Duration::from_secs(60);
 /// How long a reload may take to bring uWSGI's new master back to its FIFO (a real Django app
 /// imports for seconds before it reads it).
 pub const READER_BACK_LIMIT: Duration = Duration::from_secs(30);
@@ -140,6 +144,9 @@ struct Ctx<'a> {
 fn run(act: Act, ctx: &Ctx, job: Job, report: &dyn Fn(JobEnd)) {
     let Ctx { name, spec, extensions, log, cancel } = *ctx;
     let Job { generation, mut fields, describe, files } = job;
+    #[cfg(not(unix))]
+    let _ = (&files, extensions);
+    #[cfg(unix)]
     if let Some(root) = &spec.root {
         let done = refresh::refresh(root, &files, extensions);
         let line = format!(
