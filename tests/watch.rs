@@ -372,3 +372,93 @@ fn a_stopping_watcher_sends_the_changes_it_still_holds() {
     assert_eq!(watcher.terminate(), Some(0), "{}", watcher.stderr());
     assert_eq!(s.next_trigger(), ["app/models.py"]);
 }
+
+/// Writes `content` at the relative path `rel`, given as bytes (a name that may not be UTF-8).
+fn write_bytes(repo: &Repo, rel: &[u8], content: &str) {
+    use std::os::unix::ffi::OsStrExt;
+    let path = repo.root.join(std::ffi::OsStr::from_bytes(rel));
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, content).unwrap();
+}
+
+#[test]
+fn names_that_are_not_utf8_trigger_and_travel_lossily() {
+    let s = setup();
+    write_bytes(&s.repo, b"app/caf\xe9.py", "A = 1\n");
+    write_bytes(&s.repo, b"d\xff/m.py", "M = 1\n");
+    s.repo.commit_all("latin-1 names");
+    let (_watcher, ready) = s.watch(&[]);
+    assert_eq!(ready["relevant"], 4, "{ready}");
+    write_bytes(&s.repo, b"app/caf\xe9.py", "A = 2\n");
+    assert_eq!(s.next_trigger(), ["app/caf\u{fffd}.py"]);
+    write_bytes(&s.repo, b"d\xff/m.py", "M = 2\n");
+    assert_eq!(s.next_trigger(), ["d\u{fffd}/m.py"]);
+    // A new directory whose name is not UTF-8 is watched like any other.
+    write_bytes(&s.repo, b"n\xfe/new.py", "N = 1\n");
+    assert_eq!(s.next_trigger(), ["n\u{fffd}/new.py"]);
+}
+
+#[test]
+fn a_dangling_link_and_a_close_without_a_write_are_no_change() {
+    let s = setup();
+    let (_watcher, _) = s.watch(&[]);
+    // Emacs's lock file: a link to "user@host.pid:boot", made when a buffer is modified and
+    // removed at the save.
+    let lock = s.repo.root.join("app/.#views.py");
+    std::os::unix::fs::symlink("user@host.12345:1700000000", &lock).unwrap();
+    std::fs::remove_file(&lock).unwrap();
+    // A bare `touch` of an existing file: open for writing, set both times, close; nothing
+    // written. (Setting the mtime alone reports IN_MODIFY, which inotify cannot tell from a write.)
+    let views = s.repo.root.join("app/views.py");
+    assert!(std::process::Command::new("touch").arg(&views).status().unwrap().success());
+    s.no_trigger("an Emacs lock file and a touch", QUIET);
+    s.repo.write("app/views.py", "VALUE = 3\n");
+    assert_eq!(s.next_trigger(), ["app/views.py"], "the watcher is alive");
+}
+
+#[test]
+fn a_link_to_a_directory_is_never_followed_nor_watched() {
+    let s = setup();
+    s.repo.write("app/sub/deep.py", "D = 1\n");
+    s.repo.commit_all("sub");
+    let outside = s.env.join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(outside.join("secret.py"), "S = 1\n").unwrap();
+    std::os::unix::fs::symlink(&outside, s.repo.root.join("app/out")).unwrap();
+    let (watcher, ready) = s.watch(&["--tracked-only"]);
+    let dirs = ready["dirs"].clone();
+    // A link to the tree's own `app`, renamed in while watching (`ln -s .. /tmp/l && mv /tmp/l app/sub/loop`).
+    let tmp = s.env.join("l");
+    std::os::unix::fs::symlink("..", &tmp).unwrap();
+    std::fs::rename(&tmp, s.repo.root.join("app/sub/loop")).unwrap();
+    std::fs::write(outside.join("secret.py"), "S = 2\n").unwrap();
+    s.no_trigger("a link to a directory, and a file outside the tree", QUIET);
+    s.repo.write("app/sub/deep.py", "D = 2\n");
+    assert_eq!(s.next_trigger(), ["app/sub/deep.py"]);
+    s.repo.write("app/views.py", "VALUE = 2\n");
+    assert_eq!(s.next_trigger(), ["app/views.py"], "no remapped watch: never app/sub/loop/views.py");
+    // With the link gone, tracked files keep triggering under their own names.
+    std::fs::remove_file(s.repo.root.join("app/sub/loop")).unwrap();
+    s.repo.write("app/sub/deep.py", "D = 3\n");
+    assert_eq!(s.next_trigger(), ["app/sub/deep.py"]);
+    s.repo.write("app/models.py", "MODEL = 3\n");
+    assert_eq!(s.next_trigger(), ["app/models.py"]);
+    let triggers: Vec<Value> = watcher.events_within(Duration::from_millis(100));
+    assert!(triggers.iter().all(|e| !e.to_string().contains("loop/")), "{triggers:?}");
+    assert_eq!(dirs, ready["dirs"], "{ready}");
+}
+
+#[test]
+fn polling_never_opens_a_fifo_or_reads_a_device() {
+    let s = setup();
+    std::os::unix::fs::symlink("/dev/zero", s.repo.root.join("app/zero.py")).unwrap();
+    s.repo.commit_all("a tracked link to /dev/zero");
+    let fifo = std::ffi::CString::new(s.repo.root.join("app/x.py").to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo(3) on a NUL-terminated path this test owns.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
+    // Ready at all: the FIFO has no writer and /dev/zero has no end.
+    let (_watcher, ready) = s.watch(&["--poll=100"]);
+    assert_eq!(ready["relevant"], 2, "views and models; a link to a device is no Python file: {ready}");
+    s.repo.write("app/views.py", "VALUE = 'polled'\n");
+    assert_eq!(s.next_trigger(), ["app/views.py"]);
+}

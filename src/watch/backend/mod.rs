@@ -199,8 +199,12 @@ impl Classifier {
                         self.not_a_file(&rel);
                         None
                     }
-                    // Gone already: its removal follows.
-                    Kind::Missing => None,
+                    // Gone before it could be looked at (an Emacs lock made and removed at
+                    // once): whatever it was, its removal nets to no change.
+                    Kind::Missing => {
+                        self.not_a_file(&rel);
+                        None
+                    }
                 }
             }
             Raw::Modified if self.closes => {
