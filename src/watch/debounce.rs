@@ -21,7 +21,9 @@ pub enum Change {
 /// What to send: the files (relative paths, sorted) and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Trigger {
-    /// Relevant files changed, relative to the work tree.
+    /// Relevant files changed, relative to the work tree: for the receiver's log (and its
+    /// refresh under `root`), so a name that is not UTF-8 goes out lossily; two such names may
+    /// read alike there, while the burst itself keeps them apart by their bytes.
     pub files: Vec<String>,
     /// `save` for a leading trigger, `burst` for a trailing one.
     pub reason: &'static str,
@@ -33,7 +35,8 @@ struct Burst {
     last: Instant,
     /// Whether this burst already sent its leading trigger.
     led: bool,
-    pending: BTreeSet<String>,
+    /// Keyed by the path's bytes: a name that is not UTF-8 is a file like any other.
+    pending: BTreeSet<Vec<u8>>,
     /// Events were lost: the trailing trigger goes out even without a file.
     rescan: bool,
 }
@@ -52,15 +55,15 @@ impl Debouncer {
     }
 
     /// A relevant change at `now`; returns a trigger to send at once, if any.
-    pub fn on_change(&mut self, change: Change, path: &str, now: Instant, git_busy: bool) -> Option<Trigger> {
+    pub fn on_change(&mut self, change: Change, path: &[u8], now: Instant, git_busy: bool) -> Option<Trigger> {
         let burst = self.open(now);
-        burst.pending.insert(path.to_string());
+        burst.pending.insert(path.to_vec());
         // A completed write leads, unless this burst already led or git is rewriting the tree. A
         // removal never leads: in a backup-and-write save the old file goes first, and the
         // trigger belongs to the moment the new one is complete.
         if change == Change::Written && !burst.led && !git_busy {
             burst.led = true;
-            let files = std::mem::take(&mut burst.pending).into_iter().collect();
+            let files = lossy(std::mem::take(&mut burst.pending));
             return Some(Trigger { files, reason: "save" });
         }
         None
@@ -101,16 +104,14 @@ impl Debouncer {
         }
         let burst = self.burst.take()?;
         let reason = if burst.rescan { "rescan" } else { "burst" };
-        (!burst.pending.is_empty() || burst.rescan)
-            .then(|| Trigger { files: burst.pending.into_iter().collect(), reason })
+        (!burst.pending.is_empty() || burst.rescan).then(|| Trigger { files: lossy(burst.pending), reason })
     }
 
     /// Ends the open burst now (the watcher is stopping): its pending changes, if any, as a trigger.
     pub fn flush(&mut self) -> Option<Trigger> {
         let burst = self.burst.take()?;
         let reason = if burst.rescan { "rescan" } else { "burst" };
-        (!burst.pending.is_empty() || burst.rescan)
-            .then(|| Trigger { files: burst.pending.into_iter().collect(), reason })
+        (!burst.pending.is_empty() || burst.rescan).then(|| Trigger { files: lossy(burst.pending), reason })
     }
 
     /// When [`Debouncer::poll`] should next be called, if a burst is open.
@@ -119,6 +120,11 @@ impl Debouncer {
         let cap = burst.first + if git_busy { GIT_BUSY_CAP } else { BURST_CAP };
         Some(if git_busy { cap } else { (burst.last + self.quiet).min(cap) })
     }
+}
+
+/// The files of a trigger, as text (see [`Trigger::files`]).
+fn lossy(paths: BTreeSet<Vec<u8>>) -> Vec<String> {
+    paths.iter().map(|p| super::path::lossy(p)).collect()
 }
 
 #[cfg(test)]
@@ -137,7 +143,7 @@ mod tests {
     fn a_save_is_sent_at_once_and_nothing_follows() {
         let t0 = Instant::now();
         let mut d = Debouncer::new(ms(30));
-        let lead = d.on_change(Change::Written, "app.py", t0, false);
+        let lead = d.on_change(Change::Written, b"app.py", t0, false);
         assert_eq!(files(&lead), ["app.py"]);
         assert_eq!(lead.unwrap().reason, "save");
         assert_eq!(d.deadline(false), Some(t0 + ms(30)));
@@ -151,8 +157,8 @@ mod tests {
         let t0 = Instant::now();
         let mut d = Debouncer::new(ms(30));
         // Vim: app.py renamed to app.py~ (a removal of app.py), then app.py written anew.
-        assert_eq!(d.on_change(Change::Removed, "app.py", t0, false), None);
-        let lead = d.on_change(Change::Written, "app.py", t0 + ms(1), false);
+        assert_eq!(d.on_change(Change::Removed, b"app.py", t0, false), None);
+        let lead = d.on_change(Change::Written, b"app.py", t0 + ms(1), false);
         assert_eq!(files(&lead), ["app.py"]);
         assert_eq!(d.poll(t0 + ms(40), false), None);
     }
@@ -161,7 +167,7 @@ mod tests {
     fn a_lone_deletion_is_sent_after_the_quiet_time() {
         let t0 = Instant::now();
         let mut d = Debouncer::new(ms(30));
-        assert_eq!(d.on_change(Change::Removed, "old.py", t0, false), None);
+        assert_eq!(d.on_change(Change::Removed, b"old.py", t0, false), None);
         assert_eq!(d.poll(t0 + ms(29), false), None);
         let trailing = d.poll(t0 + ms(30), false);
         assert_eq!(files(&trailing), ["old.py"]);
@@ -175,7 +181,7 @@ mod tests {
         let mut sent = Vec::new();
         for i in 0..500u64 {
             let now = t0 + Duration::from_micros(i * 500);
-            sent.extend(d.on_change(Change::Written, &format!("m{i:03}.py"), now, false));
+            sent.extend(d.on_change(Change::Written, format!("m{i:03}.py").as_bytes(), now, false));
             sent.extend(d.poll(now, false));
         }
         sent.extend(d.poll(t0 + ms(400), false));
@@ -188,13 +194,13 @@ mod tests {
     fn a_burst_is_capped_at_one_second() {
         let t0 = Instant::now();
         let mut d = Debouncer::new(ms(30));
-        d.on_change(Change::Written, "a.py", t0, false);
+        d.on_change(Change::Written, b"a.py", t0, false);
         let mut now = t0;
         let mut trailing = None;
         // Changes every 20 ms never leave 30 ms of quiet: the cap closes the burst.
         while trailing.is_none() && now < t0 + ms(2000) {
             now += ms(20);
-            d.on_change(Change::Written, "b.py", now, false);
+            d.on_change(Change::Written, b"b.py", now, false);
             trailing = d.poll(now, false);
         }
         assert_eq!(files(&trailing), ["b.py"]);
@@ -205,8 +211,8 @@ mod tests {
     fn while_git_is_busy_nothing_leads_and_the_burst_waits_for_git() {
         let t0 = Instant::now();
         let mut d = Debouncer::new(ms(30));
-        assert_eq!(d.on_change(Change::Written, "a.py", t0, true), None, "no leading trigger during a checkout");
-        d.on_change(Change::Removed, "b.py", t0 + ms(5), true);
+        assert_eq!(d.on_change(Change::Written, b"a.py", t0, true), None, "no leading trigger during a checkout");
+        d.on_change(Change::Removed, b"b.py", t0 + ms(5), true);
         assert_eq!(d.poll(t0 + ms(500), true), None, "quiet does not close a burst while git works");
         assert_eq!(d.deadline(true), Some(t0 + GIT_BUSY_CAP));
         d.on_activity(t0 + ms(600)); // index.lock removed
@@ -218,7 +224,7 @@ mod tests {
     fn a_checkout_that_outlives_the_cap_is_still_bounded() {
         let t0 = Instant::now();
         let mut d = Debouncer::new(ms(30));
-        d.on_change(Change::Written, "a.py", t0, true);
+        d.on_change(Change::Written, b"a.py", t0, true);
         assert_eq!(d.poll(t0 + ms(4999), true), None);
         assert_eq!(files(&d.poll(t0 + GIT_BUSY_CAP, true)), ["a.py"]);
     }
@@ -227,7 +233,7 @@ mod tests {
     fn a_rescan_waits_for_git_and_goes_out_once() {
         let t0 = Instant::now();
         let mut d = Debouncer::new(ms(30));
-        d.on_change(Change::Written, "a.py", t0, true);
+        d.on_change(Change::Written, b"a.py", t0, true);
         d.on_rescan(t0 + ms(10));
         assert_eq!(d.poll(t0 + ms(100), true), None, "not during a checkout");
         let trailing = d.poll(t0 + ms(100), false).unwrap();
@@ -255,7 +261,7 @@ mod tests {
                 let path = format!("m{file}.py");
                 changed.insert(path.clone());
                 let change = if *written { Change::Written } else { Change::Removed };
-                sent.extend(d.on_change(change, &path, now, false));
+                sent.extend(d.on_change(change, path.as_bytes(), now, false));
                 sent.extend(d.poll(now, false));
             }
             sent.extend(d.poll(now + ms(30), false));
@@ -270,7 +276,7 @@ mod tests {
         let t0 = Instant::now();
         let mut d = Debouncer::new(ms(30));
         assert_eq!(d.flush(), None);
-        d.on_change(Change::Removed, "gone.py", t0, false);
+        d.on_change(Change::Removed, b"gone.py", t0, false);
         assert_eq!(files(&d.flush()), ["gone.py"]);
         assert_eq!(d.flush(), None, "nothing twice");
     }
@@ -279,8 +285,8 @@ mod tests {
     fn a_new_burst_leads_again_after_the_last_one_closed() {
         let t0 = Instant::now();
         let mut d = Debouncer::new(ms(30));
-        assert!(d.on_change(Change::Written, "a.py", t0, false).is_some());
+        assert!(d.on_change(Change::Written, b"a.py", t0, false).is_some());
         assert_eq!(d.poll(t0 + ms(30), false), None);
-        assert!(d.on_change(Change::Written, "a.py", t0 + ms(100), false).is_some());
+        assert!(d.on_change(Change::Written, b"a.py", t0 + ms(100), false).is_some());
     }
 }

@@ -1,9 +1,12 @@
 //! Which files matter (DESIGN.md, "Relevant file"): inside the work tree, not under `.git/`, a
 //! watched extension, and tracked in the index or untracked but not ignored. Decided with git2.
 
+use super::path::{self, Rel};
 use anyhow::{Context, Result};
 use std::collections::BTreeSet;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
+
+pub use super::path::{has_extension, in_git_dir};
 
 /// The relevance filter of one git work tree.
 pub struct Filter {
@@ -11,27 +14,64 @@ pub struct Filter {
     workdir: PathBuf,
     extensions: Vec<String>,
     tracked_only: bool,
-    /// The index's paths, and their directories with ancestors; rebuilt when the index is re-read.
+    /// The index's paths (bytes, as git keeps them), and their directories with ancestors;
+    /// rebuilt when the index is re-read.
     tracked: PathList,
-    tracked_dirs: BTreeSet<String>,
+    tracked_dirs: BTreeSet<Rel>,
+}
+
+/// What a path is on disk, as far as relevance goes: git tracks a symbolic link as a link, and
+/// the watcher never follows one to a directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A regular file.
+    File,
+    /// A symbolic link to a regular file.
+    LinkToFile,
+    /// A directory (never a link to one).
+    Dir,
+    /// Anything else: a dangling link (an Emacs lock `.#views.py`), a link to a directory or a
+    /// device, a FIFO, a socket. Never a Python file.
+    Other,
+    /// Nothing there (deleted).
+    Missing,
+}
+
+/// What `path` is, without following a link to a directory (one `lstat`, and a `stat` for a link).
+pub fn kind_of(path: &Path) -> Kind {
+    match std::fs::symlink_metadata(path) {
+        Err(_) => Kind::Missing,
+        Ok(meta) if meta.is_file() => Kind::File,
+        Ok(meta) if meta.is_dir() => Kind::Dir,
+        Ok(meta) if meta.file_type().is_symlink() => match std::fs::metadata(path) {
+            Ok(target) if target.is_file() => Kind::LinkToFile,
+            _ => Kind::Other,
+        },
+        Ok(_) => Kind::Other,
+    }
 }
 
 /// A sorted list of paths in one buffer: compact (a large index costs one allocation, not one
 /// per path), and searched by bisection.
 #[derive(Debug, Default)]
 struct PathList {
-    buf: String,
+    buf: Vec<u8>,
     ends: Vec<usize>,
 }
 
 impl PathList {
-    fn get(&self, i: usize) -> &str {
+    fn get(&self, i: usize) -> &[u8] {
         let start = if i == 0 { 0 } else { self.ends[i - 1] };
         &self.buf[start..self.ends[i]]
     }
 
+    fn push(&mut self, path: &[u8]) {
+        self.buf.extend_from_slice(path);
+        self.ends.push(self.buf.len());
+    }
+
     /// The first position whose path is not below `key`.
-    fn lower_bound(&self, key: &str) -> usize {
+    fn lower_bound(&self, key: &[u8]) -> usize {
         let (mut lo, mut hi) = (0, self.ends.len());
         while lo < hi {
             let mid = (lo + hi) / 2;
@@ -40,13 +80,13 @@ impl PathList {
         lo
     }
 
-    fn contains(&self, key: &str) -> bool {
+    fn contains(&self, key: &[u8]) -> bool {
         let i = self.lower_bound(key);
         i < self.ends.len() && self.get(i) == key
     }
 
     /// The paths that start with `prefix`, in order.
-    fn with_prefix<'a>(&'a self, prefix: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+    fn with_prefix<'a>(&'a self, prefix: &'a [u8]) -> impl Iterator<Item = &'a [u8]> + 'a {
         (self.lower_bound(prefix)..self.ends.len()).map(|i| self.get(i)).take_while(move |p| p.starts_with(prefix))
     }
 }
@@ -93,27 +133,34 @@ impl Filter {
         Ok(())
     }
 
-    /// `path` relative to the work tree with `/` separators, if it lies inside it.
+    /// `path` relative to the work tree with `/` separators, if it lies inside it and is UTF-8
+    /// (for `send --path`; the watcher keeps names as bytes, see [`Filter::relative_bytes`]).
     pub fn relative(&self, path: &Path) -> Option<String> {
-        let rel = path.strip_prefix(&self.workdir).ok()?;
-        let parts: Option<Vec<&str>> = rel
-            .components()
-            .map(|c| match c {
-                Component::Normal(part) => part.to_str(),
-                _ => None,
-            })
-            .collect();
-        let parts = parts?;
-        (!parts.is_empty()).then(|| parts.join("/"))
+        String::from_utf8(self.relative_bytes(path)?).ok()
     }
 
-    /// Whether a file (relative path, existing or deleted) is relevant.
-    pub fn is_relevant(&self, rel: &str) -> bool {
+    /// `path` relative to the work tree, as bytes with `/` separators, if it lies inside it.
+    pub fn relative_bytes(&self, path: &Path) -> Option<Rel> {
+        path::relative(&self.workdir, path)
+    }
+
+    /// Whether a file (relative path, existing or deleted) is relevant by its name and git's
+    /// index and rules; what it is on disk is [`Filter::is_relevant_on_disk`]'s business.
+    pub fn is_relevant(&self, rel: impl AsRef<[u8]>) -> bool {
         self.why_irrelevant(rel).is_none()
     }
 
+    /// Whether the file at `rel` is relevant and, if it exists, a file: a regular one or a link
+    /// to one. A dangling link, a FIFO or a link to a directory named `x.py` is no Python file.
+    pub fn is_relevant_on_disk(&self, rel: impl AsRef<[u8]>) -> bool {
+        let rel = rel.as_ref();
+        self.is_relevant(rel)
+            && matches!(kind_of(&path::join(&self.workdir, rel)), Kind::File | Kind::LinkToFile | Kind::Missing)
+    }
+
     /// Why a file is not relevant, for people; `None` when it is.
-    pub fn why_irrelevant(&self, rel: &str) -> Option<String> {
+    pub fn why_irrelevant(&self, rel: impl AsRef<[u8]>) -> Option<String> {
+        let rel = rel.as_ref();
         if in_git_dir(rel) {
             return Some("it is inside .git".into());
         }
@@ -130,13 +177,13 @@ impl Filter {
     }
 
     /// Whether the index holds `rel`.
-    pub fn is_tracked(&self, rel: &str) -> bool {
-        self.tracked.contains(rel)
+    pub fn is_tracked(&self, rel: impl AsRef<[u8]>) -> bool {
+        self.tracked.contains(rel.as_ref())
     }
 
     /// Whether git ignores `rel` (a directory when it ends with `/`).
-    pub fn is_ignored(&self, rel: &str) -> bool {
-        self.repo.is_path_ignored(rel).unwrap_or(false)
+    pub fn is_ignored(&self, rel: impl AsRef<[u8]>) -> bool {
+        self.repo.is_path_ignored(path::os(rel.as_ref())).unwrap_or(false)
     }
 
     /// Relevant files that differ between two revisions (a null revision, all zeros, is the empty tree).
@@ -156,8 +203,9 @@ impl Filter {
         let mut files = BTreeSet::new();
         for delta in diff.deltas() {
             for file in [delta.old_file(), delta.new_file()] {
-                if let Some(path) = file.path().and_then(Path::to_str).filter(|p| self.is_relevant(p)) {
-                    files.insert(path.to_string());
+                // For the wire's log field only: lossy where a name is not UTF-8.
+                if let Some(path) = file.path_bytes().filter(|p| self.is_relevant(p)) {
+                    files.insert(path::lossy(path));
                 }
             }
         }
@@ -165,14 +213,14 @@ impl Filter {
     }
 
     /// Directories (relative) holding at least one tracked file, with their ancestors.
-    pub fn tracked_dirs(&self) -> &BTreeSet<String> {
+    pub fn tracked_dirs(&self) -> &BTreeSet<Rel> {
         &self.tracked_dirs
     }
 
     /// Tracked files under the directory `rel`, relevant ones only (a directory moved away takes them along).
-    pub fn tracked_relevant_under(&self, rel: &str) -> Vec<String> {
-        let prefix = format!("{rel}/");
-        self.tracked.with_prefix(&prefix).filter(|path| self.is_relevant(path)).map(String::from).collect()
+    pub fn tracked_relevant_under(&self, rel: &[u8]) -> Vec<Rel> {
+        let prefix = path::child(rel, b"");
+        self.tracked.with_prefix(&prefix).filter(|path| self.is_relevant(path)).map(<[u8]>::to_vec).collect()
     }
 
     /// Reads the index's paths, and the directories holding them with their ancestors.
@@ -182,27 +230,25 @@ impl Filter {
         let Ok(index) = self.repo.index() else { return };
         let mut sorted = true;
         for entry in index.iter() {
-            let path = String::from_utf8_lossy(&entry.path);
-            sorted &= self.tracked.ends.is_empty() || self.tracked.get(self.tracked.ends.len() - 1) <= path.as_ref();
-            let mut dir = path.as_ref();
-            while let Some((parent, _)) = dir.rsplit_once('/') {
-                if self.tracked_dirs.contains(parent) || !self.tracked_dirs.insert(parent.to_string()) {
+            let path = entry.path.as_slice();
+            sorted &= self.tracked.ends.is_empty() || self.tracked.get(self.tracked.ends.len() - 1) <= path;
+            let mut dir = path;
+            while let Some(i) = dir.iter().rposition(|&b| b == b'/') {
+                let parent = &dir[..i];
+                if self.tracked_dirs.contains(parent) || !self.tracked_dirs.insert(parent.to_vec()) {
                     break;
                 }
                 dir = parent;
             }
-            self.tracked.buf.push_str(&path);
-            self.tracked.ends.push(self.tracked.buf.len());
+            self.tracked.push(path);
         }
-        // git keeps the index sorted byte-wise, as str compares; the bisection depends on it.
+        // git keeps the index sorted byte-wise, as slices compare; the bisection depends on it.
         if !sorted {
-            let mut paths: Vec<String> =
-                (0..self.tracked.ends.len()).map(|i| self.tracked.get(i).to_string()).collect();
+            let mut paths: Vec<Rel> = (0..self.tracked.ends.len()).map(|i| self.tracked.get(i).to_vec()).collect();
             paths.sort_unstable();
             self.tracked = PathList::default();
             for path in paths {
-                self.tracked.buf.push_str(&path);
-                self.tracked.ends.push(self.tracked.buf.len());
+                self.tracked.push(&path);
             }
         }
     }
@@ -213,16 +259,6 @@ impl Filter {
     }
 }
 
-/// Whether a relative path lies in the git directory.
-pub fn in_git_dir(rel: &str) -> bool {
-    rel == ".git" || rel.starts_with(".git/")
-}
-
-/// Whether a relative path ends in one of `extensions` (without dots).
-pub fn has_extension(rel: &str, extensions: &[String]) -> bool {
-    Path::new(rel).extension().and_then(|e| e.to_str()).is_some_and(|ext| extensions.iter().any(|e| e == ext))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -231,31 +267,11 @@ mod tests {
     fn a_path_list_finds_paths_and_prefixes() {
         let mut list = PathList::default();
         for path in ["a.py", "app/models.py", "app/views.py", "apps/x.py", "b/c.py"] {
-            list.buf.push_str(path);
-            list.ends.push(list.buf.len());
+            list.push(path.as_bytes());
         }
-        assert!(list.contains("app/views.py") && list.contains("a.py") && list.contains("b/c.py"));
-        assert!(!list.contains("app") && !list.contains("app/") && !list.contains("zzz"));
-        assert_eq!(list.with_prefix("app/").collect::<Vec<_>>(), ["app/models.py", "app/views.py"]);
-        assert_eq!(PathList::default().with_prefix("x").count(), 0);
-    }
-
-    #[test]
-    fn extension_matches_the_last_suffix_only() {
-        let py = vec!["py".to_string()];
-        assert!(has_extension("app/views.py", &py));
-        assert!(!has_extension("app/views.pyc", &py));
-        assert!(!has_extension("app/views.py.swp", &py));
-        assert!(!has_extension("app/views.py~", &py));
-        assert!(!has_extension("py", &py));
-        assert!(has_extension("t.html", &["py".into(), "html".into()]));
-    }
-
-    #[test]
-    fn the_git_dir_is_never_relevant() {
-        assert!(in_git_dir(".git/index"));
-        assert!(in_git_dir(".git"));
-        assert!(!in_git_dir(".github/workflow.py"));
-        assert!(!in_git_dir("src/.git_helpers.py"));
+        assert!(list.contains(b"app/views.py") && list.contains(b"a.py") && list.contains(b"b/c.py"));
+        assert!(!list.contains(b"app") && !list.contains(b"app/") && !list.contains(b"zzz"));
+        assert_eq!(list.with_prefix(b"app/").collect::<Vec<_>>(), [&b"app/models.py"[..], b"app/views.py"]);
+        assert_eq!(PathList::default().with_prefix(b"x").count(), 0);
     }
 }

@@ -1,27 +1,37 @@
-//! The host watcher: notify events from a git work tree, filtered to relevant files, debounced
-//! into triggers. Delivery to the guests lives in [`delivery`]; the `watch` command in [`start`].
+//! The host watcher: a [`backend`] turns the OS's file events into classified changes keyed
+//! by the path's bytes; [`decide`] (with [`debounce`]) makes triggers of them, given the
+//! relevance [`filter`] and a snapshot taken once per step. This module glues the two: it scans
+//! the tree, registers directories with the backend, covers those the OS watch limit left
+//! without a watch by polling, and re-reads the index and `.gitignore` rules as they change.
+//! Delivery to the guests lives in [`delivery`]; the `watch` command in [`start`].
 
+pub mod backend;
 pub mod debounce;
+pub mod decide;
 pub mod delivery;
 pub mod filter;
+pub mod path;
 pub mod scan;
 pub mod start;
 
 use crate::output::Log;
-use anyhow::{Context, Result, anyhow, bail};
-use debounce::{Change, Debouncer, Trigger};
+use anyhow::{Context, Result, bail};
+use backend::poll::Poller;
+use backend::{Added, Backend, Choice, Fs, Tree};
+use debounce::{Debouncer, Trigger};
 use filter::Filter;
-use notify::event::{AccessKind, AccessMode, CreateKind, EventKind, MetadataKind, ModifyKind, RemoveKind, RenameMode};
-use notify::{Event, RecursiveMode};
+use path::Rel;
 use serde_json::json;
-use std::collections::{HashMap, HashSet};
+use std::collections::BTreeSet;
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
 use std::time::{Duration, Instant};
 
 /// More directories than any real work tree has; a bound on every scan.
 const MAX_DIRS: usize = 1_000_000;
+/// How often the directories left without a watch (OS limit reached) are polled, and their
+/// watches tried again.
+const FALLBACK_POLL: Duration = Duration::from_millis(500);
 
 /// What the watcher needs, resolved from config and flags.
 #[derive(Debug, Clone)]
@@ -40,103 +50,54 @@ pub struct Options {
     pub log: Log,
 }
 
-/// How a file event counts, before relevance is checked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Class {
-    /// A completed write (or a new path, e.g. renamed into place).
-    Written,
-    /// A deletion, or renamed away.
-    Removed,
-    /// A newer mtime, all the polling watcher can tell: a change only if the content changed.
-    Touched,
-    /// A new directory to watch.
-    NewDir,
-    /// A directory went away.
-    GoneDir,
-    /// Not a change of content: opens, reads, metadata, and on Linux a write not yet closed.
-    Ignore,
-}
-
-/// Classifies a notify event kind. With `close_events` (inotify) a write is complete at its
-/// close, so a bare modify is not yet a change; without them (polling, other OSes) it is.
-pub fn classify(kind: &EventKind, close_events: bool) -> Class {
-    match kind {
-        EventKind::Access(AccessKind::Close(AccessMode::Write)) => Class::Written,
-        EventKind::Create(CreateKind::Folder) => Class::NewDir,
-        EventKind::Create(_) if !close_events => Class::Written,
-        EventKind::Modify(ModifyKind::Name(RenameMode::To)) => Class::Written,
-        EventKind::Modify(ModifyKind::Name(RenameMode::From)) => Class::Removed,
-        // inotify reports a rename as From, To and Both: From and To already tell it all.
-        EventKind::Modify(ModifyKind::Name(RenameMode::Both)) => Class::Ignore,
-        // The polling watcher reports a newer mtime this way, and cannot tell more.
-        EventKind::Modify(ModifyKind::Metadata(MetadataKind::WriteTime)) if !close_events => Class::Touched,
-        EventKind::Modify(ModifyKind::Metadata(_)) => Class::Ignore,
-        EventKind::Modify(_) if !close_events => Class::Written,
-        EventKind::Remove(RemoveKind::Folder) => Class::GoneDir,
-        EventKind::Remove(_) => Class::Removed,
-        _ => Class::Ignore,
-    }
-}
-
-/// The OS watches registered, by path.
-struct Watches {
-    fs: Box<dyn notify::Watcher + Send>,
-    watched: HashSet<PathBuf>,
-}
-
-impl Watches {
-    fn add(&mut self, path: &Path, mode: RecursiveMode) -> Result<()> {
-        if self.watched.contains(path) {
-            return Ok(());
-        }
-        match self.fs.watch(path, mode) {
-            Ok(()) => {
-                self.watched.insert(path.to_path_buf());
-                Ok(())
-            }
-            // Gone between the scan and the watch: nothing to watch.
-            Err(notify::Error { kind: notify::ErrorKind::PathNotFound, .. }) => Ok(()),
-            Err(notify::Error { kind: notify::ErrorKind::MaxFilesWatch, .. }) => bail!(
-                "the OS limit on inotify watches is reached ({} watched so far): raise fs.inotify.max_user_watches, \
-                 e.g. `sudo sysctl fs.inotify.max_user_watches=524288` (and in /etc/sysctl.d/ to keep it), \
-                 or run `touchwire watch --poll`",
-                self.watched.len()
-            ),
-            Err(err) => Err(anyhow!("cannot watch {}: {err}", path.display())),
-        }
-    }
-
-    /// Forgets `path` and everything below it (the directory went away).
-    fn remove_under(&mut self, path: &Path) {
-        if self.watched.remove(path) {
-            let _ = self.fs.unwatch(path);
-        }
-        self.watched.retain(|p| !p.starts_with(path));
-    }
+/// The directories the OS watch limit left without a watch, polled until they get one.
+struct Fallback {
+    poller: Poller,
+    next: Instant,
+    /// The limit was said for this episode (it is said again only after every directory got
+    /// its watch and the limit is hit anew).
+    said: bool,
 }
 
 /// A running watch of one work tree.
 pub struct Watcher {
     filter: Filter,
-    git_dir: PathBuf,
-    watches: Watches,
-    events: Receiver<notify::Result<Event>>,
+    tree: Tree,
+    backend: Box<dyn Backend>,
+    /// Every directory that can hold a relevant file and is watched (or polled): a new
+    /// directory is looked at only below one of them, and one of them going away takes its
+    /// tracked files along.
+    dirs: BTreeSet<Rel>,
+    fallback: Fallback,
     debouncer: Debouncer,
-    close_events: bool,
-    recursive: bool,
-    /// Content hashes of files seen changing, where only mtimes are reported (polling): a
-    /// touch alone must not count as a change.
-    hashes: HashMap<String, u64>,
+    /// Directories whose `.gitignore` changed, re-evaluated once git is done (one scan of each
+    /// subtree per step, however many rules changed in it).
+    ignores: BTreeSet<Rel>,
     stale_lock_warned: bool,
     /// The work tree's root directory (device, inode): a root moved away or replaced ends the watch.
     root_id: (u64, u64),
-    /// Another sender into the event channel, so a stop request can wake [`Watcher::step`].
-    waker: std::sync::mpsc::Sender<notify::Result<Event>>,
     log: Log,
 }
 
+/// The message for the OS watch limit: which limit, its value, and how to raise it.
+pub fn limit_message() -> String {
+    let read = |path: &str| std::fs::read_to_string(path).ok().and_then(|v| v.trim().parse::<u64>().ok());
+    // In a user namespace the lower of the two limits holds.
+    let value = match (read("/proc/sys/fs/inotify/max_user_watches"), read("/proc/sys/user/max_inotify_watches")) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    let now = value.map(|v| format!(" = {v}")).unwrap_or_default();
+    format!(
+        "the OS limit on inotify watches is reached (fs.inotify.max_user_watches{now}): raise it, e.g. \
+         `sudo sysctl fs.inotify.max_user_watches=524288` (and in /etc/sysctl.d/ to keep it)"
+    )
+}
+
 impl Watcher {
-    /// Opens the repository, registers the watches and reports how many.
+    /// Opens the repository, registers the watches and reports how many. The backend is the
+    /// polling one with `--poll`, else the one `TOUCHWIRE_WATCH_BACKEND` names (`inotify`,
+    /// `recursive`), else per-directory inotify on Linux and the recursive one elsewhere.
     pub fn start(options: &Options) -> Result<Watcher> {
         let opened = Instant::now();
         let filter = Filter::open(&options.dir, &options.extensions, options.tracked_only)?;
@@ -144,70 +105,52 @@ impl Watcher {
         let git_dir = filter.git_dir().canonicalize().context("cannot resolve the git directory")?;
         let root_id = dir_id(filter.workdir())
             .with_context(|| format!("cannot read the work tree {}", filter.workdir().display()))?;
-        let (tx, events) = channel();
-        let waker = tx.clone();
-        let (fs, close_events, recursive): (Box<dyn notify::Watcher + Send>, bool, bool) = match options.poll {
-            Some(interval) => {
-                // mtimes are compared in whole seconds: only the content tells two saves in one second apart.
-                let config = notify::Config::default().with_poll_interval(interval).with_compare_contents(true);
-                let fs = notify::PollWatcher::new(tx, config).context("cannot start the polling watcher")?;
-                // Polled per relevant directory, like inotify: ignored trees are never read.
-                (Box::new(fs), false, false)
-            }
-            None => {
-                let fs = notify::recommended_watcher(tx).context("cannot start the file watcher")?;
-                // inotify watches one directory at a time and reports closes; FSEvents and
-                // Windows watch a whole tree for free but report no closes.
-                let linux = cfg!(target_os = "linux");
-                (Box::new(fs), linux, !linux)
-            }
+        let tree = Tree { root: filter.workdir().to_path_buf(), git_dir, extensions: filter.extensions().to_vec() };
+        let choice = match options.poll {
+            Some(interval) => Choice::Poll(interval),
+            None => Choice::from_env().map_err(crate::UsageError)?,
+        };
+        let backend: Box<dyn Backend> = match choice {
+            Choice::Poll(interval) => Box::new(backend::poll::Poll::new(tree.clone(), interval)),
+            Choice::Recursive => Box::new(backend::recursive::Recursive::new(tree.clone())?),
+            #[cfg(target_os = "linux")]
+            Choice::Default | Choice::Inotify => Box::new(backend::inotify::Inotify::new(tree.clone())?),
+            #[cfg(not(target_os = "linux"))]
+            Choice::Default => Box::new(backend::recursive::Recursive::new(tree.clone())?),
+            #[cfg(not(target_os = "linux"))]
+            Choice::Inotify => return Err(crate::UsageError("the inotify backend is Linux's alone".into()).into()),
         };
         let mut watcher = Watcher {
+            fallback: Fallback { poller: Poller::new(&tree.extensions), next: Instant::now(), said: false },
             filter,
-            git_dir,
-            watches: Watches { fs, watched: HashSet::new() },
-            events,
+            tree,
+            backend,
+            dirs: BTreeSet::new(),
             debouncer: Debouncer::new(options.debounce),
-            close_events,
-            recursive,
-            hashes: HashMap::new(),
+            ignores: BTreeSet::new(),
             stale_lock_warned: false,
             root_id,
-            waker,
             log: options.log,
         };
-        let root = watcher.filter.workdir().display().to_string();
+        let root = watcher.root().display().to_string();
         watcher.log.event("scanning", &format!("scanning {root} ..."), json!({"root": root}));
         let start = Instant::now();
-        // Without close events a touch looks like a write: know every file's content first.
-        let mut seed = Vec::new();
-        let keep = !watcher.close_events;
-        let relevant = watcher
-            .watch_whole_tree(|rel| {
-                if keep {
-                    seed.push(rel)
-                }
-            })?
-            .files;
-        for rel in seed {
-            let path = watcher.filter.workdir().join(&rel);
-            watcher.content_changed(&rel, &path);
-        }
-        let git_dir = watcher.git_dir.clone();
-        watcher.watches.add(&git_dir, RecursiveMode::NonRecursive)?;
-        let dirs = watcher.watches.watched.len();
+        let relevant = watcher.scan_from(b"", true, |_| {})?.files;
+        // The git directory is watched too (index, index.lock).
+        let dirs = watcher.dirs.len() + 1;
+        let watches = watcher.backend.watches();
+        let backend = watcher.backend.name();
         let ms = start.elapsed().as_millis() as u64;
         let line = format!("watching {dirs} directories ({relevant} files relevant) in {root}, ready in {ms} ms");
-        watcher.log.event("ready", &line, json!({"root": root, "dirs": dirs, "relevant": relevant, "ms": ms}));
+        let fields =
+            json!({"root": root, "dirs": dirs, "relevant": relevant, "ms": ms, "backend": backend, "watches": watches});
+        watcher.log.event("ready", &line, fields);
         Ok(watcher)
     }
 
-    /// A function that wakes a waiting [`Watcher::step`] from another thread (with an event it ignores).
-    pub fn waker(&self) -> impl Fn() + Send + 'static {
-        let waker = self.waker.clone();
-        move || {
-            let _ = waker.send(Ok(Event::new(EventKind::Other)));
-        }
+    /// A function that wakes a waiting [`Watcher::step`] from another thread.
+    pub fn waker(&self) -> backend::Waker {
+        self.backend.waker()
     }
 
     /// Ends the open burst now: its pending changes as one trigger, if any (for a clean stop).
@@ -220,89 +163,211 @@ impl Watcher {
         self.filter.workdir()
     }
 
-    /// Watches `rel` and every directory below it that can hold a relevant file, each before
-    /// it is read; returns the relevant files found.
-    fn watch_tree(&mut self, rel: &str) -> Result<Vec<String>> {
-        let root = self.filter.workdir().to_path_buf();
-        let mut files = Vec::new();
-        if self.recursive {
-            if rel.is_empty() {
-                self.watches.add(&root, RecursiveMode::Recursive)?;
-            }
-            scan::scan(&self.filter, rel, MAX_DIRS, |_| Ok(()), |f| files.push(f))?;
-            return Ok(files);
-        }
-        let watches = &mut self.watches;
-        let add = |dir: &str| watches.add(&root.join(dir), RecursiveMode::NonRecursive);
-        scan::scan(&self.filter, rel, MAX_DIRS, add, |f| files.push(f))?;
-        Ok(files)
+    /// The backend's name (`inotify`, `recursive`, `poll`).
+    pub fn backend(&self) -> &'static str {
+        self.backend.name()
     }
 
-    /// The first scan of the whole tree, with the watches registered on a second thread while
-    /// this one reads directories: each registration is a round trip to notify's thread, and
-    /// overlapping the two halves the time to ready on a large tree.
-    fn watch_whole_tree(&mut self, mut file: impl FnMut(String)) -> Result<scan::Scan> {
-        let root = self.filter.workdir().to_path_buf();
-        if self.recursive {
-            self.watches.add(&root, RecursiveMode::Recursive)?;
-            return scan::scan(&self.filter, "", MAX_DIRS, |_| Ok(()), file);
-        }
-        let (filter, watches) = (&self.filter, &mut self.watches);
-        std::thread::scope(|scope| {
-            let (tx, rx) = channel::<PathBuf>();
-            let registrar = scope.spawn(move || -> Result<()> {
-                for path in rx {
-                    watches.add(&path, RecursiveMode::NonRecursive)?;
+    /// Scans `rel` and every directory below it that can hold a relevant file, registering
+    /// each (before it is read) that is not registered yet; each relevant file found goes to
+    /// `file`. At start a directory refused for the watch limit is an error (suggesting
+    /// `--poll`); later it is polled instead.
+    fn scan_from(&mut self, rel: &[u8], at_start: bool, mut file: impl FnMut(Rel)) -> Result<scan::Scan> {
+        let (filter, backend, dirs, fallback, log) =
+            (&self.filter, &mut self.backend, &mut self.dirs, &mut self.fallback, self.log);
+        let root = self.tree.root.as_path();
+        let register = |dir: &[u8]| -> Result<()> {
+            if dirs.contains(dir) {
+                return Ok(());
+            }
+            match backend.add_dir(dir) {
+                Added::Watched => {
+                    dirs.insert(dir.to_vec());
                 }
-                Ok(())
-            });
-            let send = |dir: &str| {
-                // A failed send means the registrar stopped on an error, which join() returns.
-                let _ = tx.send(root.join(dir));
-                Ok(())
-            };
-            let found = scan::scan(filter, "", MAX_DIRS, send, &mut file);
-            drop(tx);
-            registrar.join().map_err(|_| anyhow!("the watch registration thread failed"))??;
-            found
-        })
+                Added::Gone => {}
+                Added::Limit if at_start => {
+                    bail!("{} ({} watched so far), or run `touchwire watch --poll`", limit_message(), dirs.len())
+                }
+                Added::Limit => {
+                    if fallback.poller.add(root, dir) == Added::Watched {
+                        dirs.insert(dir.to_vec());
+                        say_limit(fallback, log);
+                    }
+                }
+                Added::Failed(why) if at_start => bail!(why),
+                Added::Failed(why) => log.warn("error", &why, json!({"error": why})),
+            }
+            Ok(())
+        };
+        let found = scan::scan(filter, rel, MAX_DIRS, register, &mut file)?;
+        for rel in &found.not_files {
+            self.backend.not_a_file(rel);
+        }
+        Ok(found)
     }
 
     /// Waits up to `max_wait` for file events, handles all that are ready, and returns the triggers
     /// due. Fails when the work tree or its git directory is gone: there is nothing left to watch.
     pub fn step(&mut self, max_wait: Duration) -> Result<Vec<Trigger>> {
-        let mut triggers = Vec::new();
         let now = Instant::now();
-        let wait =
+        let mut wait =
             self.debouncer.deadline(self.git_busy()).map(|d| d.saturating_duration_since(now)).unwrap_or(max_wait);
-        match self.events.recv_timeout(wait.min(max_wait)) {
-            Ok(event) => {
-                self.handle(event, &mut triggers);
-                // Take everything already queued before deciding: a checkout arrives as a flood.
-                for _ in 0..100_000 {
-                    match self.events.try_recv() {
-                        Ok(event) => self.handle(event, &mut triggers),
-                        Err(_) => break,
+        if !self.fallback.poller.is_empty() {
+            wait = wait.min(self.fallback.next.saturating_duration_since(now));
+        }
+        let mut changes = Vec::new();
+        self.backend.wait(wait.min(max_wait), &mut changes)?;
+        self.poll_fallback(&mut changes);
+        let changes = self.apply(changes);
+        let at = decide::Snapshot { now: Instant::now(), git_busy: self.git_busy() };
+        if !at.git_busy && !self.ignores.is_empty() {
+            self.reevaluate_ignores();
+        }
+        let triggers = decide::decide(&changes, at, &self.filter, &mut self.debouncer);
+        // Nothing leads while git is busy: a trigger then is a burst that reached its cap.
+        if at.git_busy && !triggers.is_empty() && !self.stale_lock_warned {
+            self.stale_lock_warned = true;
+            let lock = self.tree.git_dir.join("index.lock").display().to_string();
+            let line = format!("{lock} has been there for 5 s: if no git command is running, remove it");
+            self.log.warn("stale_lock", &line, json!({"path": lock}));
+        }
+        // The root's own watch reports its move or deletion, and a deleted tree its files
+        // going; a quiet step checks too (a parent directory's move sends nothing).
+        self.check_tree()?;
+        Ok(triggers)
+    }
+
+    /// The side effects of one step's changes, before anything is decided: new directories
+    /// scanned and registered (their files reported as written), gone ones forgotten, the index
+    /// re-read once, `.gitignore` changes noted. Returns the changes for [`decide::decide`].
+    fn apply(&mut self, changes: Vec<Fs>) -> Vec<Fs> {
+        let mut out = Vec::with_capacity(changes.len());
+        let mut index = false;
+        for change in changes {
+            match change {
+                Fs::NewDir(rel) => self.new_dir(&rel, &mut out),
+                Fs::GoneDir(rel) => {
+                    self.gone_dir(&rel);
+                    out.push(Fs::GoneDir(rel));
+                }
+                // A directory renamed away, where the OS does not say it was one.
+                Fs::Removed(rel) if self.dirs.contains(&rel) => {
+                    self.gone_dir(&rel);
+                    out.push(Fs::GoneDir(rel));
+                }
+                Fs::Written(rel) | Fs::Removed(rel) if path::file_name(&rel) == b".gitignore" => {
+                    self.ignores.insert(path::parent(&rel).to_vec());
+                }
+                Fs::Index => {
+                    index = true;
+                    self.stale_lock_warned = false;
+                    out.push(Fs::Index);
+                }
+                Fs::GitLock => {
+                    self.stale_lock_warned = false;
+                    out.push(Fs::GitLock);
+                }
+                Fs::Rescan => {
+                    self.rescan();
+                    out.push(Fs::Rescan);
+                }
+                Fs::Unwatched(rel) => {
+                    if !self.fallback.poller.contains(&rel)
+                        && self.fallback.poller.add(&self.tree.root, &rel) == Added::Watched
+                    {
+                        self.dirs.insert(rel);
+                        say_limit(&mut self.fallback, self.log);
                     }
                 }
-                // The root's own watch reports its move or deletion, and a deleted tree its files
-                // going; a quiet step checks too (a parent directory's move sends nothing).
-                self.check_tree()?;
+                other => out.push(other),
             }
-            Err(RecvTimeoutError::Timeout) => self.check_tree()?,
-            Err(RecvTimeoutError::Disconnected) => bail!("the file watcher stopped"),
         }
-        let busy = self.git_busy();
-        if let Some(trigger) = self.debouncer.poll(Instant::now(), busy) {
-            if busy && !self.stale_lock_warned {
-                self.stale_lock_warned = true;
-                let lock = self.git_dir.join("index.lock").display().to_string();
-                let line = format!("{lock} has been there for 5 s: if no git command is running, remove it");
-                self.log.warn("stale_lock", &line, json!({"path": lock}));
+        if index && let Err(err) = self.filter.reload_index() {
+            self.report(&err);
+        }
+        out
+    }
+
+    /// A directory appeared (created or moved in): below a watched one and wanted, it is
+    /// scanned and registered, and the files created in it before its watch existed count as
+    /// written.
+    fn new_dir(&mut self, rel: &[u8], out: &mut Vec<Fs>) {
+        if self.dirs.contains(rel) || !self.dirs.contains(path::parent(rel)) || !scan::wanted_dir(&self.filter, rel) {
+            return;
+        }
+        // A nested repository is git's business; `symlink_metadata`: a `.git` link counts too.
+        if path::join(&self.tree.root, rel).join(".git").symlink_metadata().is_ok() {
+            return;
+        }
+        if let Err(err) = self.scan_from(rel, false, |file| out.push(Fs::Written(file))) {
+            self.report(&err);
+        }
+    }
+
+    /// A directory went away: its registrations (and those below it) go too.
+    fn gone_dir(&mut self, rel: &[u8]) {
+        self.backend.forget_under(rel);
+        self.fallback.poller.forget_under(rel);
+        let under: Vec<Rel> = self
+            .dirs
+            .range(rel.to_vec()..)
+            .take_while(|d| d.starts_with(rel))
+            .filter(|d| path::is_under(d, rel))
+            .cloned()
+            .collect();
+        for dir in under {
+            self.dirs.remove(&dir);
+        }
+        if self.fallback.poller.is_empty() {
+            self.fallback.said = false;
+        }
+    }
+
+    /// Re-evaluates the directories under each changed `.gitignore`: new rules may un-ignore
+    /// one, which then needs a watch. Each subtree once, and none inside another.
+    fn reevaluate_ignores(&mut self) {
+        let changed = std::mem::take(&mut self.ignores);
+        let mut roots: Vec<Rel> = Vec::new();
+        for dir in changed {
+            // Sorted, so a directory comes right after the ones it lies below.
+            if roots.last().is_some_and(|last| path::is_under(&dir, last)) {
+                continue;
             }
-            triggers.push(trigger);
+            roots.push(dir);
         }
-        Ok(triggers)
+        for root in roots {
+            if self.dirs.contains(&root)
+                && let Err(err) = self.scan_from(&root, false, |_| {})
+            {
+                self.report(&err);
+            }
+        }
+    }
+
+    /// Polls the directories left without a watch, when due; first tries to watch them again
+    /// (the limit may have room now), and gives each that gets one a last look.
+    fn poll_fallback(&mut self, out: &mut Vec<Fs>) {
+        if self.fallback.poller.is_empty() || Instant::now() < self.fallback.next {
+            return;
+        }
+        let root = self.tree.root.clone();
+        let polled: Vec<Rel> = self.fallback.poller.dirs().cloned().collect();
+        for dir in polled {
+            match self.backend.add_dir(&dir) {
+                Added::Watched => self.fallback.poller.finish(&root, &dir, out),
+                Added::Gone => self.fallback.poller.forget_under(&dir),
+                // Still no room: no use trying the others this round.
+                Added::Limit => break,
+                Added::Failed(_) => {}
+            }
+        }
+        self.fallback.poller.poll(&root, out);
+        if self.fallback.poller.is_empty() {
+            self.fallback.said = false;
+            let line = "every directory has its watch again: polling stopped";
+            self.log.event("watch_limit_over", line, json!({}));
+        }
+        self.fallback.next = Instant::now() + FALLBACK_POLL;
     }
 
     /// Fails when the root was moved, deleted or replaced, or the git directory deleted: the
@@ -327,126 +392,25 @@ impl Watcher {
             Err(err) if gone(&err) => bail!("the work tree {} was moved or deleted: {again}", root.display()),
             Err(_) => {}
         }
-        match std::fs::metadata(&self.git_dir) {
+        match std::fs::metadata(&self.tree.git_dir) {
             Err(err) if gone(&err) => {
-                bail!("the git directory {} was moved or deleted: {again}", self.git_dir.display())
+                bail!("the git directory {} was moved or deleted: {again}", self.tree.git_dir.display())
             }
             _ => Ok(()),
         }
     }
 
     fn git_busy(&self) -> bool {
-        self.git_dir.join("index.lock").exists()
+        self.tree.git_dir.join("index.lock").exists()
     }
 
-    fn handle(&mut self, event: notify::Result<Event>, triggers: &mut Vec<Trigger>) {
-        let event = match event {
-            Ok(event) => event,
-            Err(err) => return self.report(&anyhow!("file watcher: {err}")),
-        };
-        let now = Instant::now();
-        if event.need_rescan() {
-            self.rescan(now);
-            return;
-        }
-        let class = classify(&event.kind, self.close_events);
-        if class == Class::Ignore {
-            return;
-        }
-        for path in &event.paths {
-            if path.parent() == Some(self.git_dir.as_path()) {
-                self.git_event(path, now);
-                continue;
-            }
-            let Some(rel) = self.filter.relative(path) else { continue };
-            if filter::in_git_dir(&rel) {
-                continue;
-            }
-            if rel == ".gitignore" || rel.ends_with("/.gitignore") {
-                // New rules may un-ignore a directory: watch what is now wanted.
-                if let Err(err) = self.watch_whole_tree(|_| {}) {
-                    self.report(&err);
-                }
-            }
-            let class = match class {
-                Class::Written | Class::Touched if !self.recursive && path.is_dir() => Class::NewDir,
-                Class::Removed if self.watches.watched.contains(path) => Class::GoneDir,
-                Class::Touched | Class::Written if !self.close_events && self.filter.is_relevant(&rel) => {
-                    if self.content_changed(&rel, path) { Class::Written } else { Class::Ignore }
-                }
-                Class::Touched => Class::Written,
-                other => other,
-            };
-            let busy = self.git_busy();
-            match class {
-                Class::NewDir => self.new_dir(&rel, path, now, triggers),
-                Class::GoneDir => {
-                    self.watches.remove_under(path);
-                    // The files it held went with it.
-                    for file in self.filter.tracked_relevant_under(&rel) {
-                        triggers.extend(self.debouncer.on_change(Change::Removed, &file, now, busy));
-                    }
-                }
-                Class::Written | Class::Removed if self.filter.is_relevant(&rel) => {
-                    let change = if class == Class::Written { Change::Written } else { Change::Removed };
-                    triggers.extend(self.debouncer.on_change(change, &rel, now, busy));
-                }
-                _ => {}
-            }
-        }
-    }
-
-    /// Whether a file's content differs from when it was last seen (a newer mtime alone is not a change).
-    fn content_changed(&mut self, rel: &str, path: &Path) -> bool {
-        let Ok(content) = std::fs::read(path) else { return true };
-        let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        std::hash::Hash::hash(&content, &mut hasher);
-        let hash = std::hash::Hasher::finish(&hasher);
-        self.hashes.insert(rel.to_string(), hash) != Some(hash)
-    }
-
-    /// A directory appeared (created or moved in): watch it, and count the files that were
-    /// created in it before the watch existed as written.
-    fn new_dir(&mut self, rel: &str, path: &Path, now: Instant, triggers: &mut Vec<Trigger>) {
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-        if !scan::wanted_dir(&self.filter, rel, name) || path.join(".git").exists() {
-            return;
-        }
-        match self.watch_tree(rel) {
-            Ok(files) => {
-                let busy = self.git_busy();
-                for file in &files {
-                    triggers.extend(self.debouncer.on_change(Change::Written, file, now, busy));
-                }
-            }
-            Err(err) => self.report(&err),
-        }
-    }
-
-    fn git_event(&mut self, path: &Path, now: Instant) {
-        match path.file_name().and_then(|n| n.to_str()) {
-            Some("index") => {
-                if let Err(err) = self.filter.reload_index() {
-                    self.report(&err);
-                }
-                self.debouncer.on_activity(now);
-            }
-            Some("index.lock") => {
-                self.stale_lock_warned = false;
-                self.debouncer.on_activity(now);
-            }
-            _ => {}
-        }
-    }
-
-    /// The OS dropped events: re-register watches, and end the burst with a trigger, since a
-    /// change may be lost.
-    fn rescan(&mut self, now: Instant) {
+    /// The OS dropped events: re-read the index and scan the whole tree again, registering
+    /// what lacks a watch; the burst then ends with a trigger, since a change may be lost.
+    fn rescan(&mut self) {
         self.log.warn("rescan", "file events were dropped by the OS: rescanning; one trigger will follow", json!({}));
-        if let Err(err) = self.filter.reload_index().and_then(|()| self.watch_whole_tree(|_| {}).map(|_| ())) {
+        if let Err(err) = self.filter.reload_index().and_then(|()| self.scan_from(b"", false, |_| {}).map(|_| ())) {
             self.report(&err);
         }
-        self.debouncer.on_rescan(now);
     }
 
     fn report(&self, err: &anyhow::Error) {
@@ -455,41 +419,23 @@ impl Watcher {
     }
 }
 
+/// Says, once per episode, that the watch limit is reached and directories are polled.
+fn say_limit(fallback: &mut Fallback, log: Log) {
+    if fallback.said {
+        return;
+    }
+    fallback.said = true;
+    let ms = FALLBACK_POLL.as_millis();
+    let line = format!(
+        "{}; meanwhile the directories without a watch are polled every {ms} ms, and watched again once there is room",
+        limit_message()
+    );
+    log.warn("watch_limit", &line, json!({"limit": "fs.inotify.max_user_watches", "poll_ms": ms}));
+}
+
 /// A directory's identity: device and inode.
 fn dir_id(path: &Path) -> std::io::Result<(u64, u64)> {
     use std::os::unix::fs::MetadataExt;
     let meta = std::fs::metadata(path)?;
     Ok((meta.dev(), meta.ino()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use notify::event::DataChange;
-
-    #[test]
-    fn with_close_events_a_write_counts_at_its_close() {
-        let close = EventKind::Access(AccessKind::Close(AccessMode::Write));
-        let modify = EventKind::Modify(ModifyKind::Data(DataChange::Any));
-        assert_eq!(classify(&close, true), Class::Written);
-        assert_eq!(classify(&modify, true), Class::Ignore);
-        assert_eq!(classify(&EventKind::Create(CreateKind::File), true), Class::Ignore);
-        assert_eq!(classify(&modify, false), Class::Written);
-        assert_eq!(classify(&EventKind::Create(CreateKind::File), false), Class::Written);
-    }
-
-    #[test]
-    fn renames_deletions_and_metadata() {
-        assert_eq!(classify(&EventKind::Modify(ModifyKind::Name(RenameMode::To)), true), Class::Written);
-        assert_eq!(classify(&EventKind::Modify(ModifyKind::Name(RenameMode::From)), true), Class::Removed);
-        assert_eq!(classify(&EventKind::Modify(ModifyKind::Name(RenameMode::Both)), true), Class::Ignore);
-        assert_eq!(classify(&EventKind::Modify(ModifyKind::Metadata(MetadataKind::Any)), false), Class::Ignore);
-        let newer = EventKind::Modify(ModifyKind::Metadata(MetadataKind::WriteTime));
-        assert_eq!(classify(&newer, true), Class::Ignore, "inotify: a touch is not a change");
-        assert_eq!(classify(&newer, false), Class::Touched, "polling: a newer mtime, to be checked");
-        assert_eq!(classify(&EventKind::Remove(RemoveKind::File), true), Class::Removed);
-        assert_eq!(classify(&EventKind::Remove(RemoveKind::Folder), true), Class::GoneDir);
-        assert_eq!(classify(&EventKind::Create(CreateKind::Folder), true), Class::NewDir);
-        assert_eq!(classify(&EventKind::Access(AccessKind::Open(notify::event::AccessMode::Any)), true), Class::Ignore);
-    }
 }

@@ -1,6 +1,8 @@
 //! Test harness: runs the real `touchwire` binary in a clean environment, starts receivers on
 //! ephemeral loopback ports, and speaks the wire protocol by hand. Failures print what the
-//! receiver said, so a red test explains itself.
+//! receiver said, so a red test explains itself; and every daemon an [`Env`] starts is logged
+//! there, so a failing test prints each one's command, directory, stdout and stderr (as
+//! ripgrep's tests/util.rs does), the watcher's as well as the receiver's.
 #![allow(dead_code)]
 
 use serde_json::Value;
@@ -18,13 +20,42 @@ pub const WAIT: Duration = Duration::from_secs(10);
 /// A scratch directory whose user config dir is empty, so the developer's own config never leaks in.
 pub struct Env {
     pub dir: tempfile::TempDir,
+    /// What each daemon started here printed, dumped when the test fails.
+    daemons: Arc<Mutex<Vec<DaemonLog>>>,
+}
+
+/// One daemon's command and output, kept for a failing test's report.
+struct DaemonLog {
+    command: String,
+    cwd: PathBuf,
+    stdout: Arc<Mutex<String>>,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl Drop for Env {
+    /// A failing test (a panic under way) prints every daemon's command and output.
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        let daemons = self.daemons.lock().unwrap_or_else(|p| p.into_inner());
+        for (i, daemon) in daemons.iter().enumerate() {
+            let stdout = daemon.stdout.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            let stderr = daemon.stderr.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            eprintln!(
+                "\n===== daemon {i}: {}\ncwd: {}\n----- stdout:\n{stdout}----- stderr:\n{stderr}=====",
+                daemon.command,
+                daemon.cwd.display()
+            );
+        }
+    }
 }
 
 impl Env {
     pub fn new() -> Env {
         let dir = tempfile::tempdir().expect("cannot create a temp dir");
         std::fs::create_dir_all(dir.path().join("xdg")).unwrap();
-        Env { dir }
+        Env { dir, daemons: Arc::new(Mutex::new(Vec::new())) }
     }
 
     pub fn path(&self) -> &Path {
@@ -92,8 +123,30 @@ impl Env {
 
     /// Starts a long-running `touchwire ARGS` whose stdout carries JSON events.
     pub fn spawn(&self, cwd: &Path, args: &[&str]) -> Daemon {
-        let mut child = self
-            .command(cwd, args)
+        self.spawn_command(self.command(cwd, args), cwd, args)
+    }
+
+    /// Starts `WRAPPER... touchwire ARGS` (such as `unshare -U -r sh -c '...; exec "$0" "$@"'`),
+    /// in the same clean environment, as a daemon of this env.
+    pub fn spawn_via(&self, wrapper: &[&str], cwd: &Path, args: &[&str]) -> Daemon {
+        let direct = self.command(cwd, args);
+        let mut cmd = Command::new(wrapper[0]);
+        cmd.args(&wrapper[1..]).arg(env!("CARGO_BIN_EXE_touchwire")).args(args).current_dir(cwd);
+        for (key, value) in direct.get_envs() {
+            match value {
+                Some(value) => cmd.env(key, value),
+                None => cmd.env_remove(key),
+            };
+        }
+        let mut shown: Vec<&str> = wrapper.to_vec();
+        shown.push("touchwire");
+        shown.extend_from_slice(args);
+        self.spawn_command(cmd, cwd, &shown)
+    }
+
+    /// Starts `cmd` as a daemon of this env, its output followed and logged.
+    fn spawn_command(&self, mut cmd: Command, cwd: &Path, args: &[&str]) -> Daemon {
+        let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -111,8 +164,19 @@ impl Env {
         });
         let (tx, events) = channel();
         let stdout = child.stdout.take().unwrap();
+        let stdout_log = Arc::new(Mutex::new(String::new()));
+        self.daemons.lock().unwrap_or_else(|p| p.into_inner()).push(DaemonLog {
+            command: format!("{args:?}"),
+            cwd: cwd.to_path_buf(),
+            stdout: Arc::clone(&stdout_log),
+            stderr: Arc::clone(&stderr_log),
+        });
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Ok(mut log) = stdout_log.lock() {
+                    log.push_str(&line);
+                    log.push('\n');
+                }
                 let value: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON: {line:?}: {e}"));
                 if tx.send(value).is_err() {
                     break;
@@ -179,6 +243,11 @@ impl Daemon {
     /// Everything the receiver wrote on stderr so far.
     pub fn stderr(&self) -> String {
         self.stderr.lock().unwrap().clone()
+    }
+
+    /// Its process ID (for reading its CPU time in /proc).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// The port it bound.
