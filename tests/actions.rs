@@ -1,4 +1,5 @@
 //! The four actions, run by a real receiver over real loopback TCP.
+#![cfg(unix)]
 
 mod util;
 

@@ -1,4 +1,5 @@
 //! The commands end to end: send's failures and exit codes, fan-out, config errors, init then status.
+#![cfg(unix)]
 
 mod util;
 

@@ -1,4 +1,5 @@
 //! `touchwire demo --once`: the whole loop in one process, on its own sample repository.
+#![cfg(unix)]
 
 mod util;
 

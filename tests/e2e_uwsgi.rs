@@ -2,6 +2,7 @@
 //! real uWSGI and `touchwire listen` (with a token), a host namespace running `touchwire watch`
 //! and git, joined by a veth pair. An edit on the host is served by the guest moments later.
 //! Needs root, iproute2, uwsgi and uwsgi-plugin-python3, curl (scripts/test installs them).
+#![cfg(unix)]
 
 mod util;
 

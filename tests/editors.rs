@@ -1,6 +1,7 @@
 //! The editor integrations in the real editors, headless: Vim and Neovim with only the shipped
 //! plugin, Emacs in batch mode with touchwire.el, and VS Code's tasks and snippets run as VS
 //! Code would run them.
+#![cfg(unix)]
 
 mod util;
 

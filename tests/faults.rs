@@ -1,5 +1,6 @@
 //! Faults (issue 8): each must give a clear message, and the process goes on, or exits with a
 //! clear reason where going on is impossible. No trigger is silently lost; nothing panics.
+#![cfg(unix)]
 
 mod util;
 

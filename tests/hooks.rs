@@ -1,4 +1,5 @@
 //! Git hooks: installed safely, and reloading after checkout, merge and rebase, through real git.
+#![cfg(unix)]
 
 mod util;
 

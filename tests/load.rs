@@ -10,6 +10,7 @@
 //! waited for a greeting that never came. The receiver now listens with a backlog of 4,096, so
 //! every connection must be greeted or told "busy": a client that gets no first line within
 //! [`mix::GREETING_WAIT`] is counted (and retried, for valid clients) and the test fails on any.
+#![cfg(unix)]
 
 #[path = "util/mix.rs"]
 mod mix;

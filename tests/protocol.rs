@@ -1,4 +1,5 @@
 //! Wire protocol v1 against a real receiver: authentication, the `nc` line, limits and hostile input.
+#![cfg(unix)]
 
 mod util;
 

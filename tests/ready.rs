@@ -1,6 +1,7 @@
 //! Ready checks against a real uWSGI on loopback: a good edit reports the time to ready, a
 //! broken import reports the traceback's excerpt, a pattern that never appears times out, and
 //! the watcher prints the same per trigger.
+#![cfg(unix)]
 
 mod util;
 

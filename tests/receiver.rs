@@ -1,6 +1,7 @@
 //! The receiver never lies (issue 12): no target is wedged, output nobody reads never stops it,
 //! peers without the token never keep out a sender with it, resources stay bounded, and a stop
 //! ends what it started. Each test runs the real binary; timings are generous bounds, never goals.
+#![cfg(unix)]
 
 mod util;
 

@@ -2,6 +2,7 @@
 //! `Filter::is_relevant` says what `git ls-files -z` and `git check-ignore -z` say, for names
 //! that are not UTF-8 and for symbolic links too (git tracks a link as a link); and
 //! `Filter::is_relevant_on_disk` adds that a dangling link or a link to a directory is no file.
+#![cfg(unix)]
 
 mod util;
 

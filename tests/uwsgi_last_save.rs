@@ -2,6 +2,7 @@
 //! swallowed. On loopback, with uWSGI's master FIFO: `r` (the new master reads its FIFO only
 //! after it imported the app, which takes a while here) and `c` with lazy-apps (uWSGI ignores a
 //! `c` during a chain reload). Needs uwsgi and uwsgi-plugin-python3 (scripts/test installs them).
+#![cfg(unix)]
 
 mod util;
 

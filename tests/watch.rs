@@ -1,4 +1,5 @@
 //! `touchwire watch` and `send --path` against real git repositories and a real receiver.
+#![cfg(unix)]
 
 mod util;
 

@@ -49,6 +49,7 @@ pub const SHUTDOWN_LIMIT: Duration = Duration::from_secs(5);
 /// At stop, how long connections may take to write their last answers.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 /// How often the accept loop looks at its stop flag.
+#[cfg(unix)]
 const STOP_POLL_MS: u16 = 100;
 
 /// Everything the receiver needs, resolved from config and flags.
@@ -309,6 +310,7 @@ impl Receiver {
 
 /// File descriptors a receiver needs besides one per connection (and its clone): listener,
 /// spare, std streams, targets' files, exec pipes.
+#[cfg(unix)]
 const FD_OVERHEAD: u64 = 32;
 
 /// The connection cap, lowered to what the open-files limit allows: past that limit a newcomer
@@ -323,7 +325,11 @@ fn out_of_descriptors(err: &std::io::Error) -> bool {
     #[cfg(unix)]
     return matches!(err.raw_os_error(), Some(libc::EMFILE | libc::ENFILE));
     #[cfg(not(unix))]
-    return err.raw_os_error().is_none() && false;
+    {
+        // Windows has no such limit to run into here.
+        let _ = err;
+        false
+    }
 }
 
 /// Returns the cap and, when it was lowered, a warning to print.

@@ -37,9 +37,12 @@ pub struct Inotify {
 }
 
 /// What a directory watch asks for: every way a file's content or name changes, and never
-/// through a link.
+/// through a link; and the directory's own move or deletion, which wakes the watcher to find its
+/// work tree gone (the events carry no name, and nothing else is done with them).
 fn dir_mask() -> WatchMask {
-    WatchMask::CREATE
+    WatchMask::MOVE_SELF
+        | WatchMask::DELETE_SELF
+        | WatchMask::CREATE
         | WatchMask::MODIFY
         | WatchMask::CLOSE_WRITE
         | WatchMask::MOVED_FROM
