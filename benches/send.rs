@@ -14,12 +14,17 @@
 //!    before, after, and after a second identical load;
 //! 4. **1,000 mixed connections** against a receiver capped at 128: idle, garbage, slow drippers and valid reloads
 //!    at once (the mix of `tests/load.rs`, shared with it in `tests/util/mix.rs`); valid reloads answered,
-//!    retries, the receiver's threads and memory, and a ping after the load.
+//!    retries, the receiver's threads and memory, and a ping after the load;
+//! 5. **the receiver under attack** (issue 12): 2,000 held connections, 20,000 open/close churns, a flood of the
+//!    unauthenticated slots, each while a valid sender reloads ([`attack`]: `BENCH_ONLY=attack` runs it alone,
+//!    `BENCH_TOUCHWIRE=PATH` measures another binary).
 //!
 //! The baseline needs OpenBSD netcat (Debian/Ubuntu package `netcat-openbsd`); without it, send is measured
 //! alone. Only 127.0.0.1 is contacted. Every child process is killed by its PID when the bench ends, on error
 //! paths too, and every wait has a deadline of a few seconds.
 
+#[path = "attack/mod.rs"]
+mod attack;
 mod common;
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -62,6 +67,9 @@ fn main() {
 }
 
 fn run() -> Result<()> {
+    if attack::only()? {
+        return attack::alone();
+    }
     let runs = runs_from_env()?;
     let scratch = Scratch::new()?;
     let netcat = netcat_version();
@@ -77,6 +85,7 @@ fn run() -> Result<()> {
     load.print();
     let mixed = mixed::measure(&scratch)?;
     mixed.print();
+    attack::measure(&scratch)?.print();
     eprintln!("bench: done");
     Ok(())
 }

@@ -108,11 +108,15 @@ pub struct TargetSpec {
     pub action: ActionSpec,
     /// Follows the app's log after the action, if configured.
     pub ready: Option<ReadyCheck>,
+    /// The guest's path of the work tree: the files a trigger names (relative to it) are
+    /// refreshed there before the action (DESIGN.md, "The last save is served"). Without it no
+    /// path on the wire is ever acted on.
+    pub root: Option<PathBuf>,
 }
 
 impl From<ActionSpec> for TargetSpec {
     fn from(action: ActionSpec) -> TargetSpec {
-        TargetSpec { action, ready: None }
+        TargetSpec { action, ready: None, root: None }
     }
 }
 
@@ -164,6 +168,7 @@ struct TargetFile {
     #[serde(default, deserialize_with = "bounded_ms")]
     timeout_ms: Option<u64>,
     ready: Option<ReadyFile>,
+    root: Option<PathBuf>,
 }
 
 /// A ready check as written in a config file.
@@ -210,6 +215,7 @@ struct ConfigFile {
     targets: Option<BTreeMap<String, TargetFile>>,
     default_target: Option<String>,
     extensions: Option<Vec<String>>,
+    root: Option<PathBuf>,
     #[serde(default, deserialize_with = "bounded_ms")]
     debounce_ms: Option<u64>,
     #[serde(default, deserialize_with = "bounded_ms")]
@@ -238,8 +244,10 @@ pub struct Config {
     pub targets: Setting<BTreeMap<String, TargetSpec>>,
     /// Target used when a request names none.
     pub default_target: Setting<Option<String>>,
-    /// Extensions of relevant files (watcher).
+    /// Extensions of relevant files (watcher; and the receiver's refresh under `root`).
     pub extensions: Setting<Vec<String>>,
+    /// The guest's path of the work tree, for targets that do not set their own `root`.
+    pub root: Setting<Option<PathBuf>>,
     /// Quiet time that ends a burst on the host, in ms.
     pub debounce_ms: Setting<u64>,
     /// Coalescing window per target on the guest, in ms.
@@ -274,6 +282,7 @@ impl Config {
             )])),
             default_target: Setting::default(None),
             extensions: Setting::default(vec!["py".into()]),
+            root: Setting::default(None),
             debounce_ms: Setting::default(30),
             settle_ms: Setting::default(200),
             hook_timeout_ms: Setting::default(500),
@@ -360,6 +369,9 @@ impl Config {
         }
         if let Some(ext) = file.extensions {
             self.extensions = Setting { value: ext, source: source.clone() };
+        }
+        if let Some(root) = file.root {
+            self.root = Setting { value: Some(dir.join(root)), source: source.clone() };
         }
         if let Some(ms) = file.debounce_ms {
             self.debounce_ms = Setting { value: ms, source: source.clone() };
@@ -454,6 +466,7 @@ fn parse_file(text: &str, path: &Path) -> Result<ConfigFile, UsageError> {
 }
 
 fn target_spec(mut t: TargetFile, dir: &Path) -> Result<TargetSpec, String> {
+    let root = t.root.take().map(|root| dir.join(root));
     let ready = match t.ready.take() {
         Some(r) => Some(
             ReadyCheck::new(
@@ -468,7 +481,7 @@ fn target_spec(mut t: TargetFile, dir: &Path) -> Result<TargetSpec, String> {
         ),
         None => None,
     };
-    Ok(TargetSpec { action: target_action(t, dir)?, ready })
+    Ok(TargetSpec { action: target_action(t, dir)?, ready, root })
 }
 
 fn target_action(t: TargetFile, dir: &Path) -> Result<ActionSpec, String> {

@@ -40,6 +40,7 @@ pub fn command(args: DemoArgs) -> Result<()> {
             settle: Duration::from_millis(200),
             max_connections: 16,
             read_timeout: Duration::from_secs(10),
+            extensions: vec!["py".into()],
             log: quiet,
         },
     )?;

@@ -227,8 +227,9 @@ fn an_edit_on_the_host_is_served_by_uwsgi_in_the_guest_with_touch_reload() {
     let reload: PathBuf = env.join("app.reload");
     std::fs::write(&reload, "").unwrap();
     let reload = reload.to_str().unwrap().to_string();
-    let net = start(&env, &repo, "t", &["--touch-reload".into(), reload.clone()], &["--touch".into(), reload]);
-    status_shows(&env, &repo, &net, "directory");
+    let net = start(&env, &repo, "t", &["--touch-reload".into(), reload.clone()], &["--touch".into(), reload.clone()]);
+    // The touch file exists (uWSGI's touch-reload needs it): the probe says it is a file there.
+    status_shows(&env, &repo, &net, &format!("{reload} exists"));
     story(&env, &repo, &net);
 }
 

@@ -500,7 +500,7 @@ fn bounded_reply(addr: &str, line: &str) -> Value {
 #[test]
 fn no_reply_is_longer_than_4096_bytes_and_no_remote_text_reaches_a_terminal_raw() {
     let env = Env::new();
-    let control: Vec<u8> = (0..2000u32).map(|i| [0x1b, 0x07, 0x08, 0x9b_u8.min(0x7f), b'\r'][i as usize % 5]).collect();
+    let control: Vec<u8> = (0..2000u32).map(|i| [0x1b, 0x07, 0x08, 0x7f, b'\r'][i as usize % 5]).collect();
     std::fs::write(env.join("control.bin"), &control).unwrap();
     let long = "x".repeat(5000);
     let traceback = format!(
@@ -535,4 +535,33 @@ fn no_reply_is_longer_than_4096_bytes_and_no_remote_text_reaches_a_terminal_raw(
     std::thread::sleep(Duration::from_millis(300));
     let run = env.run(&["send", "--to", &listener.addr, "--wait"]);
     run.expect_code(1).expect_stderr("ValueError: boom");
+}
+
+#[test]
+fn files_a_trigger_names_are_refreshed_under_root_and_nowhere_else() {
+    let env = Env::new();
+    let tree = env.join("tree");
+    let cache = tree.join("app/__pycache__");
+    std::fs::create_dir_all(&cache).unwrap();
+    for module in ["views", "models", "forms"] {
+        std::fs::write(tree.join(format!("app/{module}.py")), "X = 1\n").unwrap();
+        std::fs::write(cache.join(format!("{module}.cpython-311.pyc")), "stale").unwrap();
+    }
+    let config = json!({"targets": {"app": {"touch": "app.reload", "root": "tree"},
+                                    "bare": {"touch": "bare.reload"}},
+                        "default_target": "app", "settle_ms": 1000});
+    std::fs::write(env.join(".touchwire.json"), config.to_string()).unwrap();
+    let listener = env.listen(&[]);
+    let reload = |target: &str, files: &[&str]| {
+        Raw::connect(&listener.addr).request(&json!({"op": "reload", "target": target, "files": files}).to_string())
+    };
+    // Without a root nothing named on the wire is touched.
+    assert_eq!(reload("bare", &["app/forms.py"]).unwrap()["ok"], true);
+    assert!(cache.join("forms.cpython-311.pyc").exists());
+    assert_eq!(reload("app", &["app/views.py", "../tree/app/forms.py", "/etc/passwd.py"]).unwrap()["merged"], false);
+    assert!(!cache.join("views.cpython-311.pyc").exists(), "the saved module's bytecode is gone");
+    assert!(cache.join("forms.cpython-311.pyc").exists(), "a name with .. is refused");
+    // A merged trigger's files are refreshed by the trailing action.
+    assert_eq!(reload("app", &["app/models.py"]).unwrap()["merged"], true);
+    eventually("the trailing action to refresh models.py", || !cache.join("models.cpython-311.pyc").exists());
 }

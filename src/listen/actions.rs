@@ -61,6 +61,7 @@ pub struct Ran {
 #[derive(Debug)]
 pub struct Poke {
     file: File,
+    path: PathBuf,
 }
 
 impl Poke {
@@ -71,7 +72,7 @@ impl Poke {
     /// ("time limit"). Returns how long it poked and why it ended. The FIFO is closed before
     /// this returns, so no write can follow the caller's poke_end event (see [`log_poke_end`]).
     pub fn run(self, stop: &dyn Fn() -> bool) -> (Duration, &'static str) {
-        let Poke { mut file } = self;
+        let Poke { mut file, .. } = self;
         let start = Instant::now();
         let why = loop {
             if stop() {
@@ -94,6 +95,34 @@ impl Poke {
     }
 }
 
+impl Poke {
+    /// The FIFO's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// After `r` made uWSGI's master re-execute itself (its FIFO lost its reader), waits until the
+/// new master reads the FIFO again: only then does the reload count as over, since a command
+/// written before finds no reader, and a trailing action would fail where it should wait. Ends
+/// early when `cancel` is set; gives up after `limit`. Returns how long it waited and whether
+/// the reader is back. (Opening the FIFO to look makes uWSGI re-create it on close, which the
+/// fifo action's retries for a missing FIFO allow for.)
+pub fn wait_for_reader(path: &Path, cancel: &AtomicBool, limit: Duration) -> (Duration, bool) {
+    let start = Instant::now();
+    while start.elapsed() < limit && !cancel.load(Ordering::Relaxed) {
+        let opened = OpenOptions::new().write(true).custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY).open(path);
+        if opened.is_ok_and(|file| file.metadata().is_ok_and(|m| m.file_type().is_fifo())) {
+            return (start.elapsed(), true);
+        }
+        std::thread::sleep(READER_POLL);
+    }
+    (start.elapsed(), false)
+}
+
+/// How often [`wait_for_reader`] looks for uWSGI's new master.
+const READER_POLL: Duration = Duration::from_millis(5);
+
 /// Logs the end of a poke as the `poke_end` event (`target`, `ms`, `why`), as the receiver has
 /// always told it; `elapsed` and `why` are what [`Poke::run`] returned (or the caller's own
 /// reason, such as "ready check ended", in place of "stopped").
@@ -115,7 +144,7 @@ pub fn run(spec: &ActionSpec, target: &str, log: Log, cancel: &AtomicBool) -> Re
         ActionSpec::Touch { path } => touch(path, target, log).map(|()| Ran::default()),
         ActionSpec::Fifo { path, command, poke } => {
             let file = fifo(path, command, cancel)?;
-            Ok(Ran { poke: poke.then_some(Poke { file }) })
+            Ok(Ran { poke: poke.then_some(Poke { file, path: path.clone() }) })
         }
         ActionSpec::Signal { pidfile, signal } => send_signal(pidfile, *signal).map(|()| Ran::default()),
         ActionSpec::Exec { argv, timeout } => exec(argv, *timeout, cancel).map(|()| Ran::default()),
@@ -754,7 +783,16 @@ mod tests {
         assert_eq!(why, "reader gone");
         assert!(elapsed < Duration::from_secs(1), "{elapsed:?}");
 
-        let _reader = OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(&path).unwrap();
+        // The new master: a reader that comes back after a while ends the wait.
+        let back = path.clone();
+        let returning = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(&back).unwrap()
+        });
+        let (waited, back) = wait_for_reader(&path, &never, Duration::from_secs(5));
+        assert!(back && waited >= Duration::from_millis(90), "{waited:?}");
+        let _reader = returning.join().unwrap();
+        assert!(!wait_for_reader(&dir.path().join("none"), &never, Duration::from_millis(50)).1);
         let spec = ActionSpec::Fifo { path, command: "r".into(), poke: false };
         assert!(run(&spec, "app", Log::default(), &never).unwrap().poke.is_none());
     }

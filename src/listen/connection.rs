@@ -11,6 +11,7 @@ use anyhow::Result;
 use serde_json::json;
 use std::io::{BufReader, ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpStream};
+use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -54,13 +55,19 @@ pub fn serve(state: &State, stream: TcpStream, peer: &str, id: u64) -> Result<()
         let (reply, close) = match read_line(&mut reader, &mut buf) {
             Ok(Line::Eof) => return Ok(()),
             Ok(Line::Complete) => {
-                let (reply, close) = state.handle(&buf, &nonce, peer);
-                if !close && !admitted {
-                    // A valid first line (with auth on: the token proved): the slot is held for good.
+                let admission = protocol::admit(&buf, &nonce, state.token.as_ref());
+                if !admitted && !matches!(admission, Admission::Refuse { .. }) {
+                    // A valid first line (with auth on: the token proved): the slot is held for
+                    // good, decided before anything runs. One evicted meanwhile was told "busy"
+                    // and must not act: its client will try again.
+                    let mut slots = lock(&state.slots);
+                    if !slots.holds(id) {
+                        return Ok(());
+                    }
+                    slots.authenticated(id);
                     admitted = true;
-                    lock(&state.slots).authenticated(id);
                 }
-                (reply, close)
+                state.handle(admission, peer)
             }
             Ok(Line::TooLong) => (Reply::error(ErrorCode::TooLong, format!("line longer than {MAX_LINE} bytes")), true),
             Err(err) if matches!(err.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
@@ -82,9 +89,9 @@ pub fn serve(state: &State, stream: TcpStream, peer: &str, id: u64) -> Result<()
 }
 
 impl State {
-    /// Answers one line; the flag says whether to close the connection afterwards.
-    fn handle(&self, line: &[u8], nonce: &str, peer: &str) -> (Reply, bool) {
-        match protocol::admit(line, nonce, self.token.as_ref()) {
+    /// Answers one admitted line; the flag says whether to close the connection afterwards.
+    fn handle(&self, admission: Admission, peer: &str) -> (Reply, bool) {
+        match admission {
             Admission::Ping { probe } => (self.ping(probe), false),
             Admission::Reload(request) => (self.reload(&request, peer), false),
             Admission::Refuse { code, error, close } => (Reply::error(code, error), close),
@@ -141,7 +148,7 @@ impl State {
             files => format!("{}: {} from {peer}", clean(reason), summary(files)),
         };
         let (reply, answer) = mpsc::sync_channel(1);
-        let trigger = Trigger { wait: request.wait, fields, describe, reply };
+        let trigger = Trigger { wait: request.wait, fields, describe, files: request.files.clone(), reply };
         if !target.executor.submit(trigger) {
             return Reply::error(ErrorCode::Busy, "the receiver is stopping; try again when it is back");
         }
@@ -190,6 +197,19 @@ pub fn close_gracefully(stream: &TcpStream) {
             _ => return,
         }
     }
+}
+
+/// Tells a connection being served that it lost its slot, and closes both directions, so that
+/// its thread, blocked in a read, wakes at once and ends (it would otherwise hold its thread and
+/// descriptors until its read deadline).
+pub fn evict(stream: TcpStream, reply: Reply) {
+    let line = protocol::reply_line(&reply);
+    // MSG_DONTWAIT: never block the accept loop on a peer that reads nothing.
+    // SAFETY: send(2) from a live buffer on a socket this function owns.
+    unsafe {
+        libc::send(stream.as_raw_fd(), line.as_ptr().cast(), line.len(), libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
+    };
+    let _ = stream.shutdown(Shutdown::Both);
 }
 
 /// Answers a connection with one error line and closes it, without ever blocking the accept loop.

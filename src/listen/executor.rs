@@ -53,6 +53,8 @@ pub struct Trigger {
     pub fields: Value,
     /// The request in a few words, for the log line.
     pub describe: String,
+    /// The files it names, relative to the work tree: refreshed under the target's `root`.
+    pub files: Vec<String>,
     /// Where the answer goes. Bounded with room for one: the executor never blocks on it.
     pub reply: SyncSender<Answer>,
 }
@@ -87,8 +89,14 @@ pub struct Joiner(JoinHandle<()>);
 
 impl Executor {
     /// Starts the executor of target `name`, and its worker.
-    pub fn start(name: String, spec: TargetSpec, settle: Duration, log: Log) -> std::io::Result<(Executor, Joiner)> {
-        Executor::start_with(name, spec, settle, log, super::actions::run, OVERRUN)
+    pub fn start(
+        name: String,
+        spec: TargetSpec,
+        settle: Duration,
+        extensions: Vec<String>,
+        log: Log,
+    ) -> std::io::Result<(Executor, Joiner)> {
+        Executor::start_with(name, spec, settle, extensions, log, super::actions::run, OVERRUN)
     }
 
     /// [`Executor::start`] with the action runner and the overrun margin given (for tests).
@@ -96,6 +104,7 @@ impl Executor {
         name: String,
         spec: TargetSpec,
         settle: Duration,
+        extensions: Vec<String>,
         log: Log,
         act: worker::Act,
         overrun: Duration,
@@ -104,7 +113,14 @@ impl Executor {
         let cancel = Arc::new(AtomicBool::new(false));
         let wait_bound = wait_bound(&spec, settle);
         let spec_action = spec.action.clone();
-        let spawner = worker::Spawner { act, name: name.clone(), spec: spec.clone(), log, cancel: Arc::clone(&cancel) };
+        let spawner = worker::Spawner {
+            act,
+            name: name.clone(),
+            spec: spec.clone(),
+            extensions,
+            log,
+            cancel: Arc::clone(&cancel),
+        };
         let worker = spawner.spawn(report_to(tx.clone()))?;
         let state = State {
             name,
@@ -115,6 +131,7 @@ impl Executor {
             running: None,
             trailing: None,
             waiters: BTreeMap::new(),
+            owed_files: Vec::new(),
             worker,
             spawner,
             tx: tx.clone(),
@@ -180,10 +197,13 @@ pub fn wait_bound(spec: &TargetSpec, settle: Duration) -> Option<Duration> {
 fn action_bound(action: &ActionSpec) -> Duration {
     match action {
         ActionSpec::Exec { timeout, .. } => *timeout,
-        ActionSpec::Fifo { .. } => worker::POKE_LIMIT,
+        ActionSpec::Fifo { .. } => worker::POKE_LIMIT + worker::READER_BACK_LIMIT,
         _ => Duration::ZERO,
     }
 }
+
+/// Most file names kept for a trailing action to refresh (the rest of a storm is not worth it).
+const MOST_OWED_FILES: usize = 1000;
 
 /// Past its bound by this much, a job is given up on.
 const OVERRUN: Duration = Duration::from_secs(5);
@@ -214,6 +234,8 @@ struct State {
     /// The instant a trailing action is due.
     trailing: Option<Instant>,
     waiters: BTreeMap<u64, Vec<Waiter>>,
+    /// The files of merged triggers, for the trailing action to refresh.
+    owed_files: Vec<String>,
     worker: worker::Handle,
     spawner: worker::Spawner,
     tx: Sender<Message>,
@@ -268,7 +290,7 @@ impl State {
     }
 
     fn on_trigger(&mut self, trigger: Trigger) {
-        let Trigger { wait, mut fields, describe, reply } = trigger;
+        let Trigger { wait, mut fields, describe, files, reply } = trigger;
         if self.stopping.is_some() {
             let _ = reply.try_send(Answer {
                 merged: false,
@@ -282,11 +304,14 @@ impl State {
                 self.generation += 1;
                 let waiter = Waiter { reply, merged: false, for_check: checked };
                 self.waiters.entry(self.generation).or_default().push(waiter);
-                self.start(fields, &describe);
+                self.start(fields, &describe, files);
             }
             Decision::Merged { schedule } => {
                 if let Some(at) = schedule {
                     self.trailing = Some(at);
+                }
+                if self.owed_files.len() < MOST_OWED_FILES {
+                    self.owed_files.extend(files);
                 }
                 fields["merged"] = true.into();
                 self.log.event("merged", &format!("{} merged ({describe})", self.name), fields);
@@ -302,17 +327,18 @@ impl State {
     }
 
     /// Hands the action of the current generation to the worker.
-    fn start(&mut self, fields: Value, describe: &str) {
+    fn start(&mut self, fields: Value, describe: &str, mut files: Vec<String>) {
+        files.sort();
+        files.dedup();
         let generation = self.generation;
         let check = self.spec.ready.as_ref().map_or(Duration::ZERO, |c| c.timeout);
         let deadline = Instant::now() + action_bound(&self.spec.action) + check + self.overrun;
         self.running = Some(Running { generation, deadline });
         // A new job is never cut short by an earlier stop request, only by the stop deadline.
         self.cancel.store(false, Ordering::SeqCst);
-        let job = Job { generation, fields, describe: describe.to_string() };
-        if let Err(job) = self.worker.send(job) {
+        let job = Job { generation, fields, describe: describe.to_string(), files };
+        if !self.worker.send(job) {
             // The worker is gone (it cannot be: it catches panics); start a new one for the next job.
-            drop(job);
             self.fail_job(generation, Failure::new(ErrorCode::Internal, "the action's worker thread is gone"));
         }
     }
@@ -365,7 +391,8 @@ impl State {
             if self.coalescer.on_trailing_due(at) {
                 self.generation += 1;
                 let fields = json!({"target": self.name, "trailing": true});
-                self.start(fields, "trailing, for merged triggers");
+                let files = std::mem::take(&mut self.owed_files);
+                self.start(fields, "trailing, for merged triggers", files);
             }
         }
         if let Some(running) = &self.running
@@ -426,7 +453,7 @@ mod tests {
     use std::sync::atomic::AtomicUsize;
 
     fn spec() -> TargetSpec {
-        TargetSpec { action: ActionSpec::Touch { path: "/nonexistent/x".into() }, ready: None }
+        TargetSpec { action: ActionSpec::Touch { path: "/nonexistent/x".into() }, ready: None, root: None }
     }
 
     fn quiet() -> Log {
@@ -435,7 +462,7 @@ mod tests {
 
     fn trigger(executor: &Executor) -> mpsc::Receiver<Answer> {
         let (reply, answer) = mpsc::sync_channel(1);
-        let trigger = Trigger { wait: false, fields: json!({}), describe: "test".into(), reply };
+        let trigger = Trigger { wait: false, fields: json!({}), describe: "test".into(), files: Vec::new(), reply };
         assert!(executor.submit(trigger));
         answer
     }
@@ -454,7 +481,8 @@ mod tests {
             Ok(Ran::default())
         }
         let (executor, joiner) =
-            Executor::start_with("app".into(), spec(), Duration::from_millis(50), quiet(), act, OVERRUN).unwrap();
+            Executor::start_with("app".into(), spec(), Duration::from_millis(50), vec![], quiet(), act, OVERRUN)
+                .unwrap();
         let first = answer(&trigger(&executor));
         assert_eq!(first.result.map_err(|f| f.code), Err(ErrorCode::Internal));
         let second = answer(&trigger(&executor));
@@ -473,7 +501,8 @@ mod tests {
         }
         // A window far longer than the test: only the stop can make the trailing action run.
         let settle = Duration::from_secs(600);
-        let (executor, joiner) = Executor::start_with("app".into(), spec(), settle, quiet(), act, OVERRUN).unwrap();
+        let (executor, joiner) =
+            Executor::start_with("app".into(), spec(), settle, vec![], quiet(), act, OVERRUN).unwrap();
         assert!(!answer(&trigger(&executor)).merged);
         for _ in 0..5 {
             assert!(answer(&trigger(&executor)).merged);
@@ -500,7 +529,7 @@ mod tests {
         }
         let overrun = Duration::from_millis(100);
         let (executor, joiner) =
-            Executor::start_with("app".into(), spec(), Duration::ZERO, quiet(), act, overrun).unwrap();
+            Executor::start_with("app".into(), spec(), Duration::ZERO, vec![], quiet(), act, overrun).unwrap();
         let first = answer(&trigger(&executor));
         assert_eq!(first.result.map_err(|f| f.code), Err(ErrorCode::Internal), "given up on, and said so");
         let second = answer(&trigger(&executor));

@@ -9,6 +9,7 @@ pub mod coalesce;
 mod connection;
 pub mod executor;
 pub mod ready;
+pub mod refresh;
 pub mod slots;
 pub mod start;
 mod worker;
@@ -57,6 +58,8 @@ pub struct Options {
     pub max_connections: usize,
     /// Each request line must arrive whole within this time.
     pub read_timeout: Duration,
+    /// Watched extensions: the only files refreshed under a target's `root`.
+    pub extensions: Vec<String>,
     /// Where events go.
     pub log: Log,
 }
@@ -115,8 +118,9 @@ impl Receiver {
         let mut targets = BTreeMap::new();
         let mut joiners = Vec::new();
         for (name, spec) in options.targets {
-            let (executor, joiner) = Executor::start(name.clone(), spec.clone(), options.settle, options.log)
-                .with_context(|| format!("cannot start the executor of target {name}"))?;
+            let (executor, joiner) =
+                Executor::start(name.clone(), spec.clone(), options.settle, options.extensions.clone(), options.log)
+                    .with_context(|| format!("cannot start the executor of target {name}"))?;
             targets.insert(name, Target { spec, executor });
             joiners.push(joiner);
         }
@@ -207,7 +211,7 @@ impl Receiver {
             Admit::Accept(id) => id,
             Admit::Evict { id, victim } => {
                 let message = "busy: this connection sent no request and its slot was needed";
-                connection::reject(victim, protocol_busy(message));
+                connection::evict(victim, protocol_busy(message));
                 id
             }
             Admit::Busy(why) => {

@@ -39,7 +39,9 @@ pub const PRESETS: &[Preset] = &[
     Preset {
         name: "uwsgi",
         ready: r"WSGI app \d+ \(mountpoint='[^']*'\) ready in",
-        error: r"Traceback|unable to load app|no python application found",
+        // A SyntaxError in the module uWSGI loads is logged without a "Traceback" line: its
+        // location line (`File "…", line N` with no ", in …") starts the excerpt instead.
+        error: r#"Traceback|^\s*File "[^"]+", line \d+\s*$|unable to load app|no python application found"#,
         grace: Duration::ZERO,
     },
     Preset {
@@ -233,7 +235,8 @@ impl ReadyCheck {
 /// Where a Python traceback that starts at `lines[0]` ends: the first line that is not indented
 /// after at least one frame (the exception).
 fn traceback_end(lines: &[String]) -> Option<usize> {
-    let mut frames = false;
+    // A SyntaxError's excerpt starts at its location line, a frame of its own.
+    let mut frames = lines.first().is_some_and(|line| line.trim_start().starts_with("File \""));
     for (i, line) in lines.iter().enumerate().skip(1) {
         if line.trim_start().starts_with("File \"") {
             frames = true;
@@ -604,6 +607,17 @@ mod tests {
             // The excerpt keeps the exception at the traceback's end, whatever the depth.
             assert!(error.contains("No module named 'no_such_module'"), "{server}: {error}");
         }
+    }
+
+    #[test]
+    fn a_syntax_error_uwsgi_logs_without_a_traceback_is_reported_with_its_place() {
+        let failed = replay("uwsgi", "syntax-error");
+        assert!(!failed.ok, "{failed:?}");
+        let error = failed.error.unwrap();
+        assert!(error.contains("  File \"/tmp/synt/app.py\", line 1\n"), "{error}");
+        assert!(error.contains("SyntaxError: invalid syntax"), "{error}");
+        let (place, last) = crate::watch::delivery::failure_place(&error, None);
+        assert_eq!((place.as_str(), last), (" at /tmp/synt/app.py:1", "SyntaxError: invalid syntax"));
     }
 
     #[test]

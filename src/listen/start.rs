@@ -3,7 +3,7 @@
 use super::{Options, Receiver};
 use crate::UsageError;
 use crate::cli::{Global, ListenArgs};
-use crate::config::{ActionSpec, Config, validate_fifo_command};
+use crate::config::{ActionSpec, Config, TargetSpec, validate_fifo_command};
 use crate::output::Log;
 use anyhow::Result;
 use serde_json::json;
@@ -43,7 +43,17 @@ pub fn command(global: &Global, args: ListenArgs) -> Result<()> {
     let log = Log { json: args.json, quiet: global.quiet, verbose: global.verbose };
     let options = Options {
         default_target: config.resolved_default_target(),
-        targets: config.targets.value.clone(),
+        // A target without its own `root` takes the configuration's.
+        targets: config
+            .targets
+            .value
+            .iter()
+            .map(|(name, spec)| {
+                let root = spec.root.clone().or_else(|| config.root.value.clone());
+                (name.clone(), TargetSpec { root, ..spec.clone() })
+            })
+            .collect(),
+        extensions: config.extensions.value.clone(),
         token,
         settle: Duration::from_millis(config.settle_ms.value),
         max_connections: args.max_connections.max(1),

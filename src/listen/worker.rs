@@ -2,9 +2,9 @@
 //! ready check, one job at a time. A panic anywhere in a job is caught here and reported as an
 //! `internal` failure, so the executor always hears how each job ended.
 
-use super::actions;
 use super::executor::Failure;
 use super::ready::Outcome;
+use super::{actions, refresh};
 use crate::config::{ActionSpec, TargetSpec};
 use crate::output::{Log, millis};
 use crate::protocol::{ErrorCode, Ready};
@@ -18,6 +18,9 @@ use std::time::{Duration, Instant};
 
 /// The longest a poke lasts (the actions' own limit).
 pub const POKE_LIMIT: Duration = Duration::from_secs(3);
+/// How long a reload may take to bring uWSGI's new master back to its FIFO (a real Django app
+/// imports for seconds before it reads it).
+pub const READER_BACK_LIMIT: Duration = Duration::from_secs(30);
 /// How long a stopping receiver waits for a worker to end before leaving it to the process exit.
 const JOIN_LIMIT: Duration = Duration::from_secs(2);
 
@@ -29,6 +32,8 @@ pub struct Job {
     pub fields: Value,
     /// The request in a few words, for the log line.
     pub describe: String,
+    /// The files to refresh under the target's `root` first.
+    pub files: Vec<String>,
 }
 
 /// What the worker tells its executor.
@@ -50,6 +55,8 @@ pub struct Spawner {
     pub name: String,
     /// What it does.
     pub spec: TargetSpec,
+    /// Watched extensions: only such files are refreshed under `root`.
+    pub extensions: Vec<String>,
     /// Where events go.
     pub log: Log,
     /// Set when the receiver stops: a running exec, check or poke ends early.
@@ -68,10 +75,18 @@ impl Spawner {
         let (jobs, rx) = mpsc::channel::<Job>();
         let (name, spec, log, cancel) = (self.name.clone(), self.spec.clone(), self.log, Arc::clone(&self.cancel));
         let act = self.act;
+        let extensions = self.extensions.clone();
         let thread = std::thread::Builder::new().name("worker".into()).spawn(move || {
             for job in rx {
                 let generation = job.generation;
-                let ran = catch_unwind(AssertUnwindSafe(|| run(act, &name, &spec, log, &cancel, job, &report)));
+                let ran = catch_unwind(AssertUnwindSafe(|| {
+                    run(
+                        act,
+                        &Ctx { name: &name, spec: &spec, extensions: &extensions, log, cancel: &cancel },
+                        job,
+                        &report,
+                    )
+                }));
                 if let Err(panic) = ran {
                     let message = format!("{name}: the action panicked: {}", panic_text(&*panic));
                     log.warn("error", &message, json!({"target": name, "error": message}));
@@ -85,12 +100,9 @@ impl Spawner {
 }
 
 impl Handle {
-    /// Hands a job over; gives it back when the worker is gone.
-    pub fn send(&self, job: Job) -> Result<(), Job> {
-        match &self.jobs {
-            Some(jobs) => jobs.send(job).map_err(|err| err.0),
-            None => Err(job),
-        }
+    /// Hands a job over; `false` when the worker is gone.
+    pub fn send(&self, job: Job) -> bool {
+        self.jobs.as_ref().is_some_and(|jobs| jobs.send(job).is_ok())
     }
 
     /// Ends the worker after its current job and joins it, for at most [`JOIN_LIMIT`]: one
@@ -116,8 +128,33 @@ fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
 }
 
 /// Runs one job: the action, then its poke and its ready check side by side; reports both ends.
-fn run(act: Act, name: &str, spec: &TargetSpec, log: Log, cancel: &AtomicBool, job: Job, report: &dyn Fn(JobEnd)) {
-    let Job { generation, mut fields, describe } = job;
+/// What a job runs with.
+struct Ctx<'a> {
+    name: &'a str,
+    spec: &'a TargetSpec,
+    extensions: &'a [String],
+    log: Log,
+    cancel: &'a AtomicBool,
+}
+
+fn run(act: Act, ctx: &Ctx, job: Job, report: &dyn Fn(JobEnd)) {
+    let Ctx { name, spec, extensions, log, cancel } = *ctx;
+    let Job { generation, mut fields, describe, files } = job;
+    if let Some(root) = &spec.root {
+        let done = refresh::refresh(root, &files, extensions);
+        let line = format!(
+            "{name}: refreshed {} file(s) under {}, removed {} stale .pyc, skipped {}",
+            done.opened,
+            root.display(),
+            done.removed,
+            done.skipped
+        );
+        log.debug(&line);
+        log.record(
+            "refreshed",
+            json!({"target": name, "opened": done.opened, "removed": done.removed, "skipped": done.skipped}),
+        );
+    }
     // Started before the action, so the check never misses a line the reload writes at once.
     let follower = spec.ready.as_ref().map(|check| check.follow());
     let start = Instant::now();
@@ -147,9 +184,27 @@ fn run(act: Act, name: &str, spec: &TargetSpec, log: Log, cancel: &AtomicBool, j
         let poke = ran.poke.map(|poke| {
             let stop = move || checked.load(Ordering::SeqCst) || cancel.load(Ordering::SeqCst);
             let spawned = std::thread::Builder::new().name("poke".into()).spawn_scoped(scope, move || {
+                let path = poke.path().to_path_buf();
                 let (elapsed, why) = poke.run(&stop);
                 let why = if why == "stopped" && checked.load(Ordering::SeqCst) { "ready check ended" } else { why };
                 actions::log_poke_end(log, name, elapsed, why);
+                if why == "reader gone" {
+                    // The reload is over once the new master reads its FIFO: the next command
+                    // written before that would find no reader.
+                    let (waited, back) = actions::wait_for_reader(&path, cancel, READER_BACK_LIMIT);
+                    let ms = waited.as_millis() as u64;
+                    let fields = json!({"target": name, "ms": ms, "back": back});
+                    match back {
+                        true => {
+                            log.event("fifo_back", &format!("{name}: uWSGI reads its FIFO again after {ms} ms"), fields)
+                        }
+                        false => log.warn(
+                            "fifo_back",
+                            &format!("{name}: no process reads {} {ms} ms after the reload", path.display()),
+                            fields,
+                        ),
+                    }
+                }
             });
             if let Err(err) = &spawned {
                 let message = format!("{name}: cannot start the poke thread ({err}); the reload goes on without it");
