@@ -61,6 +61,29 @@ class FakeProject(unittest.TestCase):
             except ImportError:
                 settings = None
             """ % n)
+        # Survives a failing import inside it: in a worker (settings configured) it would not.
+        write(os.path.join(self.site, "tolerant%d" % n, "__init__.py"), """\
+            try:
+                import bad%d as backend
+            except Exception:
+                backend = None
+            """ % n)
+        # A dependency that is simply not installed is the same in the master and the workers.
+        write(os.path.join(self.site, "optdep%d" % n, "__init__.py"), """\
+            try:
+                import not_installed_anywhere_%d
+            except ImportError:
+                pass
+            """ % n)
+        # A registry that stays, and a package that registers in it, then fails.
+        write(os.path.join(self.site, "registry%d" % n, "__init__.py"), "ENTRIES = []\n")
+        write(os.path.join(self.site, "registers%d" % n, "__init__.py"), """\
+            import registry%d
+            registry%d.ENTRIES.append("half done")
+            raise RuntimeError("then fails")
+            """ % (n, n))
+        write(os.path.join(self.site, "crash%d" % n, "__init__.py"), "import os\nos._exit(3)\n")
+        write(os.path.join(self.site, "hang%d" % n, "__init__.py"), "import time\ntime.sleep(30)\n")
         self.saved_path = list(sys.path)
         sys.path[:0] = [self.root, self.site]
         self.saved_meta = list(sys.meta_path)
@@ -69,7 +92,8 @@ class FakeProject(unittest.TestCase):
     def tearDown(self):
         sys.path[:] = self.saved_path
         for name in list(sys.modules):
-            if name.rstrip("0123456789").split(".")[0] in ("good", "bad", "sneaky", "byfile", "optional", "proj", "app"):
+            stem = name.split(".")[0].rstrip("0123456789")
+            if stem in ("good", "bad", "sneaky", "byfile", "optional", "proj", "app", "tolerant", "optdep", "registry", "registers", "crash", "hang", "broken"):
                 sys.modules.pop(name, None)
         self.scratch.cleanup()
 
@@ -96,7 +120,7 @@ class FakeProject(unittest.TestCase):
         self.assertNotIn(bad, sys.modules)
         self.assertNotIn(bad + ".first", sys.modules, "what the failed import added is removed too")
         self.assertEqual(report.failed, [bad])
-        self.assertIn("left out %s (its import failed: RuntimeError: no config)" % bad, err)
+        self.assertIn("left out %s (RuntimeError: no config)" % bad, err)
         self.assertIn(good, sys.modules, "the next module is still imported")
 
     def test_a_package_that_imports_the_project_is_refused_before_the_project_runs(self):
@@ -121,6 +145,47 @@ class FakeProject(unittest.TestCase):
         report, _ = self.run_quietly([optional])
         self.assertNotIn(optional, sys.modules, "it would keep settings = None in every worker")
         self.assertEqual(report.refused, [optional])
+
+    def test_a_package_that_survives_a_failing_import_inside_it_is_left_out(self):
+        tolerant, bad = self.names("tolerant", "bad")
+        report, err = self.run_quietly([tolerant])
+        self.assertNotIn(tolerant, sys.modules, "it would keep backend = None in every worker")
+        self.assertEqual(report.failed, [tolerant])
+        self.assertIn("left out %s (an import inside it failed: %s (RuntimeError: no config))" % (tolerant, bad), err)
+
+    def test_a_dependency_that_is_not_installed_does_not_stop_a_package(self):
+        optdep, = self.names("optdep")
+        report, _ = self.run_quietly([optdep])
+        self.assertIn(optdep, sys.modules)
+        self.assertEqual(report.failed, [])
+
+    def test_a_failing_import_leaves_nothing_behind_in_modules_that_stay(self):
+        registry, registers = self.names("registry", "registers")
+        report, _ = self.run_quietly([registry, registers])
+        self.assertEqual(report.failed, [registers])
+        self.assertEqual(sys.modules[registry].ENTRIES, [], "it failed in the trial copy, not here")
+
+    def test_an_import_that_kills_its_process_or_hangs_is_left_out_and_the_rest_imported(self):
+        crash, hang, good = self.names("crash", "hang", "good")
+        saved = warm.MODULE_TIMEOUT_S
+        warm.MODULE_TIMEOUT_S = 1
+        try:
+            report, err = self.run_quietly([crash, hang, good])
+        finally:
+            warm.MODULE_TIMEOUT_S = saved
+        self.assertEqual(report.failed, [crash, hang])
+        self.assertIn("left out %s (the trial process died importing it)" % crash, err)
+        self.assertIn("left out %s (its import took longer than 1 s)" % hang, err)
+        self.assertIn(good, sys.modules)
+
+    def test_warming_stops_at_its_time_budget(self):
+        good, = self.names("good")
+        err = io.StringIO()
+        with redirect_stderr(err):
+            report = warm.import_all([good], self.tree, budget_s=0)
+        self.assertNotIn(good, sys.modules)
+        self.assertEqual(report.imported, [])
+        self.assertIn("stopped after 0 s", err.getvalue())
 
     def test_the_project_is_never_imported_even_when_named(self):
         proj, = self.names("proj")

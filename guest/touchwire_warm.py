@@ -9,15 +9,23 @@ the app uses that lies outside the work tree. A worker forked from that master
 finds them in ``sys.modules`` already and imports only the project's own code.
 
 It never imports the project's code into the master: a new worker would
-inherit the old version and serve it. So:
+inherit the old version and serve it. And it never leaves a half-done import
+there. So:
 
+* each import is tried first in a fork of the master (``os.fork``): only
+  imports that succeeded there, from the very same state, run in the master.
+  A failing import rolled back in place is not enough: measured on Wagtail, a
+  package kept a class of a module that was rolled back, and every worker
+  then failed to load the app ("metaclass conflict");
 * while it imports, a finder at the front of ``sys.meta_path`` refuses
   (``ImportError``) any module whose file lies in the work tree, before that
-  module's code runs;
-* after each import, any module from the work tree found in ``sys.modules``
-  anyway (loaded by path, past the finders) is removed again, and so is
-  everything that import added (logged as "refused");
-* an import that fails is rolled back the same way and logged, never fatal;
+  module's code runs; an import that needed one is refused (logged);
+* an import that fails is left out and logged, never fatal; so is one that
+  survives a failing import inside it (``try: import x / except``): in the
+  workers, with the project's settings, ``x`` would import;
+* should an import in the master still fail or pull in the project (an
+  import that is not the same twice), what it added to ``sys.modules`` is
+  removed again (logged);
 * when it is done, the finder is removed and the import caches are cleared,
   so the workers import the project as usual.
 
@@ -68,6 +76,10 @@ Settings, from the environment (in uWSGI: ``env = NAME=VALUE`` lines):
     Comma-separated module names never imported in the master, with their
     submodules: a package that starts a thread or opens a connection when
     imported is unsafe to import before a fork.
+``TOUCHWIRE_WARM_BUDGET_S``
+    How long the imports may take before warming stops, the rest left to the
+    workers (default 10). Each import that fails costs a trial in a fork; a
+    Django project has hundreds (its models need the project's settings).
 ``TOUCHWIRE_WARM_OFF``
     Set to 1 to turn it off without editing the ini.
 
@@ -80,15 +92,19 @@ contain the words a ready check takes for a failed reload ("Traceback", a
 lone ``File "...", line N``).
 """
 
+import builtins
 import importlib
 import importlib.abc
 import importlib.util
 import json
 import os
+import select
+import signal
 import subprocess
 import sys
 import tempfile
 import time
+import traceback
 
 #: Most modules imported from a child's list (a Wagtail project has about 1,700).
 MOST_MODULES = 20000
@@ -96,6 +112,12 @@ MOST_MODULES = 20000
 MOST_LINES = 20
 #: How long the child may take to import the app.
 CHILD_TIMEOUT_S = 120
+#: How long one module's trial import may take.
+MODULE_TIMEOUT_S = 30
+#: How long warming may take, by default, before it stops (the master waits for it).
+DEFAULT_BUDGET_S = 10
+#: Longest error message quoted in the log.
+MOST_CHARS = 160
 
 
 def log(line):
@@ -225,45 +247,227 @@ class Report:
         return tops
 
 
-def import_all(names, tree, skip=()):
-    """Imports `names` in order, each one rolled back when it fails or pulls in a module
-    from the work tree. Returns a Report; never raises for an import."""
-    report = Report()
-    start = time.monotonic()
-    refuser = Refuser(tree)
-    sys.meta_path.insert(0, refuser)
-    lines = 0
-    try:
-        for name in list(names)[:MOST_MODULES]:
-            if name in sys.modules or name == "__main__" or _skipped(name, skip):
-                continue
+def _describe(err):
+    """One short line for an exception: its type and the first line of its message."""
+    text = (str(err).splitlines() or [""])[0]
+    if len(text) > MOST_CHARS:
+        text = text[:MOST_CHARS] + "..."
+    # Never the word a ready check takes for a failed reload.
+    return ("%s: %s" % (type(err).__name__, text)).replace("Traceback", "trace")
+
+
+def _try_in_order(names, tree, refuser, progress):
+    """In the trial copy: imports `names` in order, writing a line to `progress` for each one
+    that is fine, until one is not. Returns the verdict on that one, (kind, why, the modules
+    that were running when it failed, the modules it had imported), or None."""
+    failures = []
+    real_import = builtins.__import__
+
+    def watching_import(*args, **kwargs):
+        # A failure that a module catches (try: import x / except ...) leaves it working in a
+        # way the worker's own import would not: with settings configured, x would import.
+        # A module that is simply not installed is the same everywhere, and no failure.
+        try:
+            return real_import(*args, **kwargs)
+        except ModuleNotFoundError:
+            raise
+        except BaseException as err:
+            failures.append("%s (%s)" % (args[0] if args else "?", _describe(err)))
+            raise
+
+    builtins.__import__ = watching_import
+    for name in names:
+        if name not in sys.modules:
             before = set(sys.modules)
+            failures.clear()
             refuser.refused = []
+            chain = [name]
             try:
                 importlib.import_module(name)
                 error = None
             except (Exception, SystemExit) as err:  # any failure of third-party code
-                error = "%s: %s" % (type(err).__name__, str(err).splitlines()[0] if str(err) else "")
+                error = _describe(err)
+                # The modules still running when it failed fail on their own too: skipped.
+                for frame, _ in traceback.walk_tb(err.__traceback__):
+                    if frame.f_code.co_name == "<module>":
+                        chain.append(frame.f_globals.get("__name__"))
             project = [m for m in list(sys.modules) if m not in before and tree.owns_module(sys.modules[m])]
-            if error is None and not project and not refuser.refused:
-                report.imported.extend(m for m in list(sys.modules) if m not in before)
-                continue
-            _roll_back(before)
             if project or refuser.refused:
-                report.refused.append(name)
-                why = "refused %s: it imports the project's %s" % (name, ", ".join(project or refuser.refused))
+                verdict = ("refused", ", ".join(project or refuser.refused))
+            elif error:
+                verdict = ("failed", error)
+            elif failures:
+                verdict = ("failed", "an import inside it failed: " + failures[0])
             else:
-                report.failed.append(name)
-                why = "left out %s (its import failed: %s)" % (name, error.replace("Traceback", "trace"))
-            lines += 1
-            if lines <= MOST_LINES:
-                log(why)
+                verdict = None
+            if verdict:
+                # What it had imported completely before failing is worth trying on its own,
+                # next: otherwise every later trial would import it again.
+                done = [
+                    m for m in list(sys.modules)
+                    if m not in before and m not in chain and not tree.owns_module(sys.modules[m])
+                    # A submodule whose package failed is left behind, and cannot import alone.
+                    and (m.rpartition(".")[0] or m) in sys.modules
+                ]
+                return verdict + (sorted(set(c for c in chain if c)), done)
+        progress(name)
+    return None
+
+
+def _trial(names, tree, refuser):
+    """Tries `names` in a fork of this process, so that a failing import never leaves half its
+    work here (a package that caches a class of a module rolled back, a registry that keeps an
+    entry: measured on Wagtail, workers then failed to load the app). Returns (n, verdict): the
+    first n names import cleanly from this very state; verdict is (kind, why, running, done)
+    for the next one (see _try_in_order), or None when all did. Raises OSError when no fork can be made."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError, AttributeError):
+            pass
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the trial copy: never returns
+        status = 0
+        try:
+            os.close(read_end)
+            quiet = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(quiet, 1)
+            os.dup2(quiet, 2)
+            out = os.fdopen(write_end, "w", buffering=1)
+            verdict = _try_in_order(names, tree, refuser, lambda name: out.write("+\n"))
+            out.write("=%s\n" % json.dumps(verdict))
+            out.flush()
+        except BaseException:
+            status = 1
+        finally:
+            os._exit(status)
+    os.close(write_end)
+    fine, verdict, ended = 0, None, False
+    buffer = b""
+    try:
+        while not ended:  # bounded: each wait gets a line, the end, or the module timeout
+            ready, _, _ = select.select([read_end], [], [], MODULE_TIMEOUT_S)
+            if not ready:
+                verdict = ("failed", "its import took longer than %d s" % MODULE_TIMEOUT_S, [], [])
+                break
+            chunk = os.read(read_end, 65536)
+            if not chunk:
+                verdict = ("failed", "the trial process died importing it", [], [])
+                break
+            buffer += chunk
+            while b"\n" in buffer:
+                line, buffer = buffer.split(b"\n", 1)
+                if line == b"+":
+                    fine += 1
+                elif line.startswith(b"="):
+                    found = json.loads(line[1:].decode())
+                    verdict, ended = (tuple(found) if found else None), True
+    finally:
+        os.close(read_end)
+        if not ended:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        try:
+            os.waitpid(pid, 0)
+        except OSError:
+            pass
+    return fine, verdict
+
+
+def _import_here(name, tree, refuser, report):
+    """Imports `name` for real, after its trial; rolls it back should it fail or pull in the
+    project after all (a module whose import is not the same twice). Returns an error line."""
+    if name in sys.modules:
+        return None
+    before = set(sys.modules)
+    refuser.refused = []
+    try:
+        importlib.import_module(name)
+        error = None
+    except (Exception, SystemExit) as err:  # any failure of third-party code
+        error = _describe(err)
+    project = [m for m in list(sys.modules) if m not in before and tree.owns_module(sys.modules[m])]
+    if error is None and not project and not refuser.refused:
+        report.imported.extend(m for m in list(sys.modules) if m not in before)
+        return None
+    _roll_back(before)
+    if project or refuser.refused:
+        report.refused.append(name)
+        return "refused %s: it imports the project's %s" % (name, ", ".join(project or refuser.refused))
+    report.failed.append(name)
+    return "left out %s (it passed its trial, then failed: %s)" % (name, error)
+
+
+def import_all(names, tree, skip=(), budget_s=None):
+    """Imports `names` in order, except those that fail, pull in a module from the work tree,
+    or survive a failing import inside them: each is tried first in a fork (see _trial), so
+    this process only runs imports known to succeed. A name that failed with an ImportError is
+    tried once more at the end (some import only after their package). Returns a Report; never raises for an
+    import."""
+    report = Report()
+    start = time.monotonic()
+    if budget_s is None:
+        try:
+            budget_s = float(os.environ.get("TOUCHWIRE_WARM_BUDGET_S", DEFAULT_BUDGET_S))
+        except ValueError:
+            budget_s = DEFAULT_BUDGET_S
+    refuser = Refuser(tree)
+    sys.meta_path.insert(0, refuser)
+    said = []
+    out_of_time = False
+    try:
+        todo = [n for n in list(names)[:MOST_MODULES] if n != "__main__" and not _skipped(n, skip)]
+        for last_pass in (False, True):
+            failed_now = []
+            # Bounded: each round takes at least one name off the list.
+            while todo:
+                if time.monotonic() - start >= budget_s:
+                    # Each failure costs a trial; a Django project has hundreds (models
+                    # need settings). What is imported stays; the workers import the rest.
+                    out_of_time = True
+                    break
+                todo = [n for n in todo if n not in sys.modules]
+                if not todo:
+                    break
+                fine, verdict = _trial(todo, tree, refuser)
+                for name in todo[:fine]:
+                    why = _import_here(name, tree, refuser, report)
+                    if why:
+                        said.append(why)
+                if verdict is None:
+                    break
+                kind, why, running, done = verdict
+                name = todo[fine]
+                skipped = set(running) | {name}
+                if kind == "refused":
+                    report.refused.append(name)
+                    said.append("refused %s: it imports the project's %s" % (name, why))
+                elif not last_pass and why.startswith("ImportError"):
+                    # Often a circular import, met because a submodule came before its package.
+                    failed_now.extend(n for n in todo if n in skipped)
+                else:
+                    report.failed.extend(n for n in todo if n in skipped)
+                    said.append("left out %s (%s)" % (", ".join(n for n in todo if n in skipped), why))
+                # A submodule cannot import without its package: not worth a try.
+                first = [n for n in done if not any(_skipped(n, [s]) for s in skipped)]
+                moved = set(first)
+                todo = first + [n for n in todo[fine + 1:] if n not in skipped and n not in moved]
+            todo = [] if out_of_time else failed_now
+    except OSError as err:
+        said.append("stopped warming: cannot try imports in a fork (%s)" % err)
     finally:
         sys.meta_path[:] = [f for f in sys.meta_path if f is not refuser]
         # Directory listings cached while warming must not hide a file saved later.
         importlib.invalidate_caches()
-    if lines > MOST_LINES:
-        log("... and %d more left out or refused" % (lines - MOST_LINES))
+    for why in said[:MOST_LINES]:
+        log(why)
+    if len(said) > MOST_LINES:
+        log("... and %d more left out or refused" % (len(said) - MOST_LINES))
+    if out_of_time:
+        log("stopped after %g s (TOUCHWIRE_WARM_BUDGET_S): the workers import the rest" % budget_s)
     report.ms = int((time.monotonic() - start) * 1000)
     return report
 
