@@ -227,6 +227,33 @@ pub struct InitArgs {
     /// With --systemd-unit: the user the service runs as (the app's user)
     #[arg(long, value_name = "NAME", requires = "systemd_unit")]
     pub user: Option<String>,
+    /// Print uWSGI's fast-reload lines on stdout (lazy-apps, skip-atexit-teardown, a warm master,
+    /// chain reload `c` over its master FIFO, logto) and the matching target on stderr; writes the
+    /// warm-master helper. .touchwire.json and the token are left as they are
+    #[arg(long, conflicts_with_all = ["systemd_unit", "editor", "gunicorn"])]
+    pub uwsgi: bool,
+    /// Print a gunicorn.conf.py on stdout whose on_starting hook warms the arbiter (every HUP
+    /// forks new workers from it) and the matching target on stderr; writes the helper
+    #[arg(long, conflicts_with_all = ["systemd_unit", "editor"])]
+    pub gunicorn: bool,
+    /// With --uwsgi/--gunicorn: where the guest sees this work tree (default: the same path, as
+    /// Lima and Colima mount it)
+    #[arg(long, value_name = "DIR")]
+    pub guest_root: Option<String>,
+    /// With --uwsgi/--gunicorn: where to write the warm-master helper (default:
+    /// touchwire_warm.py next to the token, inside the git directory, so it reaches the guest
+    /// with the shared folder)
+    #[arg(long, value_name = "PATH")]
+    pub helper: Option<PathBuf>,
+    /// With --uwsgi: the master FIFO, as the guest sees it
+    #[arg(long, value_name = "PATH", default_value = "/tmp/touchwire-uwsgi.fifo")]
+    pub fifo: String,
+    /// With --uwsgi: the master's log file (touchwire reads the end of a chain reload there)
+    #[arg(long, value_name = "PATH", default_value = "/tmp/touchwire-uwsgi.log")]
+    pub logto: String,
+    /// With --gunicorn: the arbiter's pidfile, as the guest sees it
+    #[arg(long, value_name = "PATH", default_value = "/tmp/touchwire-gunicorn.pid")]
+    pub pidfile: String,
 }
 
 /// Editors with a shipped integration.

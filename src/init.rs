@@ -1,5 +1,7 @@
 //! `touchwire init`: writes `.touchwire.json` (committed, no secrets) and a fresh token under the
-//! git directory (never tracked, yet shared with the guest along with the work tree).
+//! git directory (never tracked, yet shared with the guest along with the work tree). With
+//! `--uwsgi` or `--gunicorn` it prints the fast setup for a real app instead (DESIGN.md, "A real
+//! app, fast") and writes the warm-master helper next to the token.
 
 use crate::UsageError;
 use crate::cli::InitArgs;
@@ -28,6 +30,9 @@ pub fn command(args: InitArgs) -> Result<()> {
         Some(dir) => dir.clone(),
         None => std::env::current_dir().context("cannot read the current directory")?,
     };
+    if args.uwsgi || args.gunicorn {
+        return fast_setup(&args, &start);
+    }
     let repo = git2::Repository::discover(&start).map_err(|err| {
         UsageError(format!(
             "{} is not inside a git repository ({}); run init in your project or pass --repo",
@@ -124,7 +129,237 @@ fn write_token(path: &Path) -> Result<bool> {
 
 /// `path` relative to `base` when it lies inside it, else as it is.
 fn relative_to(path: &Path, base: &Path) -> PathBuf {
-    let canonical = |p: &Path| p.canonicalize().unwrap_or_else(|_| p.to_path_buf());
     let (path, base) = (canonical(path), canonical(base));
     path.strip_prefix(&base).map(Path::to_path_buf).unwrap_or(path)
+}
+
+/// The warm-master helper, shipped inside the binary and written out by `init --uwsgi` and
+/// `init --gunicorn` (its tests: guest/test_touchwire_warm.py, run by tests/fast_setup.rs).
+pub const WARM_HELPER: &str = include_str!("../guest/touchwire_warm.py");
+/// The helper's file name.
+pub const WARM_HELPER_NAME: &str = "touchwire_warm.py";
+
+/// The guest's paths of the fast setup.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FastSetup {
+    /// The work tree, as the guest sees it.
+    pub root: String,
+    /// The warm-master helper, as the guest sees it.
+    pub helper: String,
+    /// uWSGI's master FIFO.
+    pub fifo: String,
+    /// uWSGI's log file.
+    pub logto: String,
+    /// gunicorn's pidfile.
+    pub pidfile: String,
+}
+
+/// Writes the helper and prints the fast setup for uWSGI or gunicorn: the server's lines on
+/// stdout (so `> fast.ini` makes a file uWSGI reads with `--ini`), what to do with them on stderr.
+fn fast_setup(args: &InitArgs, start: &Path) -> Result<()> {
+    let repo = git2::Repository::discover(start);
+    let (workdir, commondir) = match &repo {
+        Ok(repo) => (repo.workdir().map(Path::to_path_buf), Some(repo.commondir().to_path_buf())),
+        Err(_) => (None, None),
+    };
+    let helper = match (&args.helper, &commondir) {
+        (Some(path), _) => std::path::absolute(path).context("cannot resolve --helper")?,
+        (None, Some(dir)) => dir.join("touchwire").join(WARM_HELPER_NAME),
+        (None, None) => {
+            return Err(UsageError(format!(
+                "{} is not inside a git repository: run init in your project, or pass --helper and --guest-root",
+                start.display()
+            ))
+            .into());
+        }
+    };
+    let root = match (&args.guest_root, &workdir) {
+        (Some(root), _) => root.trim_end_matches('/').to_string(),
+        (None, Some(dir)) => text(&canonical(dir), "the work tree")?.trim_end_matches('/').to_string(),
+        (None, None) => return Err(UsageError("pass --guest-root: no work tree to take it from".into()).into()),
+    };
+    if !root.starts_with('/') {
+        return Err(UsageError(format!("--guest-root {root:?} must be an absolute path")).into());
+    }
+    write_helper(&helper)?;
+    // The guest reaches the helper through the shared folder: its path there is the guest root
+    // plus its place in the work tree. A helper outside the work tree must be copied over.
+    let inside =
+        workdir.as_ref().and_then(|dir| canonical(&helper).strip_prefix(canonical(dir)).ok().map(Path::to_path_buf));
+    let guest_helper = match &inside {
+        Some(rel) => format!("{root}/{}", text(rel, "the helper's path")?),
+        None => text(&helper, "the helper's path")?.to_string(),
+    };
+    let setup = FastSetup {
+        root,
+        helper: guest_helper,
+        fifo: args.fifo.clone(),
+        logto: args.logto.clone(),
+        pidfile: args.pidfile.clone(),
+    };
+    for (flag, value) in [
+        ("--guest-root", &setup.root),
+        ("--fifo", &setup.fifo),
+        ("--logto", &setup.logto),
+        ("--pidfile", &setup.pidfile),
+    ] {
+        if value.contains(['\n', '\r']) {
+            return Err(UsageError(format!("{flag} must be one line")).into());
+        }
+    }
+    eprintln!("wrote the warm-master helper to {}", helper.display());
+    if inside.is_none() {
+        eprintln!("it lies outside the work tree: copy it into the guest as {}", setup.helper);
+    }
+    let (lines, target, server) = if args.uwsgi {
+        (uwsgi_lines(&setup), uwsgi_target(&setup), "uWSGI's ini (merge into your [uwsgi] section, or add --ini FILE)")
+    } else {
+        (gunicorn_conf(&setup), gunicorn_target(&setup), "gunicorn.conf.py (gunicorn -c FILE ...)")
+    };
+    print!("{lines}");
+    eprintln!("above: {server}");
+    eprintln!(
+        "in .touchwire.json, a target for it: \"targets\": {{\"app\": {}}}",
+        serde_json::to_string(&target).context("cannot format the target")?
+    );
+    let listen = match args.uwsgi {
+        true => format!("touchwire listen --fifo {} --fifo-command c", setup.fifo),
+        false => format!("touchwire listen --signal HUP --pidfile {}", setup.pidfile),
+    };
+    eprintln!("in the guest: touchwire listen (with that target), or {listen}");
+    Ok(())
+}
+
+/// uWSGI's lines of the fast setup, each with why (measured on a Wagtail project: DESIGN.md).
+pub fn uwsgi_lines(setup: &FastSetup) -> String {
+    let FastSetup { root, helper, fifo, logto, .. } = setup;
+    format!(
+        "[uwsgi]\n\
+         ; touchwire's fast setup (touchwire init --uwsgi); README: \"Fast reloads on a real app\"\n\
+         master = true\n\
+         ; each worker imports the app itself, so a chain reload can replace them one at a time\n\
+         lazy-apps = true\n\
+         ; an old worker exits without Python's teardown: 30 ms instead of 1.4 s on Django\n\
+         skip-atexit-teardown = true\n\
+         ; touchwire writes `c` here: a chain reload, the old workers answer until new ones serve\n\
+         master-fifo = {fifo}\n\
+         ; touchwire learns here when a chain reload is over (\"chain reloading complete\")\n\
+         logto = {logto}\n\
+         ; the warm master: imports once, before the fork, every module the app uses outside the\n\
+         ; work tree (never one inside it), so a new worker imports only the project's code\n\
+         env = TOUCHWIRE_WARM_ROOT={root}\n\
+         shared-pyimport = {helper}\n\
+         ; which app to list: uWSGI's module/wsgi-file by default; which Python lists it: the\n\
+         ; virtualenv's (home/virtualenv), else the system's\n\
+         ; env = TOUCHWIRE_WARM_APP=mysite.wsgi\n\
+         ; env = TOUCHWIRE_WARM_PYTHON=/path/to/venv/bin/python\n"
+    )
+}
+
+/// The guest's target for uWSGI's fast setup: a chain reload over the master FIFO.
+pub fn uwsgi_target(setup: &FastSetup) -> serde_json::Value {
+    serde_json::json!({ "fifo": setup.fifo, "command": "c" })
+}
+
+/// A gunicorn.conf.py whose arbiter is warmed before it forks workers.
+pub fn gunicorn_conf(setup: &FastSetup) -> String {
+    // JSON strings are Python string literals.
+    let quote = |s: &str| serde_json::Value::from(s).to_string();
+    format!(
+        "# gunicorn.conf.py: touchwire's fast setup (touchwire init --gunicorn).\n\
+         # On HUP gunicorn forks new workers from its arbiter: an arbiter that has imported the\n\
+         # third-party packages once spares every new worker importing them again.\n\
+         import importlib.util\n\
+         \n\
+         # touchwire signals this pid (HUP) on each save.\n\
+         pidfile = {pidfile}\n\
+         # The arbiter must not import the app itself, or HUP would serve the old code.\n\
+         preload_app = False\n\
+         \n\
+         \n\
+         def on_starting(server):\n\
+         \x20   \"\"\"Warms the arbiter before its first fork (touchwire_warm.py, shipped by touchwire).\"\"\"\n\
+         \x20   spec = importlib.util.spec_from_file_location(\"touchwire_warm\", {helper})\n\
+         \x20   helper = importlib.util.module_from_spec(spec)\n\
+         \x20   spec.loader.exec_module(helper)\n\
+         \x20   helper.warm(root={root}, app=server.app.app_uri)\n",
+        pidfile = quote(&setup.pidfile),
+        helper = quote(&setup.helper),
+        root = quote(&setup.root),
+    )
+}
+
+/// The guest's target for gunicorn: HUP to the arbiter.
+pub fn gunicorn_target(setup: &FastSetup) -> serde_json::Value {
+    serde_json::json!({ "signal": "HUP", "pidfile": setup.pidfile })
+}
+
+/// Writes the helper (readable by the app's user), unless the file already holds this version.
+fn write_helper(path: &Path) -> Result<()> {
+    if std::fs::read(path).is_ok_and(|now| now == WARM_HELPER.as_bytes()) {
+        return Ok(());
+    }
+    if let Some(dir) = path.parent() {
+        DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    std::fs::write(path, WARM_HELPER).with_context(|| format!("cannot write {}", path.display()))
+}
+
+fn canonical(p: &Path) -> PathBuf {
+    p.canonicalize().unwrap_or_else(|_| p.to_path_buf())
+}
+
+/// `path` as text for a config line; a name that is not UTF-8 cannot be written into one.
+fn text<'a>(path: &'a Path, what: &str) -> Result<&'a str> {
+    path.to_str().ok_or_else(|| UsageError(format!("{what} {} is not UTF-8", path.display())).into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn setup() -> FastSetup {
+        FastSetup {
+            root: "/srv/app".into(),
+            helper: "/srv/app/.git/touchwire/touchwire_warm.py".into(),
+            fifo: "/tmp/f".into(),
+            logto: "/tmp/l".into(),
+            pidfile: "/tmp/p".into(),
+        }
+    }
+
+    #[test]
+    fn the_uwsgi_lines_hold_every_setting_of_the_fast_setup() {
+        let lines = uwsgi_lines(&setup());
+        for line in [
+            "master = true",
+            "lazy-apps = true",
+            "skip-atexit-teardown = true",
+            "master-fifo = /tmp/f",
+            "logto = /tmp/l",
+            "env = TOUCHWIRE_WARM_ROOT=/srv/app",
+            "shared-pyimport = /srv/app/.git/touchwire/touchwire_warm.py",
+        ] {
+            assert!(lines.lines().any(|l| l == line), "{line:?} missing in\n{lines}");
+        }
+        assert_eq!(uwsgi_target(&setup()), serde_json::json!({"fifo": "/tmp/f", "command": "c"}));
+    }
+
+    #[test]
+    fn the_gunicorn_conf_quotes_its_paths() {
+        let mut odd = setup();
+        odd.root = "/srv/it's \"here\"".into();
+        let conf = gunicorn_conf(&odd);
+        assert!(conf.contains(r#"helper.warm(root="/srv/it's \"here\"", app=server.app.app_uri)"#), "{conf}");
+        assert!(conf.contains("pidfile = \"/tmp/p\""));
+    }
+
+    #[test]
+    fn the_shipped_helper_is_the_guest_file() {
+        assert!(WARM_HELPER.starts_with("\"\"\"touchwire_warm"));
+    }
 }
