@@ -110,12 +110,7 @@ fn write_token(path: &Path) -> Result<bool> {
         return Ok(false);
     }
     if let Some(dir) = path.parent() {
-        let mut builder = DirBuilder::new();
-        builder.recursive(true);
-        // Only its owner may read the token (Windows: the profile's ACLs, inherited).
-        #[cfg(unix)]
-        builder.mode(0o700);
-        builder.create(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        private_dir(dir)?;
     }
     let token = crate::auth::random_hex(32)?;
     let mut options = OpenOptions::new();
@@ -300,13 +295,19 @@ fn write_helper(path: &Path) -> Result<()> {
         return Ok(());
     }
     if let Some(dir) = path.parent() {
-        DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .with_context(|| format!("cannot create {}", dir.display()))?;
+        private_dir(dir)?;
     }
     std::fs::write(path, WARM_HELPER).with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// Creates `dir` (and its parents) readable by its owner only (Windows: the profile's ACLs,
+/// inherited), where the token lives.
+fn private_dir(dir: &Path) -> Result<()> {
+    let mut builder = DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    builder.mode(0o700);
+    builder.create(dir).with_context(|| format!("cannot create {}", dir.display()))
 }
 
 fn canonical(p: &Path) -> PathBuf {

@@ -6,6 +6,7 @@
 //! workers serve its new code. gunicorn HUP from a warmed arbiter, when gunicorn can be
 //! installed. The warm helper's own unit tests run here too. Timings are printed, never asserted
 //! beyond a loose bound.
+#![cfg(unix)]
 
 mod util;
 
