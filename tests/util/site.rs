@@ -1,0 +1,111 @@
+//! A web app as a user has it: a git work tree holding a small WSGI app (a page with the
+//! LiveReload script tag, a stylesheet served from the tree), served by a real uWSGI reloaded
+//! through its master FIFO by `touchwire listen` with a ready check on uWSGI's log, and
+//! `touchwire watch --livereload` on the work tree. All on loopback, ephemeral ports.
+
+#![allow(dead_code)]
+
+use crate::util::{Daemon, Env, Listener, Repo};
+use serde_json::json;
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+
+/// The app: the page shows `app.views.MESSAGE`; `/static/*` is read from the tree per request.
+pub const WSGI: &str = r#"import os
+from app.views import MESSAGE
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+PAGE = """<!doctype html>
+<html><head><meta charset="utf-8"><title>shop</title>
+<link rel="stylesheet" href="/static/site.css"></head>
+<body><h1 id="msg">{message}</h1><input id="name">
+<script src="{livereload}"></script></body></html>"""
+
+
+def application(environ, start_response):
+    path = environ.get("PATH_INFO", "/")
+    if path.startswith("/static/"):
+        with open(os.path.join(ROOT, path.lstrip("/")), "rb") as f:
+            body = f.read()
+        start_response("200 OK", [("Content-Type", "text/css"), ("Cache-Control", "no-cache")])
+        return [body]
+    page = PAGE.format(message=MESSAGE, livereload=os.environ["LIVERELOAD_JS"])
+    start_response("200 OK", [("Content-Type", "text/html; charset=utf-8"), ("Cache-Control", "no-store")])
+    return [page.encode()]
+"#;
+
+/// The site and everything serving it; children are killed by their PID on drop.
+pub struct Site {
+    pub env: Env,
+    pub repo: Repo,
+    pub receiver: Listener,
+    pub watcher: Daemon,
+    /// The LiveReload server's address, HOST:PORT.
+    pub livereload: String,
+    /// The page's URL.
+    pub url: String,
+    uwsgi: Child,
+}
+
+impl Drop for Site {
+    fn drop(&mut self) {
+        let _ = self.uwsgi.kill();
+        let _ = self.uwsgi.wait();
+    }
+}
+
+/// Whether uWSGI with its Python plugin is here (see `util::require`).
+pub fn uwsgi_installed() -> bool {
+    crate::util::require("uwsgi")
+        && (std::path::Path::new("/usr/lib/uwsgi/plugins/python3_plugin.so").exists()
+            || crate::util::require("uwsgi-plugin-python3"))
+}
+
+impl Site {
+    /// Starts it all; `watch_args` are added to `touchwire watch`.
+    pub fn start(watch_args: &[&str]) -> Site {
+        let env = Env::new();
+        let repo = Repo::init(env.join("repo"));
+        repo.write("app/__init__.py", "");
+        repo.write("app/views.py", "MESSAGE = 'one'\n");
+        repo.write("wsgi.py", WSGI);
+        repo.write("static/site.css", "h1 { color: rgb(0, 0, 255); }\n");
+        repo.commit_all("app");
+        let (fifo, log) = (env.join("master.fifo"), env.join("uwsgi.log"));
+        // `root` makes the receiver drop a saved module's stale .pyc (two saves in one second).
+        let guest = json!({"targets": {"app": {
+            "fifo": fifo, "root": repo.root,
+            "ready": {"preset": "uwsgi", "log": log, "timeout_ms": 15000}}}});
+        std::fs::write(env.join("guest.json"), guest.to_string()).unwrap();
+        let receiver = env.listen(&["--config", env.join("guest.json").to_str().unwrap()]);
+        repo.write(".touchwire.json", &json!({"remote": receiver.addr}).to_string());
+        let mut args = vec!["watch", "--json", "--livereload=0"];
+        args.extend_from_slice(watch_args);
+        let watcher = env.spawn(&repo.root, &args);
+        let livereload = watcher.wait_event("livereload")["addr"].as_str().unwrap().to_string();
+        watcher.wait_event("ready");
+
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let root = repo.root.to_str().unwrap();
+        let uwsgi = Command::new("uwsgi")
+            .args(["--plugin", "python3", "--master", "--processes", "1"])
+            .args(["--http-socket", &format!("127.0.0.1:{port}")])
+            .args(["--chdir", root, "--pythonpath", root, "--wsgi-file", "wsgi.py"])
+            .args(["--master-fifo", fifo.to_str().unwrap()])
+            .args(["--env", &format!("LIVERELOAD_JS=http://{livereload}/livereload.js")])
+            .args(["--logto", log.to_str().unwrap()])
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("cannot start uwsgi");
+        let site = Site { env, repo, receiver, watcher, livereload, url: format!("http://127.0.0.1:{port}/"), uwsgi };
+        crate::util::eventually("uWSGI to load the app", || {
+            std::fs::read_to_string(&log).is_ok_and(|log| log.contains("WSGI app 0 (mountpoint='') ready"))
+        });
+        site
+    }
+
+    /// Saves `app/views.py` with `source`.
+    pub fn save_views(&self, source: &str) {
+        self.repo.write("app/views.py", source);
+    }
+}
