@@ -40,12 +40,17 @@ fn main() {
     println!("- logical CPUs: {}", common::logical_cpus());
     println!("- chromium: {}", version("chromium"));
     println!("- uWSGI: {}\n", version("uwsgi"));
-    let run = touchwire(edits);
+    let (run, floor) = touchwire(edits);
     println!(
         "| reloader | save → app back (HTTP), median ms | p90 | save → reload sent, median ms | p90 | save → new text in the page, median ms | p90 | page after app back, median ms | p90 | error pages |"
     );
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     run.row("touchwire watch --livereload, fifo + ready check");
+    println!(
+        "\nThe browser's own floor: a reload of the unchanged page (DevTools Page.reload) to its text, median {:.1} ms, p90 {:.1} ms.",
+        quantile(&floor, 0.5),
+        quantile(&floor, 0.9)
+    );
     println!("\ndjango-browser-reload: not measured here (see BENCHMARKS.md, browser, for why).");
 }
 
@@ -88,8 +93,8 @@ impl Run {
 /// Anything else counts only once loaded: a page mid-navigation is not an error page.
 const SHOWN: &str = "document.title === 'shop' && document.getElementById('msg') ? document.getElementById('msg').textContent : (document.readyState === 'complete' ? null : '')";
 
-fn touchwire(edits: usize) -> Run {
-    let site = site::Site::start(&[]);
+fn touchwire(edits: usize) -> (Run, Vec<f64>) {
+    let site = site::Site::start(Some(&[]));
     let mut browser = cdp::Chromium::start(&[]);
     let tab = browser.open(&site.url);
     let connected = "!!(window.__touchwire && window.__touchwire.connected)";
@@ -119,11 +124,25 @@ fn touchwire(edits: usize) -> Run {
         run.errors += usize::from(error_seen);
         run.back.push(back.as_secs_f64() * 1000.0);
         run.visible.push(visible.as_secs_f64() * 1000.0);
-        let told = site.watcher.wait_event("browser")["time"].as_f64().unwrap_or(f64::NAN);
+        let told = site.watcher().wait_event("browser")["time"].as_f64().unwrap_or(f64::NAN);
         run.told.push((told - saved) * 1000.0);
         browser.wait_for(&tab, "the page to connect again", connected, SHOWN);
     }
-    run
+    // What a page reload costs this browser by itself, the app idle.
+    let mut floor = Vec::new();
+    for _ in 0..edits {
+        browser.eval(&tab, "window.__old = 1").unwrap();
+        let start = Instant::now();
+        browser.call(Some(&tab), "Page.reload", serde_json::json!({})).unwrap();
+        let fresh = format!("window.__old === undefined && ({SHOWN}) !== null && ({SHOWN}) !== ''");
+        while browser.eval(&tab, &fresh) != Ok(serde_json::Value::Bool(true)) {
+            assert!(start.elapsed() < SAVE_BOUND, "the page never came back from Page.reload");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        floor.push(start.elapsed().as_secs_f64() * 1000.0);
+        browser.wait_for(&tab, "the page to connect again", connected, SHOWN);
+    }
+    (run, floor)
 }
 
 /// GETs the page every 2 ms until it carries `needle`; the time of the first such answer.

@@ -119,7 +119,7 @@ fn the_page_shows_the_save_once_the_app_is_back_and_the_failure_until_it_is_fixe
     if !(util::require("chromium") && site::uwsgi_installed()) {
         return;
     }
-    let site = site::Site::start(&[]);
+    let site = site::Site::start(Some(&[]));
     let mut browser = cdp::Chromium::start(&[]);
     let tabs = [browser.open(&site.url), browser.open(&site.url)];
     for tab in &tabs {

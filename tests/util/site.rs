@@ -39,8 +39,9 @@ pub struct Site {
     pub env: Env,
     pub repo: Repo,
     pub receiver: Listener,
-    pub watcher: Daemon,
-    /// The LiveReload server's address, HOST:PORT.
+    /// `touchwire watch --livereload`, unless the site was started without it.
+    pub watcher: Option<Daemon>,
+    /// The LiveReload server's address, HOST:PORT (the default port without a watcher).
     pub livereload: String,
     /// The page's URL.
     pub url: String,
@@ -62,8 +63,9 @@ pub fn uwsgi_installed() -> bool {
 }
 
 impl Site {
-    /// Starts it all; `watch_args` are added to `touchwire watch`.
-    pub fn start(watch_args: &[&str]) -> Site {
+    /// Starts it all; `watch_args` are added to `touchwire watch` (`None`: no watcher, as when
+    /// an editor starts it).
+    pub fn start(watch_args: Option<&[&str]>) -> Site {
         let env = Env::new();
         let repo = Repo::init(env.join("repo"));
         repo.write("app/__init__.py", "");
@@ -79,11 +81,17 @@ impl Site {
         std::fs::write(env.join("guest.json"), guest.to_string()).unwrap();
         let receiver = env.listen(&["--config", env.join("guest.json").to_str().unwrap()]);
         repo.write(".touchwire.json", &json!({"remote": receiver.addr}).to_string());
-        let mut args = vec!["watch", "--json", "--livereload=0"];
-        args.extend_from_slice(watch_args);
-        let watcher = env.spawn(&repo.root, &args);
-        let livereload = watcher.wait_event("livereload")["addr"].as_str().unwrap().to_string();
-        watcher.wait_event("ready");
+        let (watcher, livereload) = match watch_args {
+            Some(watch_args) => {
+                let mut args = vec!["watch", "--json", "--livereload=0"];
+                args.extend_from_slice(watch_args);
+                let watcher = env.spawn(&repo.root, &args);
+                let livereload = watcher.wait_event("livereload")["addr"].as_str().unwrap().to_string();
+                watcher.wait_event("ready");
+                (Some(watcher), livereload)
+            }
+            None => (None, "127.0.0.1:35729".to_string()),
+        };
 
         let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let root = repo.root.to_str().unwrap();
@@ -102,6 +110,11 @@ impl Site {
             std::fs::read_to_string(&log).is_ok_and(|log| log.contains("WSGI app 0 (mountpoint='') ready"))
         });
         site
+    }
+
+    /// The watcher; panics for a site started without one.
+    pub fn watcher(&self) -> &Daemon {
+        self.watcher.as_ref().expect("this site has no watcher")
     }
 
     /// Saves `app/views.py` with `source`.
