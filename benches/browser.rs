@@ -13,6 +13,8 @@
 #[path = "../tests/util/cdp.rs"]
 mod cdp;
 mod common;
+#[path = "browser_django/mod.rs"]
+mod django;
 #[path = "../tests/util/site.rs"]
 mod site;
 #[path = "../tests/util/mod.rs"]
@@ -45,13 +47,24 @@ fn main() {
         "| reloader | save → app back (HTTP), median ms | p90 | save → reload sent, median ms | p90 | save → new text in the page, median ms | p90 | page after app back, median ms | p90 | error pages |"
     );
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
-    run.row("touchwire watch --livereload, fifo + ready check");
+    run.row("plain WSGI app: touchwire watch --livereload, fifo + ready check");
+    match django::venv() {
+        Ok(venv) => {
+            django::touchwire(&venv, edits).row("Django app: touchwire watch --livereload, uWSGI fifo + ready check");
+            django::peer(&venv, edits).row("Django app: runserver + django-browser-reload");
+        }
+        Err(why) => println!("| Django app | not measured: {why} |"),
+    }
     println!(
         "\nThe browser's own floor: a reload of the unchanged page (DevTools Page.reload) to its text, median {:.1} ms, p90 {:.1} ms.",
         quantile(&floor, 0.5),
         quantile(&floor, 0.9)
     );
-    println!("\ndjango-browser-reload: not measured here (see BENCHMARKS.md, browser, for why).");
+    println!(
+        "\nPeer: django-browser-reload {} with Django {} (runserver's own reloader, on local disk).",
+        django::VERSION_PEER,
+        django::VERSION_DJANGO
+    );
 }
 
 fn version(program: &str) -> String {
@@ -72,16 +85,44 @@ struct Run {
 }
 
 impl Run {
+    /// One save (`save` writes `text`): waits for the page to show it, and records the times.
+    fn save(&mut self, browser: &mut cdp::Chromium, tab: &cdp::Page, url: &str, text: &str, save: impl FnOnce()) {
+        let poller = Poller::start(url, &format!(">{text}<"));
+        let start = Instant::now();
+        save();
+        let mut error_seen = false;
+        let visible = loop {
+            assert!(start.elapsed() < SAVE_BOUND, "the page never showed {text}");
+            match browser.eval(tab, SHOWN) {
+                Ok(serde_json::Value::String(shown)) if shown == text => break start.elapsed(),
+                Ok(serde_json::Value::String(_)) => {}
+                // Mid-navigation the page has no context to evaluate in: not an error page.
+                Err(_) => {}
+                Ok(_) => error_seen = true,
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        };
+        let back = poller.finish().unwrap_or(visible);
+        self.errors += usize::from(error_seen);
+        self.back.push(back.as_secs_f64() * 1000.0);
+        self.visible.push(visible.as_secs_f64() * 1000.0);
+    }
+
     fn row(&self, name: &str) {
         let after: Vec<f64> = self.visible.iter().zip(&self.back).map(|(v, b)| v - b).collect();
+        // No reload-sent moment for a reloader that does not say when it reloads.
+        let ms = |values: &[f64], p: f64| match values.is_empty() {
+            true => "–".to_string(),
+            false => format!("{:.0}", quantile(values, p)),
+        };
         println!(
-            "| {name} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.1} | {:.1} | {} |",
-            quantile(&self.back, 0.5),
-            quantile(&self.back, 0.9),
-            quantile(&self.told, 0.5),
-            quantile(&self.told, 0.9),
-            quantile(&self.visible, 0.5),
-            quantile(&self.visible, 0.9),
+            "| {name} | {} | {} | {} | {} | {} | {} | {:.1} | {:.1} | {} |",
+            ms(&self.back, 0.5),
+            ms(&self.back, 0.9),
+            ms(&self.told, 0.5),
+            ms(&self.told, 0.9),
+            ms(&self.visible, 0.5),
+            ms(&self.visible, 0.9),
             quantile(&after, 0.5),
             quantile(&after, 0.9),
             self.errors
@@ -104,26 +145,8 @@ fn touchwire(edits: usize) -> (Run, Vec<f64>) {
         // Different lengths and a pause: each save is its own burst, as a person saves.
         let text = format!("v{edit}{}", "x".repeat(edit % 3));
         std::thread::sleep(Duration::from_millis(300));
-        let poller = Poller::start(&site.url, &format!(">{text}<"));
-        let start = Instant::now();
         let saved = unix_seconds();
-        site.save_views(&format!("MESSAGE = '{text}'\n"));
-        let mut error_seen = false;
-        let visible = loop {
-            assert!(start.elapsed() < SAVE_BOUND, "save {edit}: the page never showed {text}");
-            match browser.eval(&tab, SHOWN) {
-                Ok(serde_json::Value::String(shown)) if shown == text => break start.elapsed(),
-                Ok(serde_json::Value::String(_)) => {}
-                // Mid-navigation the page has no context to evaluate in: not an error page.
-                Err(_) => {}
-                Ok(_) => error_seen = true,
-            }
-            std::thread::sleep(Duration::from_millis(2));
-        };
-        let back = poller.finish().unwrap_or(visible);
-        run.errors += usize::from(error_seen);
-        run.back.push(back.as_secs_f64() * 1000.0);
-        run.visible.push(visible.as_secs_f64() * 1000.0);
+        run.save(&mut browser, &tab, &site.url, &text, || site.save_views(&format!("MESSAGE = '{text}'\n")));
         let told = site.watcher().wait_event("browser")["time"].as_f64().unwrap_or(f64::NAN);
         run.told.push((told - saved) * 1000.0);
         browser.wait_for(&tab, "the page to connect again", connected, SHOWN);
