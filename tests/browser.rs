@@ -3,7 +3,8 @@
 //! ready check. A save on the host shows the new text in every tab once the app is back; a broken
 //! save shows the overlay with file:line, the fix clears it; a stylesheet applies in place. And,
 //! without a browser, the LiveReload protocol itself and clients that misbehave.
-//! Guest and host share the loopback interface here (no network namespace).
+//! The story runs twice: on loopback, and (as root) with uWSGI and the receiver in a guest network
+//! namespace and the watcher and chromium in a host one, joined by a veth pair.
 
 #[path = "util/cdp.rs"]
 mod cdp;
@@ -121,6 +122,37 @@ fn the_page_shows_the_save_once_the_app_is_back_and_the_failure_until_it_is_fixe
     }
     let site = site::Site::start(Some(&[]));
     let mut browser = cdp::Chromium::start(&[]);
+    story(&site, &mut browser);
+}
+
+#[test]
+fn across_network_namespaces_the_guest_serves_and_the_host_browser_follows() {
+    if !(util::require_root("network namespaces")
+        && util::require("ip")
+        && util::require("chromium")
+        && site::uwsgi_installed())
+    {
+        return;
+    }
+    let net = site::Net::new();
+    // This thread moves to the host's namespace: the watcher and chromium start there, the
+    // guest's uWSGI and receiver in the guest's, and the page comes from the guest's address.
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                site::Net::enter(&net.host);
+                let site = site::Site::start_across(&net, &[]);
+                assert!(site.url.contains(site::GUEST_ADDR), "{}", site.url);
+                let mut browser = cdp::Chromium::start(&[]);
+                story(&site, &mut browser);
+            })
+            .join()
+            .expect("the story across namespaces failed (its panic is above)")
+    });
+}
+
+/// Two tabs on the site's page: a save, a broken save, the fix, a stylesheet.
+fn story(site: &site::Site, browser: &mut cdp::Chromium) {
     let tabs = [browser.open(&site.url), browser.open(&site.url)];
     for tab in &tabs {
         browser.wait_for(tab, "the page to connect", "!!(window.__touchwire && window.__touchwire.connected)", TEXT);
