@@ -59,6 +59,18 @@ fn livereload_speaks_protocol_7_and_misbehaving_clients_cost_nothing() {
     let script = get(&addr, "/livereload.js");
     assert!(script.starts_with("HTTP/1.1 200 OK") && script.contains("official-7"), "{script}");
     assert!(get(&addr, "/other").starts_with("HTTP/1.1 404"));
+    let mut preflight = TcpStream::connect(&addr).unwrap();
+    write!(
+        preflight,
+        "OPTIONS /livereload.js HTTP/1.1\r\nHost: {addr}\r\nAccess-Control-Request-Private-Network: true\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    preflight.read_to_string(&mut answer).unwrap();
+    assert!(
+        answer.starts_with("HTTP/1.1 204") && answer.contains("Access-Control-Allow-Private-Network: true"),
+        "{answer}"
+    );
 
     // Clients that misbehave: one sends garbage, one connects and says nothing, one sends a
     // WebSocket handshake and then never reads.

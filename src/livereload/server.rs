@@ -238,6 +238,9 @@ fn serve(stream: TcpStream, id: u64, hub: &Hub, stop: &AtomicBool) {
             (Some("GET" | "HEAD"), "/livereload.js") => {
                 respond(&stream, "200 OK", "application/javascript; charset=utf-8", CLIENT_JS.as_bytes())
             }
+            // A page served by the guest loading a script from this machine's loopback: Chrome's
+            // Private Network Access may ask first.
+            (Some("OPTIONS"), _) => respond(&stream, "204 No Content", "text/plain", b""),
             _ => respond(&stream, "404 Not Found", "text/plain", b"touchwire serves /livereload.js and WebSockets\n"),
         };
         return;
@@ -278,7 +281,8 @@ fn read_head(mut stream: &TcpStream, deadline: Instant) -> Option<Vec<u8>> {
 fn respond(mut stream: &TcpStream, status: &str, kind: &str, body: &[u8]) -> std::io::Result<()> {
     let head = format!(
         "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nCache-Control: no-cache\r\n\
-         Access-Control-Allow-Origin: *\r\nConnection: close\r\n\r\n",
+         Access-Control-Allow-Origin: *\r\nAccess-Control-Allow-Private-Network: true\r\n\
+         Access-Control-Allow-Methods: GET\r\nConnection: close\r\n\r\n",
         body.len()
     );
     stream.write_all(head.as_bytes())?;
