@@ -101,6 +101,22 @@ fn livereload_speaks_protocol_7_and_misbehaving_clients_cost_nothing() {
     assert_eq!(reload["path"], "static/site.css", "{reload}");
     s.no_trigger("a stylesheet", Duration::from_millis(500));
 
+    // A burst (a leading trigger answered before its trailing one goes out) is one page reload.
+    s.repo.write("app.py", "VALUE = 'burst'\n");
+    std::thread::sleep(Duration::from_millis(10));
+    s.repo.write("other.py", "OTHER = 1\n");
+    assert_eq!(next(&mut first)["command"], "reload");
+    // (Usually a leading and a trailing trigger; the receiver's events are drained here.)
+    s.receiver.named_within("reload", Duration::from_millis(500));
+    if let tungstenite::stream::MaybeTlsStream::Plain(stream) = first.get_ref() {
+        stream.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+    }
+    assert!(first.read().is_err(), "a second page reload for one burst");
+    if let tungstenite::stream::MaybeTlsStream::Plain(stream) = first.get_ref() {
+        stream.set_read_timeout(Some(WAIT)).unwrap();
+    }
+    assert_eq!(next(&mut second)["command"], "reload");
+
     // A client that never reads is not waited for: many saves, each still reaches the others.
     for n in 0..20 {
         s.repo.write("app.py", &format!("VALUE = {}\n", n + 3));

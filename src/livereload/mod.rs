@@ -18,9 +18,10 @@ use server::{Hub, Server};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{Receiver, Sender, channel};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 /// The LiveReload port the browser extensions use.
 pub const DEFAULT_PORT: u16 = 35729;
@@ -36,7 +37,14 @@ pub struct Options {
     pub port: u16,
     /// Extensions (without dots) of files the browser loads as they are: no app reload for them.
     pub assets: Vec<String>,
+    /// The watcher's debounce: a burst's trailing trigger can follow its leading one this late.
+    pub debounce: Duration,
 }
+
+/// Beyond the debounce, how long after the last trigger the pages wait for a trailing one (the
+/// watcher needs a moment to see the burst settle and send it). Without a ready check this is what
+/// a page reload waits past the acknowledgement; with one, the app's reload usually takes longer.
+const TRAILING_MARGIN: Duration = Duration::from_millis(70);
 
 /// The running LiveReload side of the watcher.
 pub struct LiveReload {
@@ -45,6 +53,7 @@ pub struct LiveReload {
     assets: Vec<String>,
     batch: Arc<Mutex<Batch>>,
     notifier: Option<JoinHandle<()>>,
+    grace: Duration,
     log: Log,
 }
 
@@ -58,7 +67,8 @@ impl LiveReload {
         };
         let server = Server::start(&addr, Arc::clone(&hub))?;
         let assets = options.assets.iter().map(|ext| ext.trim_start_matches('.').to_ascii_lowercase()).collect();
-        let live = LiveReload { hub, server: Some(server), assets, batch: Arc::default(), notifier: None, log };
+        let grace = options.debounce + TRAILING_MARGIN;
+        let live = LiveReload { hub, server: Some(server), assets, batch: Arc::default(), notifier: None, grace, log };
         let addr = live.addr();
         let script = format!("<script src=\"http://{}/livereload.js\"></script>", shown(addr));
         log.event(
@@ -88,10 +98,10 @@ impl LiveReload {
     /// `root` is the host's work tree, to name a failing file by its path here.
     pub fn outcomes(&mut self, root: Option<PathBuf>) -> Result<Sender<Outcome>> {
         let (tx, rx) = channel();
-        let (hub, batch, log) = (Arc::clone(&self.hub), Arc::clone(&self.batch), self.log);
+        let (hub, batch, log, grace) = (Arc::clone(&self.hub), Arc::clone(&self.batch), self.log, self.grace);
         let notifier = std::thread::Builder::new()
             .name("livereload notify".into())
-            .spawn(move || notify(&rx, &hub, &batch, root.as_deref(), log))
+            .spawn(move || notify(&rx, &hub, &batch, root.as_deref(), grace, log))
             .context("cannot start the LiveReload notifier thread")?;
         self.notifier = Some(notifier);
         Ok(tx)
@@ -201,6 +211,8 @@ struct Batch {
     path: Option<String>,
     /// The last verdict per remote.
     verdicts: BTreeMap<String, Verdict>,
+    /// When the last code trigger went out.
+    last_sent: Option<Instant>,
 }
 
 /// What one remote said about the app.
@@ -238,6 +250,7 @@ impl Batch {
             self.verdicts.clear();
         }
         self.expected += remotes;
+        self.last_sent = Some(Instant::now());
         self.path.get_or_insert_with(|| path.to_string());
     }
 
@@ -306,31 +319,68 @@ fn error_command(failure: &Failure) -> String {
 }
 
 /// Follows delivery's outcomes until delivery ends, telling the pages once per answered batch.
-fn notify(outcomes: &Receiver<Outcome>, hub: &Hub, batch: &Mutex<Batch>, root: Option<&Path>, log: Log) {
-    for outcome in outcomes {
-        let decision = lock(batch).answered(&outcome, root);
-        match decision {
-            None => {}
-            Some(Decision::Reload(path)) => {
-                hub.stand(None);
-                let pages = hub.broadcast(&reload_command(&path));
-                log.event(
-                    "browser",
-                    &format!("browser: reloaded {pages} page(s)"),
-                    json!({"pages": pages, "path": path}),
-                );
+/// A decision is held until `grace` after the last trigger went out: a burst's trailing trigger
+/// may still come (the leading one can be answered first), and then its answer decides.
+fn notify(
+    outcomes: &Receiver<Outcome>,
+    hub: &Hub,
+    batch: &Mutex<Batch>,
+    root: Option<&Path>,
+    grace: Duration,
+    log: Log,
+) {
+    let mut held: Option<(Decision, Instant)> = None;
+    loop {
+        let received = match &held {
+            Some((_, due)) => outcomes.recv_timeout(due.saturating_duration_since(Instant::now())),
+            None => outcomes.recv().map_err(|_| RecvTimeoutError::Disconnected),
+        };
+        match received {
+            Ok(outcome) => {
+                let mut batch = lock(batch);
+                if let Some(decision) = batch.answered(&outcome, root) {
+                    let due = batch.last_sent.map_or_else(Instant::now, |sent| sent + grace);
+                    held = Some((decision, due));
+                }
             }
-            Some(Decision::Show(failure)) => {
-                let command = error_command(&failure);
-                hub.stand(Some(command.clone()));
-                let pages = hub.broadcast(&command);
-                let place = failure.place.as_deref().map(|p| format!(" at {p}")).unwrap_or_default();
-                log.event(
-                    "browser",
-                    &format!("browser: showed the failure{place} in {pages} page(s)"),
-                    json!({"pages": pages, "place": failure.place, "message": failure.message}),
-                );
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => {
+                if let Some((decision, _)) = held.take() {
+                    tell(hub, decision, log);
+                }
+                return;
             }
+        }
+        if held.as_ref().is_some_and(|(_, due)| Instant::now() >= *due) {
+            // A trigger sent meanwhile opened a new batch: its answer decides instead.
+            let superseded = lock(batch).expected > 0;
+            if let Some((decision, _)) = held.take()
+                && !superseded
+            {
+                tell(hub, decision, log);
+            }
+        }
+    }
+}
+
+/// Tells every page what a batch's answer means.
+fn tell(hub: &Hub, decision: Decision, log: Log) {
+    match decision {
+        Decision::Reload(path) => {
+            hub.stand(None);
+            let pages = hub.broadcast(&reload_command(&path));
+            log.event("browser", &format!("browser: reloaded {pages} page(s)"), json!({"pages": pages, "path": path}));
+        }
+        Decision::Show(failure) => {
+            let command = error_command(&failure);
+            hub.stand(Some(command.clone()));
+            let pages = hub.broadcast(&command);
+            let place = failure.place.as_deref().map(|p| format!(" at {p}")).unwrap_or_default();
+            log.event(
+                "browser",
+                &format!("browser: showed the failure{place} in {pages} page(s)"),
+                json!({"pages": pages, "place": failure.place, "message": failure.message}),
+            );
         }
     }
 }
@@ -417,7 +467,12 @@ mod tests {
 
     #[test]
     fn stylesheets_never_reach_the_guest_and_code_does() {
-        let options = Options { bind: "127.0.0.1".into(), port: 0, assets: vec!["css".into(), ".js".into()] };
+        let options = Options {
+            bind: "127.0.0.1".into(),
+            port: 0,
+            assets: vec!["css".into(), ".js".into()],
+            debounce: Duration::from_millis(30),
+        };
         let live = LiveReload::start(&options, Log { quiet: true, ..Log::default() }).unwrap();
         assert_eq!(live.assets(), ["css", "js"]);
         let css = Trigger { files: vec!["static/site.css".into()], reason: "save" };

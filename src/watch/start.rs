@@ -29,7 +29,7 @@ pub fn command(global: &Global, args: WatchArgs) -> Result<()> {
         config.debounce_ms.set_by_flag(ms);
     }
     let log = Log { json: args.json, quiet: global.quiet, verbose: global.verbose };
-    let mut live = livereload(&args, log)?;
+    let mut live = livereload(&args, Duration::from_millis(config.debounce_ms.value), log)?;
     let mut options = Options {
         dir,
         extensions: config.extensions.value.clone(),
@@ -111,13 +111,13 @@ pub fn command(global: &Global, args: WatchArgs) -> Result<()> {
 }
 
 /// The LiveReload server `--livereload` asks for, started before the watcher so a taken port fails at once.
-fn livereload(args: &WatchArgs, log: Log) -> Result<Option<crate::livereload::LiveReload>> {
+fn livereload(args: &WatchArgs, debounce: Duration, log: Log) -> Result<Option<crate::livereload::LiveReload>> {
     let Some(port) = args.livereload else { return Ok(None) };
     let assets = match args.livereload_assets.is_empty() {
         true => vec!["css".to_string()],
         false => args.livereload_assets.clone(),
     };
-    let options = crate::livereload::Options { bind: args.livereload_bind.clone(), port, assets };
+    let options = crate::livereload::Options { bind: args.livereload_bind.clone(), port, assets, debounce };
     crate::livereload::LiveReload::start(&options, log).map(Some)
 }
 
