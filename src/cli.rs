@@ -167,6 +167,17 @@ pub struct WatchArgs {
     /// Print events as JSON lines on stdout
     #[arg(long)]
     pub json: bool,
+    /// Serve LiveReload (protocol 7) and /livereload.js on PORT (35729 when given alone): browser
+    /// pages reload once the app is back, or show the failure
+    #[arg(long, value_name = "PORT", num_args = 0..=1, default_missing_value = "35729", require_equals = true)]
+    pub livereload: Option<u16>,
+    /// Address the LiveReload server binds (0.0.0.0 lets browsers on other machines connect)
+    #[arg(long, value_name = "HOST", default_value = "127.0.0.1", requires = "livereload")]
+    pub livereload_bind: String,
+    /// Extensions of files the browser loads as they are: applied in the page, never sent to the
+    /// guest (css in place, others by a page reload) [default: css]
+    #[arg(long, value_name = "EXT", value_delimiter = ',', requires = "livereload")]
+    pub livereload_assets: Vec<String>,
 }
 
 /// `touchwire hooks`.
@@ -305,6 +316,18 @@ mod tests {
         let cli = Cli::try_parse_from(["touchwire", "listen", "--exec", "sh", "-c", "exit 3"]).unwrap();
         let Command::Listen(args) = cli.command else { panic!() };
         assert_eq!(args.exec.unwrap(), vec!["sh", "-c", "exit 3"]);
+    }
+
+    #[test]
+    fn livereload_takes_an_optional_port() {
+        let watch = |args: &[&str]| match Cli::try_parse_from(args).map(|cli| cli.command) {
+            Ok(Command::Watch(args)) => Some(args.livereload),
+            _ => None,
+        };
+        assert_eq!(watch(&["touchwire", "watch"]), Some(None));
+        assert_eq!(watch(&["touchwire", "watch", "--livereload"]), Some(Some(35729)));
+        assert_eq!(watch(&["touchwire", "watch", "--livereload=0"]), Some(Some(0)));
+        assert_eq!(watch(&["touchwire", "watch", "--livereload-assets", "css"]), None, "needs --livereload");
     }
 
     #[test]

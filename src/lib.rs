@@ -12,6 +12,7 @@ pub mod editor;
 pub mod hooks;
 pub mod init;
 pub mod listen;
+pub mod livereload;
 pub mod output;
 pub mod protocol;
 pub mod ready;

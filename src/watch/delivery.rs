@@ -32,6 +32,9 @@ pub struct Outcome {
     pub files: Vec<String>,
     /// The reply and round trip, or why it failed.
     pub result: Result<(Reply, Duration), String>,
+    /// How many of the watcher's triggers this answers: triggers queued meanwhile go out as one;
+    /// a catch-up of owed files answers none (so a consumer can tell when all it sent is answered).
+    pub triggers: usize,
 }
 
 /// Hands triggers to every remote's delivery thread.
@@ -179,13 +182,15 @@ impl Link {
             match triggers.recv_timeout(wait) {
                 Ok(mut trigger) => {
                     // Triggers that queued up while a slow guest answered, and those owed, go out as one.
+                    let mut covers = 1;
                     while let Ok(next) = triggers.try_recv() {
                         trigger.files.extend(next.files);
+                        covers += 1;
                     }
                     trigger.files.append(&mut self.owed.files());
                     trigger.files.sort();
                     trigger.files.dedup();
-                    self.dispatch(trigger, &outcomes);
+                    self.dispatch(trigger, covers, &outcomes);
                 }
                 Err(RecvTimeoutError::Timeout) => {
                     self.keepalive();
@@ -193,7 +198,7 @@ impl Link {
                         let files = std::mem::take(&mut *self.owed.files());
                         let line = format!("{} is back: sending the changes it missed", self.remote);
                         self.settings.log.event("catching_up", &line, json!({"remote": self.remote, "files": files}));
-                        self.dispatch(Trigger { files, reason: "missed" }, &outcomes);
+                        self.dispatch(Trigger { files, reason: "missed" }, 0, &outcomes);
                     }
                 }
                 Err(RecvTimeoutError::Disconnected) => break,
@@ -206,7 +211,7 @@ impl Link {
         }
         let files = std::mem::take(&mut *self.owed.files());
         if !files.is_empty() && !self.owed.unreachable_since_stop.load(Ordering::SeqCst) {
-            self.deliver(Trigger { files, reason: "missed" }, outcomes.as_ref());
+            self.deliver(Trigger { files, reason: "missed" }, 0, outcomes.as_ref());
         } else {
             self.owed.files().extend(files);
         }
@@ -215,14 +220,14 @@ impl Link {
 
     /// Sends `trigger`: waiting for the ready check on a thread of its own when the guest's
     /// target has one, else on the kept connection.
-    fn dispatch(&mut self, trigger: Trigger, outcomes: &Option<Sender<Outcome>>) {
+    fn dispatch(&mut self, trigger: Trigger, covers: usize, outcomes: &Option<Sender<Outcome>>) {
         self.waiters.retain(|waiter| !waiter.is_finished());
         // A guest that went away is tried on the kept connection first, which notices.
         let up = self.connection.as_ref().is_some_and(|c| !c.is_stale());
         if up && self.waits && self.waiters.len() < MAX_WAITING {
-            self.deliver_and_wait(trigger, outcomes.clone());
+            self.deliver_and_wait(trigger, covers, outcomes.clone());
         } else {
-            self.deliver(trigger, outcomes.as_ref());
+            self.deliver(trigger, covers, outcomes.as_ref());
         }
     }
 
@@ -286,14 +291,14 @@ impl Link {
 
     /// Sends `trigger` asking to wait for the ready check, on a connection of its own and a
     /// thread of its own: the next trigger is not held up, and the guest coalesces it.
-    fn deliver_and_wait(&mut self, trigger: Trigger, outcomes: Option<Sender<Outcome>>) {
+    fn deliver_and_wait(&mut self, trigger: Trigger, covers: usize, outcomes: Option<Sender<Outcome>>) {
         let (remote, settings, owed) = (self.remote.clone(), self.settings.clone(), Arc::clone(&self.owed));
         let (fallback, sink) = (trigger.clone(), outcomes.clone());
         let spawned = std::thread::Builder::new().name("wait".into()).spawn(move || {
             let request = reload(&settings, &trigger, true);
             let result =
                 wait_for_ready(&remote, &settings, &request).map_err(|failure| settle(failure, &trigger.files, &owed));
-            let outcome = Outcome { remote, files: trigger.files, result };
+            let outcome = Outcome { remote, files: trigger.files, result, triggers: covers };
             report(&settings, &outcome);
             if let Some(tx) = outcomes {
                 let _ = tx.send(outcome);
@@ -302,15 +307,15 @@ impl Link {
         match spawned {
             Ok(waiter) => self.waiters.push(waiter),
             // No thread to wait on: send it without waiting.
-            Err(_) => self.deliver(fallback, sink.as_ref()),
+            Err(_) => self.deliver(fallback, covers, sink.as_ref()),
         }
     }
 
     /// Sends `trigger` on the kept connection and reports the outcome.
-    fn deliver(&mut self, trigger: Trigger, outcomes: Option<&Sender<Outcome>>) {
+    fn deliver(&mut self, trigger: Trigger, covers: usize, outcomes: Option<&Sender<Outcome>>) {
         let request = reload(&self.settings, &trigger, false);
         let result = self.attempt(&request).map_err(|failure| settle(failure, &trigger.files, &self.owed));
-        let outcome = Outcome { remote: self.remote.clone(), files: trigger.files, result };
+        let outcome = Outcome { remote: self.remote.clone(), files: trigger.files, result, triggers: covers };
         report(&self.settings, &outcome);
         if let Some(tx) = outcomes {
             let _ = tx.send(outcome);

@@ -29,7 +29,8 @@ pub fn command(global: &Global, args: WatchArgs) -> Result<()> {
         config.debounce_ms.set_by_flag(ms);
     }
     let log = Log { json: args.json, quiet: global.quiet, verbose: global.verbose };
-    let options = Options {
+    let mut live = livereload(&args, Duration::from_millis(config.debounce_ms.value), log)?;
+    let mut options = Options {
         dir,
         extensions: config.extensions.value.clone(),
         tracked_only: args.tracked_only,
@@ -42,6 +43,12 @@ pub fn command(global: &Global, args: WatchArgs) -> Result<()> {
         },
         log,
     };
+    // The watcher must report the pages' assets too; the LiveReload side keeps them from the guest.
+    for ext in live.as_ref().map_or(&[][..], |live| live.assets()) {
+        if !options.extensions.contains(ext) {
+            options.extensions.push(ext.clone());
+        }
+    }
     let settings = Settings {
         credentials: crate::credentials(&config)?,
         target: args.target.clone(),
@@ -57,7 +64,9 @@ pub fn command(global: &Global, args: WatchArgs) -> Result<()> {
         json!({"remotes": remotes, "root": watcher.root().display().to_string()}),
     );
     let settings = Settings { root: Some(watcher.root().to_path_buf()), ..settings };
-    let delivery = Delivery::start(&remotes, &settings, None)?;
+    let outcomes = live.as_mut().map(|live| live.outcomes(settings.root.clone())).transpose()?;
+    let delivery = Delivery::start(&remotes, &settings, outcomes)?;
+    let route = |trigger| crate::livereload::route(live.as_ref(), trigger, remotes.len());
     // SIGINT/SIGTERM: wake the loop, which sends what the open burst holds before exiting. A
     // second one exits at once, for whoever will not wait for a guest that does not answer.
     let stop = Arc::new(AtomicBool::new(false));
@@ -73,7 +82,7 @@ pub fn command(global: &Global, args: WatchArgs) -> Result<()> {
     // see that the work tree is still where it was (a parent directory's move sends no event).
     let ended = loop {
         match watcher.step(TREE_CHECK) {
-            Ok(triggers) => triggers.iter().for_each(|trigger| delivery.send(trigger)),
+            Ok(triggers) => triggers.into_iter().filter_map(route).for_each(|trigger| delivery.send(&trigger)),
             Err(err) => break Err(err),
         }
         if stop.load(Ordering::SeqCst) {
@@ -84,7 +93,10 @@ pub fn command(global: &Global, args: WatchArgs) -> Result<()> {
     let again = if stop.swap(true, Ordering::SeqCst) { "again " } else { "" };
     let line = format!("stopping: sending the changes not sent yet first (Ctrl-C {again}to quit now)");
     log.warn("stopping", &line, json!({}));
-    let lost = delivery.finish(watcher.flush())?;
+    let lost = delivery.finish(watcher.flush().and_then(route))?;
+    if let Some(live) = live {
+        live.stop();
+    }
     let lost = (lost > 0).then(|| {
         let files = if lost == 1 { "file" } else { "files" };
         format!("{lost} changed {files} never reached a guest (listed above)")
@@ -96,6 +108,17 @@ pub fn command(global: &Global, args: WatchArgs) -> Result<()> {
         (Ok(()), Some(lost)) => Err(anyhow::anyhow!("stopped: {lost}")),
         (Ok(()), None) => Ok(()),
     }
+}
+
+/// The LiveReload server `--livereload` asks for, started before the watcher so a taken port fails at once.
+fn livereload(args: &WatchArgs, debounce: Duration, log: Log) -> Result<Option<crate::livereload::LiveReload>> {
+    let Some(port) = args.livereload else { return Ok(None) };
+    let assets = match args.livereload_assets.is_empty() {
+        true => vec!["css".to_string()],
+        false => args.livereload_assets.clone(),
+    };
+    let options = crate::livereload::Options { bind: args.livereload_bind.clone(), port, assets, debounce };
+    crate::livereload::LiveReload::start(&options, log).map(Some)
 }
 
 /// Longest sleep of the watch loop while nothing happens.
