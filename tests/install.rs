@@ -436,10 +436,10 @@ fn wheel_installs_with_pipx() {
     round_trip(&Runner::native(&scratch.path().join("bin/touchwire"), &work));
 }
 
-/// The figure in BENCHMARKS.md: N `send` runs against one receiver, for the static musl binary and
-/// the glibc one (`cargo build --release`; or $TOUCHWIRE_GLIBC_BIN), one after the other, each
-/// against its own receiver. Run by hand:
-/// `cargo build --release && scripts/dist && cargo test --release --test install -- --ignored --nocapture`
+/// The figure in BENCHMARKS.md: N `send` runs of the static musl binary and of the glibc one
+/// (`cargo build --release`; or $TOUCHWIRE_GLIBC_BIN), interleaved one by one, each against a
+/// receiver of its own binary. Run by hand:
+/// `scripts/dist && cargo build --release && cargo test --test install -- --ignored --nocapture`
 #[test]
 #[ignore = "a measurement, not a check: run by hand (see its doc comment)"]
 fn send_latency_musl_vs_glibc() {
@@ -449,36 +449,41 @@ fn send_latency_musl_vs_glibc() {
         std::env::var_os("TOUCHWIRE_GLIBC_BIN").map(PathBuf::from).unwrap_or_else(|| target.join("release/touchwire"));
     let musl = binary("x86_64-unknown-linux-musl").expect("run scripts/dist first");
     assert!(glibc.is_file(), "no {glibc:?}: cargo build --release");
-    for round in 0..2 {
-        for (name, bin) in [("glibc", &glibc), ("musl", &musl)] {
+    let sides: Vec<_> = [("glibc", &glibc), ("musl", &musl)]
+        .into_iter()
+        .map(|(name, bin)| {
             let scratch = tempfile::tempdir().unwrap();
             let runner = Runner::native(bin, scratch.path());
             round_trip(&runner);
-            let token = scratch.path().join("token");
-            let receiver = listen(&runner, token.to_str().unwrap(), scratch.path().join("r").to_str().unwrap());
-            let mut times: Vec<f64> = (0..runs)
-                .map(|_| {
-                    let start = Instant::now();
-                    let status = runner
-                        .command(&["send", "-q", "--to", &receiver.addr, "--token-file", token.to_str().unwrap()])
-                        .stdout(Stdio::null())
-                        .status()
-                        .unwrap();
-                    assert!(status.success());
-                    start.elapsed().as_secs_f64() * 1000.0
-                })
-                .collect();
-            times.sort_by(f64::total_cmp);
-            let pct = |p: f64| times[((times.len() - 1) as f64 * p).round() as usize];
-            println!(
-                "round {round} {name:5} {runs} sends: median {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, min {:.2} ms ({:?}, {} bytes)",
-                pct(0.5),
-                pct(0.9),
-                pct(0.99),
-                times[0],
-                bin,
-                std::fs::metadata(bin).unwrap().len()
-            );
+            let token = scratch.path().join("token").to_str().unwrap().to_string();
+            let receiver = listen(&runner, &token, scratch.path().join("r").to_str().unwrap());
+            (name, bin, runner, token, receiver, scratch, Vec::with_capacity(runs))
+        })
+        .collect();
+    let mut sides = sides;
+    for _ in 0..runs {
+        for (_, _, runner, token, receiver, _, times) in sides.iter_mut() {
+            let start = Instant::now();
+            let status = runner
+                .command(&["send", "-q", "--to", &receiver.addr, "--token-file", token])
+                .stdout(Stdio::null())
+                .status()
+                .unwrap();
+            assert!(status.success());
+            times.push(start.elapsed().as_secs_f64() * 1000.0);
         }
+    }
+    for (name, bin, _, _, _, _, times) in sides.iter_mut() {
+        times.sort_by(f64::total_cmp);
+        let pct = |p: f64| times[((times.len() - 1) as f64 * p).round() as usize];
+        println!(
+            "{name:5} {runs} sends: median {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, min {:.2} ms ({:?}, {} bytes)",
+            pct(0.5),
+            pct(0.9),
+            pct(0.99),
+            times[0],
+            bin,
+            std::fs::metadata(&**bin).unwrap().len()
+        );
     }
 }
