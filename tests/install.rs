@@ -10,6 +10,7 @@
 //! `target/tools-venv`, as scripts/dist makes it).
 //!
 //! Not run by default: `send_latency_musl_vs_glibc` (BENCHMARKS.md, "Install and binaries").
+#![cfg(unix)]
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
