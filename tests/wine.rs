@@ -14,7 +14,6 @@
 
 mod util;
 
-use serde_json::Value;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -76,8 +75,11 @@ impl Scenario {
         self.latencies.push((what, since.elapsed().as_secs_f64() * 1000.0));
         let mut triggers = vec![first];
         triggers.extend(self.receiver.named_within("reload", QUIET));
-        let named: BTreeSet<String> =
-            triggers.iter().flat_map(|t| t["files"].as_array().unwrap().iter()).map(|f| f.as_str().unwrap().into()).collect();
+        let named: BTreeSet<String> = triggers
+            .iter()
+            .flat_map(|t| t["files"].as_array().unwrap().iter())
+            .map(|f| f.as_str().unwrap().into())
+            .collect();
         let wanted: BTreeSet<String> = files.iter().map(|f| f.to_string()).collect();
         assert_eq!(named, wanted, "{what}: triggers {triggers:?}");
         assert!(triggers.len() <= 2, "{what}: {} triggers {triggers:?}", triggers.len());
