@@ -56,7 +56,7 @@ pub fn command(args: InitArgs) -> Result<()> {
     // The common directory, so that linked worktrees share one token.
     let token_path = repo.commondir().join("touchwire").join("token");
     let fresh = write_token(&token_path)?;
-    let token_setting = relative_to(&token_path, &workdir);
+    let token_setting = portable(&relative_to(&token_path, &workdir));
     let config = serde_json::json!({
         "remote": args.to,
         "listen": format!("0.0.0.0:{}", crate::protocol::DEFAULT_PORT),
@@ -123,6 +123,15 @@ fn write_token(path: &Path) -> Result<bool> {
 }
 
 /// `path` relative to `base` when it lies inside it, else as it is.
+/// A path as the committed config writes it: `/` between its parts, whatever the host, since
+/// the guest (Linux or another Unix) reads the same file.
+fn portable(path: &Path) -> String {
+    let parts: Vec<_> = path.components().map(|c| c.as_os_str().to_string_lossy().into_owned()).collect();
+    let joined = parts.join("/");
+    // An absolute Unix path keeps its root; an absolute Windows path is the host's own anyway.
+    if path.has_root() && cfg!(unix) { joined.replacen("//", "/", 1) } else { joined }
+}
+
 fn relative_to(path: &Path, base: &Path) -> PathBuf {
     let (path, base) = (canonical(path), canonical(base));
     path.strip_prefix(&base).map(Path::to_path_buf).unwrap_or(path)
@@ -321,6 +330,15 @@ fn text<'a>(path: &'a Path, what: &str) -> Result<&'a str> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn committed_paths_use_slashes() {
+        assert_eq!(super::portable(std::path::Path::new(".git/touchwire/token")), ".git/touchwire/token");
+        #[cfg(unix)]
+        assert_eq!(super::portable(std::path::Path::new("/srv/app/.git/token")), "/srv/app/.git/token");
+        #[cfg(windows)]
+        assert_eq!(super::portable(std::path::Path::new(r".git\touchwire\token")), ".git/touchwire/token");
+    }
+
     use super::*;
 
     fn setup() -> FastSetup {
