@@ -353,6 +353,7 @@ fn a_touch_file_dated_in_the_future_still_advances_with_a_warning() {
     assert!(warned.is_empty(), "warnings about a clock that is right: {warned:?}");
 }
 
+#[cfg(target_os = "linux")]
 /// A network namespace whose resolver (127.0.0.1:53) takes queries and never answers; deleted,
 /// with its resolv.conf, on drop.
 struct MuteDns {
@@ -360,6 +361,7 @@ struct MuteDns {
     _socket: std::net::UdpSocket,
 }
 
+#[cfg(target_os = "linux")]
 impl MuteDns {
     fn new() -> MuteDns {
         let ns = format!("tw-dns-{}", std::process::id());
@@ -388,6 +390,7 @@ impl MuteDns {
     }
 }
 
+#[cfg(target_os = "linux")]
 impl Drop for MuteDns {
     fn drop(&mut self) {
         let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
@@ -396,6 +399,7 @@ impl Drop for MuteDns {
 }
 
 #[test]
+#[cfg(target_os = "linux")] // network namespaces
 fn a_resolver_that_never_answers_costs_no_more_than_the_timeout() {
     if !util::require_root("a network namespace with a mute resolver") || !util::require("ip") {
         return;

@@ -9,7 +9,7 @@
 //! (a minute or two); later runs take a moment. Needs root, iproute2, util-linux, openssh-server,
 //! openssh-client, sshfs, fuse3, inotify-tools, uwsgi, uwsgi-plugin-python3, python3-venv and
 //! git (scripts/test installs them). Locally a missing tool skips a test, saying so; in CI it fails.
-#![cfg(unix)]
+#![cfg(target_os = "linux")]
 
 #[path = "util/guest.rs"]
 mod guest;

@@ -7,17 +7,18 @@ mod util;
 
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader, Write};
-use std::net::{IpAddr, SocketAddr, TcpStream};
-use std::os::fd::FromRawFd;
-use std::os::unix::process::CommandExt;
+use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+#[cfg(target_os = "linux")]
+use std::{net::IpAddr, os::fd::FromRawFd, os::unix::process::CommandExt};
 use util::{Env, Raw, eventually, mac};
 
 const TOKEN: &str = "0123456789abcdef0123456789abcdef";
 
+#[cfg(target_os = "linux")]
 /// A TCP connection to `addr` from the source address `from` (any 127.x address works on
-/// loopback): a peer other than the sender under test.
+/// Linux's loopback): a peer other than the sender under test.
 fn connect_from(from: IpAddr, addr: SocketAddr) -> std::io::Result<TcpStream> {
     let (IpAddr::V4(from), IpAddr::V4(to)) = (from, addr.ip()) else {
         return Err(std::io::Error::other("IPv4 only"));
@@ -186,6 +187,7 @@ fn a_listener_in_a_tmux_session_that_is_killed_frees_its_port() {
 }
 
 #[test]
+#[cfg(target_os = "linux")] // connect_from
 fn peers_without_the_token_never_lock_out_a_sender_with_it() {
     let env = Env::new();
     std::fs::write(env.join("token"), TOKEN).unwrap();
@@ -231,6 +233,7 @@ fn peers_without_the_token_never_lock_out_a_sender_with_it() {
 }
 
 #[test]
+#[cfg(target_os = "linux")] // connect_from
 fn a_flood_of_waiting_requests_leaves_room_for_a_reload_of_another_target() {
     let env = Env::new();
     std::fs::write(env.join("app.log"), "").unwrap();
@@ -324,6 +327,7 @@ fn a_fifo_target_flooded_without_a_settle_window_holds_bounded_threads_and_descr
 }
 
 #[test]
+#[cfg(target_os = "linux")] // connect_from
 fn at_an_open_files_limit_of_256_a_newcomer_is_greeted_or_told_busy() {
     let env = Env::new();
     let mut cmd = env.command(env.path(), &["listen", "--addr", "127.0.0.1:0", "--json", "--max-connections", "1000"]);
@@ -427,6 +431,7 @@ fn a_signed_request_with_json_serde_cannot_take_is_a_bad_request_not_a_reload() 
 }
 
 #[test]
+#[cfg(target_os = "linux")] // connect_from
 fn a_receiver_that_cannot_start_threads_says_busy_and_recovers_once_the_load_is_gone() {
     // RLIMIT_NPROC binds only users other than root: run as nobody (setpriv), with a limit that
     // leaves room for the receiver's own threads and a few connections.
