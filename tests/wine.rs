@@ -135,9 +135,15 @@ fn the_windows_watcher_under_wine_sends_to_a_linux_listener() {
     let warm = wine(&s.prefix, s.env.path(), &["cmd", "/c", "exit"]);
     assert!(warm.status.success(), "wine cmd /c exit: {warm:?}");
 
-    let script = format!("exec wine '{}' \"$@\"", exe.display());
+    // `wine touchwire.exe ARGS`, SIGINT at its default (a background job may inherit it
+    // ignored): Wine turns a SIGINT into the console's Ctrl-C for a Windows program.
+    let script = format!(
+        "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); \
+         os.execvp('wine', ['wine', {:?}] + sys.argv[2:])",
+        exe.display().to_string()
+    );
     let wine_env = [format!("WINEPREFIX={}", s.prefix.display())];
-    let wrapper = ["env", &wine_env[0], "WINEDEBUG=-all", "sh", "-c", &script];
+    let wrapper = ["env", &wine_env[0], "WINEDEBUG=-all", "python3", "-c", &script];
     let watcher = s.env.spawn_via(&wrapper, &s.repo.root, &["watch", "--json"]);
     let ready = watcher.wait_event("ready");
     assert_eq!(ready["backend"], "recursive", "{ready}");
@@ -189,6 +195,24 @@ fn the_windows_watcher_under_wine_sends_to_a_linux_listener() {
     counts.push(("save by cmd.exe", s.expect("save by cmd.exe (includes wine's start)", t, &["app/views.py"])));
 
     s.no_trigger("after the last change");
+    drop(watcher);
+
+    // Ctrl-C (a SIGINT, which Wine makes a console Ctrl-C) stops the watcher once it has sent
+    // the change a long debounce still holds. (A SIGTERM ends a Windows program under Wine at
+    // once, as TerminateProcess would: nothing to test there.)
+    let mut watcher = s.env.spawn_via(&wrapper, &s.repo.root, &["watch", "--json", "--debounce", "5000"]);
+    watcher.wait_event("ready");
+    watcher.wait_event("connected");
+    let t = Instant::now();
+    std::fs::remove_file(s.repo.root.join("app/views.py")).unwrap();
+    std::thread::sleep(Duration::from_millis(500)); // for the watcher to take the event in
+    watcher.signal(libc::SIGINT);
+    counts.push(("held at Ctrl-C", s.expect("held at Ctrl-C", t, &["app/views.py"])));
+    let stopped = Instant::now();
+    while watcher.is_alive() && stopped.elapsed() < util::WAIT {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(watcher.terminate(), Some(0), "{}", watcher.stderr());
     for ((what, ms), (_, count)) in s.latencies.iter().zip(&counts) {
         eprintln!("wine: {what}: first trigger after {ms:.0} ms, {count} trigger(s)");
     }
