@@ -5,7 +5,7 @@
 //! without a browser, the LiveReload protocol itself and clients that misbehave.
 //! The story runs twice: on loopback, and (as root) with uWSGI and the receiver in a guest network
 //! namespace and the watcher and chromium in a host one, joined by a veth pair.
-#![cfg(unix)]
+#![cfg(target_os = "linux")] // util/site.rs: network namespaces
 
 #[path = "util/cdp.rs"]
 mod cdp;

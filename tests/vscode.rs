@@ -1,7 +1,7 @@
 //! VS Code's watch task problem matchers on what `touchwire watch` prints, paths with spaces
 //! included; and, where code-server is installed, the tasks in real VS Code (code-server)
 //! driven by headless chromium over the DevTools protocol.
-#![cfg(unix)]
+#![cfg(target_os = "linux")] // util/site.rs: network namespaces
 
 mod util;
 
