@@ -265,11 +265,16 @@ impl Receiver {
     /// Starts a receiver with `args` after `--json`, and waits for the address it bound. Its stderr goes to
     /// `NAME.stderr` in the scratch directory.
     fn start(scratch: &Scratch, name: &str, args: &[&str]) -> Result<Receiver> {
+        Receiver::start_binary(scratch, std::path::Path::new(env!("CARGO_BIN_EXE_touchwire")), name, args)
+    }
+
+    /// [`Receiver::start`] with another `touchwire` binary (section 5 measures an older one too).
+    fn start_binary(scratch: &Scratch, binary: &std::path::Path, name: &str, args: &[&str]) -> Result<Receiver> {
         let log_name = format!("{name}.stderr");
         let log = File::create(scratch.path(&log_name)).context("cannot create the receiver's log")?;
         let mut full = vec!["listen", "--addr", "127.0.0.1:0", "--json"];
         full.extend_from_slice(args);
-        let mut cmd = scratch.touchwire(&full);
+        let mut cmd = attack::retarget(&scratch.touchwire(&full), binary);
         cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(log);
         let mut child = Guard::spawn(&mut cmd, "touchwire listen", Kill::Pid)?;
         let stdout = child.child.stdout.take().context("no stdout pipe")?;

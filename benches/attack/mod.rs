@@ -23,18 +23,18 @@
 //! machine). Attackers bind their source address before connecting: any 127.x address is loopback on Linux.
 //! Nothing but loopback is contacted; every loop is bounded in count and in time.
 
-use super::common::{self, Guard, Kill, Samples};
-use super::{Events, Receiver, Scratch, WAIT, drain_events, mb, mix};
+use super::common::{self, Kill, Samples};
+use super::{Events, Receiver, Scratch, WAIT, mb, mix};
 use anyhow::{Context, Result, anyhow, bail};
 use serde_json::{Value, json};
-use std::fs::{self, File};
+use std::fs;
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 use touchwire::auth::Token;
@@ -126,7 +126,7 @@ fn binary() -> Result<PathBuf> {
 // ---------------------------------------------------------------------------------------------------------------
 
 /// `cmd` (from [`Scratch::touchwire`], with its clean environment and directory) with another program.
-fn retarget(cmd: &Command, program: &Path) -> Command {
+pub(super) fn retarget(cmd: &Command, program: &Path) -> Command {
     let mut other = Command::new(program);
     other.args(cmd.get_args());
     if let Some(dir) = cmd.get_current_dir() {
@@ -144,24 +144,8 @@ fn retarget(cmd: &Command, program: &Path) -> Command {
 /// [`Receiver::start`] with the binary under test: `listen --addr 127.0.0.1:0 --json --touch FILE --token-file
 /// FILE`, every other option at its default.
 fn start(scratch: &Scratch, binary: &Path, name: &str) -> Result<Receiver> {
-    let (touch, token, log_name) =
-        (scratch.arg(&format!("{name}.reload")), scratch.arg("token"), format!("{name}.stderr"));
-    let log = File::create(scratch.path(&log_name)).context("cannot create the receiver's log")?;
-    let args = ["listen", "--addr", "127.0.0.1:0", "--json", "--touch", &touch, "--token-file", &token];
-    let mut cmd = retarget(&scratch.touchwire(&args), binary);
-    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(log);
-    let mut child = Guard::spawn(&mut cmd, "touchwire listen", Kill::Pid)?;
-    let stdout = child.child.stdout.take().context("no stdout pipe")?;
-    let events = Arc::new(Mutex::new(Events::default()));
-    let (address_tx, address_rx) = mpsc::channel();
-    let counter = Arc::clone(&events);
-    thread::spawn(move || drain_events(stdout, address_tx, &counter));
-    let addr = address_rx.recv_timeout(WAIT).map_err(|_| {
-        let said = fs::read_to_string(scratch.path(&log_name)).unwrap_or_default();
-        anyhow!("touchwire listen printed no address within {} s; it said:\n{said}", WAIT.as_secs())
-    })?;
-    let addr = addr.parse().with_context(|| format!("touchwire listen printed a strange address {addr:?}"))?;
-    Ok(Receiver { child, addr, events })
+    let (touch, token) = (scratch.arg(&format!("{name}.reload")), scratch.arg("token"));
+    Receiver::start_binary(scratch, binary, name, &["--touch", &touch, "--token-file", &token])
 }
 
 /// What the receiver holds: resident memory, threads, open descriptors.
