@@ -133,18 +133,20 @@ enum Setup {
     UwsgiTouch,
     /// uWSGI `--py-autoreload 1`, nothing else.
     UwsgiPyAutoreload,
-    /// uWSGI `--master-fifo FIFO`; touchwire fifo `r` + poke.
+    /// uWSGI `--master-fifo FIFO --skip-atexit-teardown`; touchwire fifo `r` + poke (README's fast way).
     TouchwireFifo,
-    /// touchwire's fast setup: uWSGI `--lazy-apps --skip-atexit-teardown`, touchwire fifo `c` (chain reload) +
-    /// poke. The warm master (a master that pre-imports everything outside the work tree, DESIGN.md "A real
-    /// app, fast") is to be added here: its uWSGI options go in [`Rig::start`]'s `Setup::Fast` arm.
+    /// touchwire's fast setup, as `touchwire init --uwsgi` prints it: uWSGI `--lazy-apps
+    /// --skip-atexit-teardown`, the warm master (`shared-pyimport` of guest/touchwire_warm.py, which
+    /// pre-imports everything outside the work tree), touchwire fifo `c` (chain reload) + poke.
     Fast,
     /// gunicorn `--workers 2 --pid PIDFILE`; `touchwire listen --signal HUP --pidfile PIDFILE`.
     GunicornHup,
+    /// The same with the config `touchwire init --gunicorn` prints: an arbiter warmed by the helper.
+    GunicornWarm,
 }
 
 impl Setup {
-    const ALL: [Setup; 7] = [
+    const ALL: [Setup; 8] = [
         Setup::RunserverLocal,
         Setup::RunserverSshfs,
         Setup::UwsgiTouch,
@@ -152,6 +154,7 @@ impl Setup {
         Setup::TouchwireFifo,
         Setup::Fast,
         Setup::GunicornHup,
+        Setup::GunicornWarm,
     ];
 
     fn label(self) -> &'static str {
@@ -160,9 +163,10 @@ impl Setup {
             Setup::RunserverSshfs => "runserver, over sshfs",
             Setup::UwsgiTouch => "uWSGI touch-reload",
             Setup::UwsgiPyAutoreload => "uWSGI py-autoreload",
-            Setup::TouchwireFifo => "touchwire fifo r + poke",
-            Setup::Fast => "touchwire fast: lazy-apps, skip-atexit-teardown, chain c + poke",
+            Setup::TouchwireFifo => "touchwire fifo r + poke, skip-atexit-teardown",
+            Setup::Fast => "touchwire fast: lazy-apps, skip-atexit-teardown, warm master, chain c + poke",
             Setup::GunicornHup => "gunicorn HUP (touchwire --signal HUP)",
+            Setup::GunicornWarm => "gunicorn HUP, warm arbiter (touchwire init --gunicorn)",
         }
     }
 
@@ -175,22 +179,31 @@ impl Setup {
             Setup::UwsgiTouch => "uWSGI `--touch-reload FILE`; `touchwire listen` target `{\"touch\": FILE}`",
             Setup::UwsgiPyAutoreload => "uWSGI `--py-autoreload 1`, no touchwire",
             Setup::TouchwireFifo => {
-                "uWSGI `--master-fifo FIFO`; target `{\"fifo\": FIFO, \"command\": \"r\"}` (poke on)"
+                "uWSGI `--master-fifo FIFO --skip-atexit-teardown`; target `{\"fifo\": FIFO, \"command\": \"r\"}` \
+                 (poke on)"
             }
             Setup::Fast => {
-                "uWSGI `--master-fifo FIFO --lazy-apps --skip-atexit-teardown`; target `{\"fifo\": FIFO, \"command\": \
-                 \"c\"}` (poke on); no warm master yet"
+                "uWSGI `--master-fifo FIFO --lazy-apps --skip-atexit-teardown --env TOUCHWIRE_WARM_ROOT=TREE \
+                 --shared-pyimport TREE/.git/touchwire/touchwire_warm.py` (the helper's default 10 s budget); target \
+                 `{\"fifo\": FIFO, \"command\": \"c\"}` (poke on)"
             }
             Setup::GunicornHup => {
                 "guest: `gunicorn --workers 2 --pid PIDFILE mysite.wsgi`; target `{\"pidfile\": PIDFILE, \"signal\": \
                  \"HUP\"}`"
+            }
+            Setup::GunicornWarm => {
+                "guest: the same with `-c gunicorn.conf.py` as `touchwire init --gunicorn` prints it (its \
+                 `on_starting` warms the arbiter with the helper)"
             }
         }
     }
 
     /// Whether a save is followed by `touchwire send --path`.
     fn touchwire(self) -> bool {
-        matches!(self, Setup::UwsgiTouch | Setup::TouchwireFifo | Setup::Fast | Setup::GunicornHup)
+        matches!(
+            self,
+            Setup::UwsgiTouch | Setup::TouchwireFifo | Setup::Fast | Setup::GunicornHup | Setup::GunicornWarm
+        )
     }
 
     fn workers(self) -> usize {
@@ -206,7 +219,7 @@ impl Setup {
             Setup::RunserverLocal | Setup::RunserverSshfs => "changed, reloading.",
             Setup::UwsgiTouch | Setup::UwsgiPyAutoreload | Setup::TouchwireFifo => "binary reloading uWSGI",
             Setup::Fast => "chain reload starting",
-            Setup::GunicornHup => "Handling signal: hup",
+            Setup::GunicornHup | Setup::GunicornWarm => "Handling signal: hup",
         }
     }
 }
@@ -236,7 +249,7 @@ impl Rig {
             Setup::UwsgiTouch => json!({"touch": touch}),
             Setup::TouchwireFifo => json!({"fifo": fifo, "command": "r"}),
             Setup::Fast => json!({"fifo": fifo, "command": "c"}),
-            Setup::GunicornHup => json!({"pidfile": pidfile, "signal": "HUP"}),
+            Setup::GunicornHup | Setup::GunicornWarm => json!({"pidfile": pidfile, "signal": "HUP"}),
             _ => json!({"touch": touch}),
         };
         let addr = format!("{GUEST_ADDR}:{}", 9000 + n);
@@ -245,6 +258,17 @@ impl Rig {
             "extensions": ["py", "html"], "targets": {"app": target}, "default_target": "app",
         });
         wagtail::new_repo(cache, &repo, &config, TOKEN)?;
+        // The warm-master helper where `touchwire init --uwsgi`/`--gunicorn` writes it: next to the token.
+        let helper = repo.join(".git/touchwire").join(touchwire::init::WARM_HELPER_NAME);
+        std::fs::write(&helper, touchwire::init::WARM_HELPER)
+            .with_context(|| format!("cannot write {}", helper.display()))?;
+        let fast = touchwire::init::FastSetup {
+            root: seen.display().to_string(),
+            helper: guest.guest_path(&helper)?.display().to_string(),
+            fifo: fifo.display().to_string(),
+            logto: String::new(),
+            pidfile: pidfile.display().to_string(),
+        };
         let port = 8100 + index as u16;
         let http: SocketAddr = match setup {
             Setup::RunserverLocal => format!("{HOST_ADDR}:{port}"),
@@ -264,8 +288,14 @@ impl Rig {
                 cmd.env("DJANGO_SETTINGS_MODULE", wagtail::SETTINGS);
                 cmd
             }
-            Setup::GunicornHup => {
+            Setup::GunicornHup | Setup::GunicornWarm => {
                 let mut cmd = guest.guest(&cache.venv.join("bin/gunicorn").to_string_lossy());
+                if setup == Setup::GunicornWarm {
+                    let conf = guest.local(&format!("gunicorn{n}.conf.py"));
+                    std::fs::write(&conf, touchwire::init::gunicorn_conf(&fast))
+                        .with_context(|| format!("cannot write {}", conf.display()))?;
+                    cmd.arg("-c").arg(&conf);
+                }
                 cmd.args(["--workers", &WORKERS.to_string(), "--bind", &http.to_string(), "--pid"]).arg(&pidfile);
                 cmd.arg("--chdir").arg(&seen).arg("mysite.wsgi:application");
                 cmd.env("DJANGO_SETTINGS_MODULE", wagtail::SETTINGS);
@@ -280,9 +310,15 @@ impl Rig {
                         cmd.arg("--touch-reload").arg(&touch)
                     }
                     Setup::UwsgiPyAutoreload => cmd.args(["--py-autoreload", "1"]),
-                    Setup::TouchwireFifo => cmd.arg("--master-fifo").arg(&fifo),
-                    // The warm master's options go here too.
-                    _ => cmd.arg("--master-fifo").arg(&fifo).args(["--lazy-apps", "--skip-atexit-teardown"]),
+                    Setup::TouchwireFifo => cmd.arg("--master-fifo").arg(&fifo).arg("--skip-atexit-teardown"),
+                    // `touchwire init --uwsgi`'s lines, but for logto: the server's log is its stderr here.
+                    _ => cmd
+                        .arg("--master-fifo")
+                        .arg(&fifo)
+                        .args(["--lazy-apps", "--skip-atexit-teardown", "--env"])
+                        .arg(format!("TOUCHWIRE_WARM_ROOT={}", fast.root))
+                        .arg("--shared-pyimport")
+                        .arg(&fast.helper),
                 };
                 cmd
             }

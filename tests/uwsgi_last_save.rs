@@ -1,7 +1,7 @@
 //! The last save is served by a real uWSGI (issue 14): a save made while uWSGI reloads is never
 //! swallowed. On loopback, with uWSGI's master FIFO: `r` (the new master reads its FIFO only
-//! after it imported the app, which takes a while here) and `c` with lazy-apps (uWSGI ignores a
-//! `c` during a chain reload). Needs uwsgi and uwsgi-plugin-python3 (scripts/test installs them).
+//! after it imported the app, which takes a while here), `c` with lazy-apps (uWSGI ignores a
+//! `c` during a chain reload), and touch-reload (a touch while the new master imports the app). Needs uwsgi and uwsgi-plugin-python3 (scripts/test installs them).
 #![cfg(unix)]
 
 mod util;
@@ -20,14 +20,17 @@ struct Uwsgi {
 
 impl Uwsgi {
     fn start(dir: &Path, fifo: &Path, extra: &[&str]) -> Uwsgi {
+        Uwsgi::start_with(dir, &[&["--master-fifo"], &[fifo.to_str().unwrap()], extra].concat())
+    }
+
+    fn start_with(dir: &Path, extra: &[&str]) -> Uwsgi {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let log = dir.join("uwsgi.log");
         let mut cmd = Command::new("uwsgi");
         cmd.args(["--plugin", "python3", "--master", "--processes", "2", "--die-on-term"])
             .args(["--http-socket", &format!("127.0.0.1:{port}"), "--chdir"])
             .arg(dir)
-            .args(["--wsgi-file", "app.py", "--master-fifo"])
-            .arg(fifo)
+            .args(["--wsgi-file", "app.py"])
             .arg("--logto")
             .arg(&log)
             .args(extra)
@@ -107,13 +110,25 @@ fn second_save_is_served(command: &str, extra: &[&str]) {
     write_app(env.path(), "v0", 0);
     let uwsgi = Uwsgi::start(env.path(), &fifo, extra);
     let listener = env.listen(&["--fifo", fifo.to_str().unwrap(), "--fifo-command", command]);
+    two_saves(&env, &uwsgi, &listener.addr, true);
+}
+
+/// Two saves, the second while the reload the first started still imports the app: every
+/// worker ends on the second.
+fn two_saves(env: &Env, uwsgi: &Uwsgi, addr: &str, merged: bool) {
     // The first save starts a reload whose app import takes 1.5 s (a chain of two workers: 3 s,
     // as long as a poke lasts); the second save comes while it runs.
     write_app(env.path(), "v1", 1500);
-    env.run(&["send", "--to", &listener.addr]).expect_code(0);
+    env.run(&["send", "--to", addr]).expect_code(0);
     std::thread::sleep(Duration::from_millis(800));
     write_app(env.path(), "v2", 1500);
-    env.run(&["send", "--to", &listener.addr]).expect_code(0).expect_stderr("merged");
+    let second = env.run(&["send", "--to", addr]);
+    second.expect_code(0);
+    // Merged into the reload under way (fifo: held until uWSGI reads its FIFO again); a touch
+    // target's window is only settle_ms, so there it is a reload of its own.
+    if merged {
+        second.expect_stderr("merged");
+    }
     uwsgi.until("every worker to serve the last save", all_serve("v2"));
 }
 
@@ -131,4 +146,18 @@ fn a_save_during_a_chain_reload_leads_to_one_more_chain_reload() {
         return;
     }
     second_save_is_served("c", &["--lazy-apps"]);
+}
+
+#[test]
+fn a_save_during_a_touch_reload_is_served() {
+    if !ready() {
+        return;
+    }
+    let env = Env::new();
+    let touch = env.join("app.reload");
+    std::fs::write(&touch, "").unwrap();
+    write_app(env.path(), "v0", 0);
+    let uwsgi = Uwsgi::start_with(env.path(), &["--touch-reload", touch.to_str().unwrap()]);
+    let listener = env.listen(&["--touch", touch.to_str().unwrap()]);
+    two_saves(&env, &uwsgi, &listener.addr, false);
 }
