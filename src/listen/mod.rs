@@ -229,7 +229,7 @@ impl Receiver {
         let id = match admitted {
             Admit::Accept(id) => id,
             Admit::Evict { id, victim } => {
-                let message = "busy: this connection sent no request and its slot was needed";
+                let message = "busy: this connection's slot was needed before its request was read; try again";
                 connection::evict(victim, protocol_busy(message));
                 id
             }

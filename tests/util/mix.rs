@@ -241,7 +241,13 @@ fn valid(addr: SocketAddr, token: &Token, id: usize, released: Instant) -> Resul
                 let line = json!({"op": "reload", "reason": "load", "mac": token.mac(&nonce)}).to_string();
                 send(&conn, format!("{line}\n").as_bytes()).map_err(|e| format!("cannot send: {e}"))?;
                 let reply = reply_line(&mut conn, deadline)?;
-                let reply = serde_json::from_str(&reply).map_err(|e| format!("bad reply {reply:?}: {e}"))?;
+                let reply: Value = serde_json::from_str(&reply).map_err(|e| format!("bad reply {reply:?}: {e}"))?;
+                // Evicted before its request was read (it never acts then): retried, as
+                // `touchwire send` retries a busy reply (client.rs).
+                if reply["code"] == "busy" {
+                    busy += 1;
+                    continue;
+                }
                 return Ok(Outcome::Answered { reply, busy, unseen, at: released.elapsed() });
             }
         }
