@@ -30,6 +30,13 @@ impl Log {
         self.json_line(event, fields);
     }
 
+    /// A line for people only (unless quiet), for what the JSON output already has as an event.
+    pub fn say(&self, human: &str) {
+        if !self.quiet {
+            line(Stream::Stderr, &format!("{} {human}", clock()));
+        }
+    }
+
     /// Detail shown only with `-v`.
     pub fn debug(&self, human: &str) {
         if self.verbose > 0 && !self.quiet {

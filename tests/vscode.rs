@@ -36,6 +36,36 @@ fn problem_matchers_take_paths_with_spaces() {
     let got = captures(&m[1], line).unwrap();
     assert_eq!(got[..2], ["my app/views.py", "3"]);
     assert!(got[2].starts_with("ModuleNotFoundError: No module named 'foo'"), "{got:?}");
+    let line = "12:00:00.000 app: reload failed: the action failed: touch: Permission denied (my app/a.py, b.py -> 10.0.0.2:9001)";
+    assert_eq!(captures(&m[2], line).unwrap(), ["the action failed: touch: Permission denied", "my app/a.py"]);
+    // A failed ready check with no traceback is a problem at the first file; one with a place is m[1]'s.
+    let line = "12:00:00.000 app: reload failed after 300 ms: 127.0.0.1:8000: connection refused (a.py -> h:1)";
+    assert_eq!(captures(&m[2], line).unwrap(), ["127.0.0.1:8000: connection refused", "a.py"]);
+    assert_eq!(captures(&m[2], "12:00:00.000 app: reload failed at a.py:3 after 300 ms: E (a.py -> h:1)"), None);
+}
+
+#[test]
+fn every_matcher_shares_one_round_that_a_good_reload_ends() {
+    let m = matchers();
+    for key in ["beginsPattern", "endsPattern"] {
+        assert!(m.iter().all(|x| x["background"][key] == m[0]["background"][key]), "{key} differs");
+    }
+    let matches =
+        |key: &str, line: &str| regex::Regex::new(m[0]["background"][key].as_str().unwrap()).unwrap().is_match(line);
+    assert!(matches("beginsPattern", "12:00:00.000 touchwire: reloading web (2 files)"));
+    assert!(matches("beginsPattern", "12:00:00.000 10.0.0.2:9001 is back: sending the changes it missed"));
+    for end in [
+        "12:00:00.000 app: my app/views.py -> 10.0.0.2:9001 reloaded in 412 ms",
+        "12:00:00.000 app: a.py, b.py -> 10.0.0.2:9001 reloaded (touch) in 3.1 ms",
+        "12:00:00.000 app: a.py -> 10.0.0.2:9001 merged into a reload under way in 2.0 ms",
+        "12:00:00.000 touchwire: reload failed",
+        "12:00:00.000 touchwire: not delivered",
+    ] {
+        assert!(matches("endsPattern", end), "{end}");
+    }
+    // The problem lines themselves never end a round (VS Code reads no problem from an end line).
+    assert!(!matches("endsPattern", "12:00:00.000 app: reload failed at a.py:1 after 300 ms: E (a.py -> h:1)"));
+    assert!(!matches("endsPattern", "12:00:00.000 not delivered: a.py: refused"));
 }
 
 #[test]
@@ -68,8 +98,13 @@ fn the_watcher_prints_what_the_matchers_read_for_a_path_with_spaces() {
     };
     wait(m[0]["background"]["endsPattern"].as_str().unwrap());
     s.repo.write("my app/views.py", "VALUE = 2\n");
+    // A round per save: its begin line, the problem, then the line that ends the round.
+    let begin = wait(m[0]["background"]["beginsPattern"].as_str().unwrap());
+    assert!(begin.ends_with("touchwire: reloading (1 file)"), "{begin}");
     let line = wait(m[0]["pattern"]["regexp"].as_str().unwrap());
     assert_eq!(captures(&m[0], &line).unwrap()[0], "my app/views.py", "{line}");
+    let end = wait(m[0]["background"]["endsPattern"].as_str().unwrap());
+    assert!(end.ends_with("touchwire: not delivered"), "{end}");
     let _ = child.kill();
     let _ = child.wait();
     let _ = reader.join();
@@ -229,9 +264,13 @@ fn real_vscode_runs_the_watch_task_and_a_failed_reload_becomes_a_problem() {
     assert!(listed.contains("No module named 'no_such_module'"), "{listed}");
     assert!(listed.contains("line 1") || listed.contains("Ln 1") || listed.contains("[1,"), "{listed}");
 
-    // The fix reaches the guest too. (The problem stays listed: a background task's problems
-    // are cleared only by a new begin/end round, and the watcher prints one line per reload.)
+    // The fix reaches the guest, and the watcher's next round ("touchwire: reloading (1 file)"
+    // to "reloaded in N ms") no longer reports the problem, so VS Code clears it.
     key(&mut browser, &page, "1", "Digit1", 49, CTRL);
     type_and_save(&mut browser, &page, "MESSAGE = 3\n");
     assert_eq!(site.receiver.wait_event("reload")["files"], json!(["app/views.py"]));
+    let cleared = format!("(l => l !== '' && !/Errors: [1-9]/.test(l))({problems})");
+    browser.wait_for(&page, "the problem cleared after the fixed save", &cleared, problems);
+    browser.wait_for(&page, "the Problems panel emptied", &format!("!/no_such_module/.test({rows})"), rows);
+    shot(&mut browser, "vscode-cleared.png");
 }

@@ -300,6 +300,7 @@ impl Link {
                 wait_for_ready(&remote, &settings, &request).map_err(|failure| settle(failure, &trigger.files, &owed));
             let outcome = Outcome { remote, files: trigger.files, result, triggers: covers };
             report(&settings, &outcome);
+            super::cycle::end(settings.log, &outcome);
             if let Some(tx) = outcomes {
                 let _ = tx.send(outcome);
             }
@@ -317,6 +318,7 @@ impl Link {
         let result = self.attempt(&request).map_err(|failure| settle(failure, &trigger.files, &self.owed));
         let outcome = Outcome { remote: self.remote.clone(), files: trigger.files, result, triggers: covers };
         report(&self.settings, &outcome);
+        super::cycle::end(self.settings.log, &outcome);
         if let Some(tx) = outcomes {
             let _ = tx.send(outcome);
         }

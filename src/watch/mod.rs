@@ -6,6 +6,7 @@
 //! Delivery to the guests lives in [`delivery`]; the `watch` command in [`start`].
 
 pub mod backend;
+pub mod cycle;
 pub mod debounce;
 pub mod decide;
 pub mod delivery;

@@ -1,0 +1,87 @@
+//! The lines that frame each reload cycle in the watcher's output, for tools that follow it (VS
+//! Code's background problem matcher clears a problem only when a new round of output between a
+//! begin line and an end line no longer reports it).
+//!
+//! A cycle begins when the watcher hands a trigger to delivery: `touchwire: reloading (2 files)`
+//! (`touchwire: reloading web (2 files)` with `--target web`). It ends with the outcome line
+//! when the app was reloaded (`… reloaded in 412 ms`, `… merged into a reload under way in …`);
+//! a failure's outcome line is the problem, so the cycle ends on the line after it,
+//! `touchwire: reload failed` or `touchwire: not delivered` (VS Code reads no problem from the
+//! line that ends a round). The wording is stable: editor/vscode/tasks.json matches it.
+
+use super::debounce::Trigger;
+use super::delivery::Outcome;
+use crate::output::Log;
+use serde_json::json;
+
+/// The begin line for a trigger of `files` files to `target` (the guest's default when `None`).
+pub fn begin_line(target: Option<&str>, files: usize) -> String {
+    let noun = if files == 1 { "file" } else { "files" };
+    match target {
+        Some(target) => format!("touchwire: reloading {} ({files} {noun})", crate::output::clean(target)),
+        None => format!("touchwire: reloading ({files} {noun})"),
+    }
+}
+
+/// Prints the begin line of the cycle `trigger` starts.
+pub fn begin(log: Log, target: Option<&str>, trigger: &Trigger) {
+    let line = begin_line(target, trigger.files.len());
+    log.event("reloading", &line, json!({"files": trigger.files, "target": target}));
+}
+
+/// The line that ends the cycle after `outcome`'s own line, or `None` when that line ends it.
+pub fn end_line(outcome: &Outcome) -> Option<&'static str> {
+    match &outcome.result {
+        Err(_) => Some("touchwire: not delivered"),
+        Ok((reply, _)) if !reply.ok || reply.ready.as_ref().is_some_and(|ready| !ready.ok) => {
+            Some("touchwire: reload failed")
+        }
+        Ok(_) => None,
+    }
+}
+
+/// Prints the end line after `outcome`'s line, where one is needed (for people and editors: the
+/// JSON output has the outcome's own event).
+pub fn end(log: Log, outcome: &Outcome) {
+    if let Some(line) = end_line(outcome) {
+        log.say(line);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{ErrorCode, Ready, Reply};
+    use std::time::Duration;
+
+    fn outcome(result: Result<Reply, &str>) -> Outcome {
+        Outcome {
+            remote: "10.0.0.2:9001".into(),
+            files: vec!["app/views.py".into()],
+            result: result.map(|reply| (reply, Duration::from_millis(3))).map_err(String::from),
+            triggers: 1,
+        }
+    }
+
+    #[test]
+    fn the_begin_line_names_the_target_and_counts_files() {
+        assert_eq!(begin_line(None, 1), "touchwire: reloading (1 file)");
+        assert_eq!(begin_line(Some("web"), 2), "touchwire: reloading web (2 files)");
+        assert_eq!(begin_line(Some("a\nb"), 0), "touchwire: reloading a\u{fffd}b (0 files)");
+    }
+
+    #[test]
+    fn only_a_failure_needs_an_end_line_of_its_own() {
+        let ok = Reply { ok: true, ..Reply::default() };
+        assert_eq!(end_line(&outcome(Ok(ok.clone()))), None);
+        let back = Reply { ready: Some(Ready { ok: true, ms: 300, error: None }), ..ok.clone() };
+        assert_eq!(end_line(&outcome(Ok(back))), None);
+        let down = Reply { ready: Some(Ready { ok: false, ms: 300, error: Some("boom".into()) }), ..ok };
+        assert_eq!(end_line(&outcome(Ok(down))), Some("touchwire: reload failed"));
+        let not_ready = Reply { ok: false, code: Some(ErrorCode::NotReady), ..Reply::default() };
+        assert_eq!(end_line(&outcome(Ok(not_ready))), Some("touchwire: reload failed"));
+        let action = Reply { ok: false, code: Some(ErrorCode::ActionFailed), ..Reply::default() };
+        assert_eq!(end_line(&outcome(Ok(action))), Some("touchwire: reload failed"));
+        assert_eq!(end_line(&outcome(Err("refused"))), Some("touchwire: not delivered"));
+    }
+}
