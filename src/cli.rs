@@ -178,6 +178,10 @@ pub struct WatchArgs {
     /// guest (css in place, others by a page reload) [default: css]
     #[arg(long, value_name = "EXT", value_delimiter = ',', requires = "livereload")]
     pub livereload_assets: Vec<String>,
+    /// Hosts of pages that may follow saves beyond this machine's, private networks' (192.168.x.x,
+    /// *.test, *.local) and browser extensions' ("*" for any)
+    #[arg(long, value_name = "HOST", value_delimiter = ',', requires = "livereload")]
+    pub livereload_origin: Vec<String>,
 }
 
 /// `touchwire hooks`.

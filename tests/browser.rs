@@ -128,6 +128,52 @@ fn livereload_speaks_protocol_7_and_misbehaving_clients_cost_nothing() {
     }
 }
 
+/// The WebSocket handshake's answer (its status line and headers) for a page of `origin`.
+fn handshake(addr: &str, origin: Option<&str>) -> String {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    let origin = origin.map_or(String::new(), |origin| format!("Origin: {origin}\r\n"));
+    write!(
+        stream,
+        "GET /livereload HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{origin}\r\n"
+    )
+    .unwrap();
+    let mut answer = Vec::new();
+    let mut byte = [0u8; 1];
+    while !answer.ends_with(b"\r\n\r\n") && stream.read(&mut byte).is_ok_and(|n| n == 1) {
+        answer.push(byte[0]);
+    }
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[test]
+fn only_local_pages_and_extensions_may_follow_saves() {
+    let s = Project::new(&[("app.py", "VALUE = 1\n")], true);
+    let watcher =
+        s.env.spawn(&s.repo.root, &["watch", "--json", "--livereload=0", "--livereload-origin", "dev.example.com"]);
+    let addr = watcher.wait_event("livereload")["addr"].as_str().unwrap().to_string();
+    for allowed in [
+        None,
+        Some("http://localhost:8000"),
+        Some("http://192.168.56.10:8000"),
+        Some("chrome-extension://jnihajbhpnppcggbcgedagnkighmdlei"),
+        Some("https://dev.example.com"),
+    ] {
+        let answer = handshake(&addr, allowed);
+        assert!(answer.starts_with("HTTP/1.1 101"), "{allowed:?}: {answer}");
+    }
+    // Another site's page would read every save's files and a failure's code: refused, and said once.
+    for _ in 0..3 {
+        let answer = handshake(&addr, Some("https://evil.example"));
+        assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
+    }
+    let said = watcher.wait_stderr("refused a page from https://evil.example");
+    assert!(said.contains("--livereload-origin HOST"), "{said}");
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(watcher.stderr().matches("refused a page from").count(), 1, "{}", watcher.stderr());
+}
+
 #[test]
 fn a_taken_livereload_port_is_a_clear_error() {
     let env = Env::new();

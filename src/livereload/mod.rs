@@ -7,6 +7,7 @@
 //! acknowledged), the pages reload, once for the whole burst, or show the failure as an overlay.
 //! Only the LiveReload clients' queues are touched on the watcher's path, never a socket.
 
+pub mod origin;
 pub mod server;
 
 use crate::output::Log;
@@ -14,7 +15,7 @@ use crate::watch::debounce::Trigger;
 use crate::watch::delivery::{Outcome, failure_place};
 use anyhow::{Context, Result};
 use serde_json::json;
-use server::{Hub, Server};
+use server::{Gate, Hub, Server};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -39,6 +40,8 @@ pub struct Options {
     pub assets: Vec<String>,
     /// The watcher's debounce: a burst's trailing trigger can follow its leading one this late.
     pub debounce: Duration,
+    /// Pages allowed to connect beyond this machine's, private networks' and extensions'.
+    pub origins: origin::Origins,
 }
 
 /// Beyond the debounce, how long after the last trigger the pages wait for a trailing one (the
@@ -65,7 +68,7 @@ impl LiveReload {
             true => format!("[{}]:{}", options.bind, options.port),
             false => format!("{}:{}", options.bind, options.port),
         };
-        let server = Server::start(&addr, Arc::clone(&hub))?;
+        let server = Server::start(&addr, Arc::clone(&hub), Gate::new(options.origins.clone(), log))?;
         let assets = options.assets.iter().map(|ext| ext.trim_start_matches('.').to_ascii_lowercase()).collect();
         let grace = options.debounce + TRAILING_MARGIN;
         let live = LiveReload { hub, server: Some(server), assets, batch: Arc::default(), notifier: None, grace, log };
@@ -472,6 +475,7 @@ mod tests {
             port: 0,
             assets: vec!["css".into(), ".js".into()],
             debounce: Duration::from_millis(30),
+            origins: origin::Origins::default(),
         };
         let live = LiveReload::start(&options, Log { quiet: true, ..Log::default() }).unwrap();
         assert_eq!(live.assets(), ["css", "js"]);

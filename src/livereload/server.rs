@@ -6,7 +6,11 @@
 //! nothing or sends garbage costs a bounded amount of memory and never holds up a save: when its
 //! queue is full it is dropped.
 
+use super::origin::Origins;
+use crate::output::Log;
 use anyhow::{Context, Result};
+use serde_json::json;
+use std::collections::BTreeSet;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -26,6 +30,8 @@ pub const CLIENT_JS: &str = include_str!("client.js");
 const MAX_CLIENTS: usize = 64;
 /// Messages waiting for one client; a client this far behind is dropped.
 const QUEUE: usize = 16;
+/// Refused origins named in the watcher's output; a page retrying one is named once.
+const MOST_TOLD: usize = 32;
 /// Largest HTTP request head read.
 const MAX_HEAD: usize = 8 * 1024;
 /// Time a connection has to send its request head and finish the handshake.
@@ -98,6 +104,37 @@ impl Hub {
     }
 }
 
+/// Who may open a WebSocket, and the refused origins already reported.
+pub struct Gate {
+    origins: Origins,
+    log: Log,
+    told: Mutex<BTreeSet<String>>,
+}
+
+impl Gate {
+    /// Lets in what `origins` allows; says in `log` which origins it turned away.
+    pub fn new(origins: Origins, log: Log) -> Gate {
+        Gate { origins, log, told: Mutex::default() }
+    }
+
+    /// Whether a handshake with this `Origin` may go on; the first refusals of each origin are said.
+    fn admits(&self, origin: Option<&str>) -> bool {
+        if self.origins.allows(origin) {
+            return true;
+        }
+        let origin = crate::output::clean(origin.unwrap_or_default());
+        let mut told = self.told.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if told.len() < MOST_TOLD && told.insert(origin.clone()) {
+            let line = format!(
+                "LiveReload: refused a page from {origin} (only this machine's, private networks' and extensions' \
+                 pages may follow saves; allow it with --livereload-origin HOST)"
+            );
+            self.log.warn("livereload_refused", &line, json!({"origin": origin}));
+        }
+        false
+    }
+}
+
 /// The running server: its acceptor thread, which owns the connection threads.
 pub struct Server {
     addr: SocketAddr,
@@ -107,7 +144,7 @@ pub struct Server {
 
 impl Server {
     /// Binds `addr` and starts accepting.
-    pub fn start(addr: &str, hub: Arc<Hub>) -> Result<Server> {
+    pub fn start(addr: &str, hub: Arc<Hub>, gate: Gate) -> Result<Server> {
         let listener = TcpListener::bind(addr).with_context(|| {
             format!(
                 "cannot serve LiveReload on {addr} (another LiveReload server? choose a port with --livereload=PORT)"
@@ -118,7 +155,7 @@ impl Server {
         let flag = Arc::clone(&stop);
         let acceptor = std::thread::Builder::new()
             .name("livereload".into())
-            .spawn(move || accept(&listener, &hub, &flag))
+            .spawn(move || accept(&listener, &hub, &Arc::new(gate), &flag))
             .context("cannot start the LiveReload thread")?;
         Ok(Server { addr, stop, acceptor: Some(acceptor) })
     }
@@ -156,7 +193,7 @@ impl Drop for Server {
 }
 
 /// Accepts until stopped; each connection gets a thread, at most [`MAX_CLIENTS`] at once.
-fn accept(listener: &TcpListener, hub: &Arc<Hub>, stop: &Arc<AtomicBool>) {
+fn accept(listener: &TcpListener, hub: &Arc<Hub>, gate: &Arc<Gate>, stop: &Arc<AtomicBool>) {
     let mut threads: Vec<JoinHandle<()>> = Vec::new();
     let mut next_id = 0u64;
     while !stop.load(Ordering::SeqCst) {
@@ -178,10 +215,11 @@ fn accept(listener: &TcpListener, hub: &Arc<Hub>, stop: &Arc<AtomicBool>) {
             continue;
         }
         next_id += 1;
-        let (id, hub, stop) = (next_id, Arc::clone(hub), Arc::clone(stop));
+        let (id, hub, gate, stop) = (next_id, Arc::clone(hub), Arc::clone(gate), Arc::clone(stop));
         // A thread that cannot start costs this one connection only.
-        if let Ok(thread) =
-            std::thread::Builder::new().name(format!("livereload {id}")).spawn(move || serve(stream, id, &hub, &stop))
+        if let Ok(thread) = std::thread::Builder::new()
+            .name(format!("livereload {id}"))
+            .spawn(move || serve(stream, id, &hub, &gate, &stop))
         {
             threads.push(thread);
         }
@@ -221,7 +259,7 @@ impl Write for Replay {
 }
 
 /// One connection: the script, or a WebSocket client until it leaves, falls behind or we stop.
-fn serve(stream: TcpStream, id: u64, hub: &Hub, stop: &AtomicBool) {
+fn serve(stream: TcpStream, id: u64, hub: &Hub, gate: &Gate, stop: &AtomicBool) {
     let _ = stream.set_nodelay(true);
     let deadline = Instant::now() + HANDSHAKE;
     let Some(head) = read_head(&stream, deadline) else { return };
@@ -243,6 +281,16 @@ fn serve(stream: TcpStream, id: u64, hub: &Hub, stop: &AtomicBool) {
             (Some("OPTIONS"), _) => respond(&stream, "204 No Content", "text/plain", b""),
             _ => respond(&stream, "404 Not Found", "text/plain", b"touchwire serves /livereload.js and WebSockets\n"),
         };
+        return;
+    }
+    let origin = request.headers.iter().find(|h| h.name.eq_ignore_ascii_case("origin"));
+    if !gate.admits(origin.map(|h| String::from_utf8_lossy(h.value)).as_deref()) {
+        let _ = respond(
+            &stream,
+            "403 Forbidden",
+            "text/plain",
+            b"touchwire: this page's origin may not follow saves (--livereload-origin)\n",
+        );
         return;
     }
     let config = WebSocketConfig::default()

@@ -124,7 +124,8 @@ fn livereload(args: &WatchArgs, debounce: Duration, log: Log) -> Result<Option<c
         true => vec!["css".to_string()],
         false => args.livereload_assets.clone(),
     };
-    let options = crate::livereload::Options { bind: args.livereload_bind.clone(), port, assets, debounce };
+    let origins = crate::livereload::origin::Origins::new(&args.livereload_origin);
+    let options = crate::livereload::Options { bind: args.livereload_bind.clone(), port, assets, debounce, origins };
     crate::livereload::LiveReload::start(&options, log).map(Some)
 }
 
