@@ -418,6 +418,10 @@ def import_all(names, tree, skip=(), budget_s=None):
     sys.meta_path.insert(0, refuser)
     said = []
     out_of_time = False
+    # Names with a verdict are never tried again in this pass: a module that another one
+    # imported completely before failing comes back through `done`, and two modules that
+    # import each other (willow.image, willow.registry) would take turns until the budget ran out.
+    given_up = set()
     try:
         todo = [n for n in list(names)[:MOST_MODULES] if n != "__main__" and not _skipped(n, skip)]
         for last_pass in (False, True):
@@ -442,6 +446,7 @@ def import_all(names, tree, skip=(), budget_s=None):
                 kind, why, running, done = verdict
                 name = todo[fine]
                 skipped = set(running) | {name}
+                given_up |= skipped
                 if kind == "refused":
                     report.refused.append(name)
                     said.append("refused %s: it imports the project's %s" % (name, why))
@@ -452,10 +457,11 @@ def import_all(names, tree, skip=(), budget_s=None):
                     report.failed.extend(n for n in todo if n in skipped)
                     said.append("left out %s (%s)" % (", ".join(n for n in todo if n in skipped), why))
                 # A submodule cannot import without its package: not worth a try.
-                first = [n for n in done if not any(_skipped(n, [s]) for s in skipped)]
+                first = [n for n in done if n not in given_up and not any(_skipped(n, [s]) for s in skipped)]
                 moved = set(first)
-                todo = first + [n for n in todo[fine + 1:] if n not in skipped and n not in moved]
+                todo = first + [n for n in todo[fine + 1:] if n not in given_up and n not in moved]
             todo = [] if out_of_time else failed_now
+            given_up -= set(failed_now)
     except OSError as err:
         said.append("stopped warming: cannot try imports in a fork (%s)" % err)
     finally:
