@@ -5,6 +5,7 @@ use crate::client::{fan_out, remote_error};
 use crate::config::Config;
 use crate::output::{Log, millis};
 use crate::protocol::{ErrorCode, Op, Request, escape_remote};
+use crate::watch::delivery::failure_place;
 use crate::watch::filter::Filter;
 use anyhow::{Context, Result, anyhow};
 use serde_json::json;
@@ -74,7 +75,15 @@ fn send(global: &Global, args: SendArgs) -> Result<()> {
                 if let Some(ready) = reply.not_ready() {
                     let error = ready.error.unwrap_or_default();
                     log.record("failed", json!({"remote": remote, "ok": false, "reply": reply}));
-                    failures.push(anyhow!("{remote}: {target} did not come back ({} ms):\n{error}", ready.ms));
+                    // The excerpt first, then one line that says it all: an editor shows the
+                    // last line and keeps the rest in its message history.
+                    for line in error.lines() {
+                        eprintln!("  {line}");
+                    }
+                    let root = work_tree(&locate.cwd);
+                    let (place, last) = failure_place(&error, root.as_deref());
+                    let why = if last.is_empty() { String::new() } else { format!(": {last}") };
+                    failures.push(anyhow!("{remote}: {target} did not come back{place} after {} ms{why}", ready.ms));
                     continue;
                 }
                 let action = reply.action.clone().unwrap_or_default();
@@ -107,6 +116,11 @@ fn send(global: &Global, args: SendArgs) -> Result<()> {
             Err(anyhow!("{n} of {} remotes failed", remotes.len()))
         }
     }
+}
+
+/// The work tree holding `dir`, to name a failing file by its path here.
+fn work_tree(dir: &Path) -> Option<PathBuf> {
+    git2::Repository::discover(dir).ok()?.workdir().map(Path::to_path_buf)
 }
 
 /// The directory holding `path` (which may be deleted already), made absolute.

@@ -165,6 +165,60 @@ fn neovim_sends_on_save_without_waiting() {
     }
 }
 
+/// A guest whose app fails to reload with a traceback (its action writes one to the log its
+/// ready check follows); the repo's `.touchwire.json` names it.
+fn failing_guest() -> Setup {
+    let env = util::Env::new();
+    let repo = util::Repo::init(env.join("repo"));
+    let log = env.join("app.log");
+    std::fs::write(&log, "").unwrap();
+    let traceback = "Traceback (most recent call last):\n  File \"/srv/app.py\", line 2, in <module>\n    import nothing_here\nModuleNotFoundError: No module named 'nothing_here'\n";
+    let script = format!("printf '%s' \"$1\" >> {}", log.display());
+    let target = json!({"exec": ["sh", "-c", script, "sh", traceback], "ready": {"log": log, "preset": "uwsgi", "timeout_ms": 10000}});
+    std::fs::write(env.join("guest.json"), json!({"targets": {"app": target}}).to_string()).unwrap();
+    let receiver = env.listen(&["--config", env.join("guest.json").to_str().unwrap()]);
+    repo.write(".touchwire.json", &json!({"remote": receiver.addr}).to_string());
+    repo.write("app.py", "VALUE = 1\n");
+    repo.commit_all("init");
+    Setup { env, repo, receiver }
+}
+
+/// A failed reload: the editor shows one line, `touchwire:` and the place; the traceback is in
+/// its message history.
+fn failure_scenario(start: impl Fn(&Setup) -> EditorRun) {
+    let s = failing_guest();
+    let run = start(&s);
+    assert_eq!(s.receiver.wait_event("not_ready")["ok"], false);
+    let shown = format!("touchwire: {}: app did not come back at app.py:2 after", s.receiver.addr);
+    eventually("the editor to show the failure", || run.messages().contains(&shown));
+    let messages = run.finish();
+    assert!(messages.contains("Traceback (most recent call last):"), "the traceback is kept:\n{messages}");
+    assert!(messages.contains("File \"/srv/app.py\", line 2"), "{messages}");
+    let last = messages.lines().rfind(|line| !line.trim().is_empty()).unwrap_or_default();
+    assert!(last.starts_with("touchwire: ") && last.contains("No module named 'nothing_here'"), "{messages}");
+}
+
+#[test]
+fn vim_keeps_a_failed_reload_s_traceback_in_messages() {
+    if require("vim") {
+        failure_scenario(|s| vim("vim", &s.repo.root, "app.py", &[], &[]));
+    }
+}
+
+#[test]
+fn neovim_keeps_a_failed_reload_s_traceback_in_messages() {
+    if require("nvim") {
+        failure_scenario(|s| vim("nvim", &s.repo.root, "app.py", &[], &[]));
+    }
+}
+
+#[test]
+fn emacs_keeps_a_failed_reload_s_traceback_in_messages() {
+    if require("emacs") {
+        failure_scenario(|s| emacs(&s.repo.root, "app.py", "", &[]));
+    }
+}
+
 #[test]
 fn emacs_sends_on_save_without_waiting() {
     if require("emacs") {

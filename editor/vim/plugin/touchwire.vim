@@ -15,7 +15,7 @@ let g:touchwire_patterns = get(g:, 'touchwire_patterns', '*.py')
 
 " Shows the result in one line ("reloaded app on HOST in 412 ms", or what failed), cut to fit
 " the command line so that it never asks to press ENTER. A failure's whole output (the app's
-" traceback) goes to :messages first, without being shown.
+" traceback, then the line that names the file and line) goes to :messages whole.
 function! s:Report(lines, status) abort
   let l:lines = filter(copy(a:lines), 'v:val !=# ""')
   if empty(l:lines)
@@ -24,20 +24,21 @@ function! s:Report(lines, status) abort
     endif
     let l:lines = ['touchwire: exited with status ' . a:status]
   endif
-  if a:status != 0
-    for l:line in l:lines[:-2]
-      silent echomsg l:line
-    endfor
-  endif
   let l:text = l:lines[-1]
   let l:width = &columns - 12
-  if strdisplaywidth(l:text) > l:width
-    let l:text = strcharpart(l:text, 0, l:width) . '…'
+  let l:cut = strdisplaywidth(l:text) > l:width ? strcharpart(l:text, 0, l:width) . '…' : l:text
+  if a:status == 0
+    echomsg l:cut
+    return
   endif
-  if a:status != 0
-    echohl WarningMsg
-  endif
-  echomsg l:text
+  " Each line goes to :messages (`silent echomsg` would record nothing); the redraw after
+  " each keeps them from piling up into a hit-enter prompt. Then the last line is shown, cut.
+  for l:line in l:lines
+    echomsg l:line
+    redraw
+  endfor
+  echohl WarningMsg
+  echo l:cut
   echohl None
 endfunction
 
