@@ -1,181 +1,468 @@
 //! `touchwire demo`: the whole loop on loopback in one process. A sample git repository, a
 //! receiver on an ephemeral port, the watcher on the sample, then a short script with timings:
-//! a save, an atomic save, an ignored edit, a branch checkout. Then it keeps watching.
+//! a save, an atomic save, an ignored edit, a branch checkout. Then it keeps watching until
+//! Ctrl-C. However it ends (done, an error, Ctrl-C or SIGTERM), it stops its watchers and its
+//! receiver first, so that nothing is triggered or touched any more, then removes all it made.
 
+use crate::UsageError;
 use crate::auth::{self, Token};
 use crate::cli::DemoArgs;
 use crate::client::Credentials;
 use crate::config::ActionSpec;
 use crate::listen::{Options as ListenOptions, Receiver};
-use crate::output::summary;
-use crate::output::{Log, millis};
+use crate::output::{Log, millis, summary};
 use crate::protocol::escape_remote;
-use crate::watch::delivery::{Delivery, Outcome, Settings};
+use crate::watch::backend::Waker;
+use crate::watch::delivery::{Delivery, Outcome, Settings, failure_place};
 use crate::watch::{Options as WatchOptions, Watcher};
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, anyhow};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{Receiver as Channel, channel};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver as Channel, RecvTimeoutError, Sender, channel};
+use std::sync::{Arc, OnceLock};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// Modules the `feature` branch adds, so its checkout changes many files at once.
 const FEATURE_MODULES: usize = 40;
 
+/// What the demo's main thread waits for.
+enum Event {
+    /// A trigger's result, from a watcher's delivery.
+    Outcome(Box<Outcome>),
+    /// A watcher ended by itself (its work tree went away, or it failed).
+    Failed(anyhow::Error),
+    /// Ctrl-C or SIGTERM.
+    Interrupt,
+}
+
+/// How the demo ended, when it did not fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ended {
+    /// The script ran to its end (`--once`).
+    Done,
+    /// Ctrl-C or SIGTERM.
+    Interrupted,
+}
+
 /// Runs the demo; with `--once` it ends after the script.
 pub fn command(args: DemoArgs) -> Result<()> {
+    // A mistake in the command line is told before anything is made or played.
+    let live = live_dir(args.dir.as_deref(), args.once)?;
+    let (events_tx, events) = channel();
+    // Installed before anything is made, so that no Ctrl-C finds something to leave behind.
+    let made: Arc<OnceLock<PathBuf>> = Arc::default();
+    on_interrupt(events_tx.clone(), Arc::clone(&made))?;
     let scratch = tempfile::Builder::new().prefix("touchwire-demo-").tempdir().context("cannot create a temp dir")?;
-    let repo_dir = scratch.path().join("shop");
-    let repo = sample_repo(&repo_dir)?;
-    let reload_file = scratch.path().join("app.reload");
-    println!("touchwire demo: a sample Django-style app in {}", repo_dir.display());
-
-    let token = Token::new(&auth::random_hex(32)?)?;
-    let quiet = Log { quiet: true, ..Log::default() };
-    let receiver = Receiver::bind(
-        "127.0.0.1:0",
-        ListenOptions {
-            targets: BTreeMap::from([("app".to_string(), ActionSpec::Touch { path: reload_file.clone() }.into())]),
-            default_target: Some("app".into()),
-            token: Some(token.clone()),
-            settle: Duration::from_millis(200),
-            max_connections: 16,
-            read_timeout: Duration::from_secs(10),
-            extensions: vec!["py".into()],
-            log: quiet,
-        },
-    )?;
-    let addr = receiver.local_addr()?.to_string();
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let server = {
-        let stop = std::sync::Arc::clone(&stop);
-        std::thread::spawn(move || receiver.serve_until(&stop))
-    };
-    println!("guest side: touchwire listen on {addr}, target app touches {} (auth on)", reload_file.display());
-
-    let settings = Settings {
-        credentials: Credentials { token: Some(token), file: None },
-        target: None,
-        timeout: Duration::from_millis(1000),
-        log: quiet,
-        root: None,
-    };
-    let outcomes = start_watching(&repo_dir, &addr, &settings)?;
-    println!("host side: touchwire watch on the sample, sending to {addr}\n");
-
-    let script = Script { root: repo_dir.clone(), outcomes: &outcomes };
-    script.run(&repo)?;
-
-    if args.once {
-        stop.store(true, std::sync::atomic::Ordering::SeqCst);
-        return server.join().map_err(|_| anyhow::anyhow!("the demo's receiver panicked"))?;
-    }
-    let live = match &args.dir {
-        Some(dir) => {
-            let dir = dir.canonicalize().with_context(|| format!("cannot watch {}", dir.display()))?;
-            let outcomes = start_watching(&dir, &addr, &settings)?;
-            println!("\nNow live on {}: save any relevant file there. Ctrl-C to stop.", dir.display());
-            outcomes
+    let _ = made.set(scratch.path().to_path_buf());
+    // Declared after `scratch`, so that even a panic stops it before the directory goes.
+    let mut demo = Demo { receiver: None, watchers: Vec::new(), events: events_tx };
+    let ended = demo.play(scratch.path(), live.as_deref(), args.once, &events);
+    let stopped = demo.stop();
+    let path = scratch.path().display().to_string();
+    let removed = scratch.close().with_context(|| format!("cannot remove the demo's temp directory {path}"));
+    match ended {
+        Err(err) => {
+            // The error is what the user needs; a failed clean-up is said as well.
+            for also in [stopped.err(), removed.err()].into_iter().flatten() {
+                eprintln!("touchwire: {also:#}");
+            }
+            Err(err)
         }
-        None => {
-            println!("\nNow live: edit {} and save. Ctrl-C to stop.", repo_dir.join("app/views.py").display());
-            outcomes
+        Ok(ended) => {
+            stopped?;
+            removed?;
+            if ended == Ended::Interrupted {
+                println!("\nstopped; removed {path}");
+            }
+            Ok(())
         }
-    };
-    let scratch_path = scratch.path().to_path_buf();
-    ctrlc::set_handler(move || {
-        let _ = std::fs::remove_dir_all(&scratch_path);
-        std::process::exit(0);
-    })
-    .context("cannot install the Ctrl-C handler")?;
-    for outcome in live {
-        println!("{}", describe(&outcome));
     }
-    Ok(())
 }
 
-/// Starts a watcher on `dir` in its own thread, delivering to `addr`; returns the outcomes.
-fn start_watching(dir: &Path, addr: &str, settings: &Settings) -> Result<Channel<Outcome>> {
-    let options = WatchOptions {
-        dir: dir.to_path_buf(),
-        extensions: vec!["py".into()],
-        tracked_only: false,
-        debounce: Duration::from_millis(30),
-        poll: None,
-        log: settings.log,
-    };
-    let mut watcher = Watcher::start(&options)?;
-    let (tx, outcomes) = channel();
-    let delivery = Delivery::start(&[addr.to_string()], settings, Some(tx))?;
-    std::thread::spawn(move || {
-        while let Ok(triggers) = watcher.step(Duration::from_secs(3600)) {
-            for trigger in triggers {
-                delivery.send(&trigger);
+/// The directory the live part watches (`DIR`), checked before the script plays: it must be a
+/// directory in a git work tree. `DIR` with `--once` is refused: see [`once_with_dir`].
+fn live_dir(dir: Option<&Path>, once: bool) -> Result<Option<PathBuf>, UsageError> {
+    let Some(dir) = dir else { return Ok(None) };
+    once_with_dir(dir, once)?;
+    let shown = dir.display();
+    let meta = std::fs::metadata(dir).map_err(|err| match err.kind() {
+        std::io::ErrorKind::NotFound => UsageError(format!("cannot watch {shown}: there is no such directory")),
+        _ => UsageError(format!("cannot watch {shown}: {err}")),
+    })?;
+    if !meta.is_dir() {
+        return Err(UsageError(format!("cannot watch {shown}: it is not a directory")));
+    }
+    let repo = git2::Repository::discover(dir).map_err(|_| {
+        UsageError(format!(
+            "cannot watch {shown}: it is not inside a git repository (touchwire watches a git work tree)"
+        ))
+    })?;
+    if repo.workdir().is_none() {
+        return Err(UsageError(format!("cannot watch {shown}: it is in a bare repository, which has no work tree")));
+    }
+    dir.canonicalize().map(Some).map_err(|err| UsageError(format!("cannot watch {shown}: {err}")))
+}
+
+/// `demo DIR --once` is refused rather than run: the script always plays on the demo's own
+/// sample repository (it checks out branches, which must never happen to the user's), and DIR
+/// is watched only in the live part, which `--once` skips; so DIR would be silently ignored.
+fn once_with_dir(dir: &Path, once: bool) -> Result<(), UsageError> {
+    match once {
+        false => Ok(()),
+        true => Err(UsageError(format!(
+            "cannot combine {dir} with --once: the script always plays on a sample repository of its own, and \
+             DIR is watched only in the live part, which --once skips; drop --once to watch {dir} after the script, \
+             or drop {dir} to play just the script",
+            dir = dir.display()
+        ))),
+    }
+}
+
+/// The first Ctrl-C (or SIGTERM) asks the main thread to stop; a second one quits at once,
+/// removing what the demo made as well as it can.
+fn on_interrupt(events: Sender<Event>, made: Arc<OnceLock<PathBuf>>) -> Result<()> {
+    let count = AtomicUsize::new(0);
+    ctrlc::set_handler(move || {
+        if count.fetch_add(1, Ordering::SeqCst) == 0 {
+            let _ = events.send(Event::Interrupt);
+            return;
+        }
+        if let Some(dir) = made.get() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+        std::process::exit(130);
+    })
+    .context("cannot install the Ctrl-C handler")
+}
+
+/// What runs while the demo plays: stopped, and joined, before its directory is removed.
+struct Demo {
+    /// The receiver's stop flag and thread.
+    receiver: Option<(Arc<AtomicBool>, JoinHandle<Result<()>>)>,
+    watchers: Vec<Watching>,
+    /// Where the watchers' outcomes go.
+    events: Sender<Event>,
+}
+
+impl Demo {
+    /// The sample, the receiver, the watcher, the script, then (without `--once`) the live part
+    /// until Ctrl-C: on the sample, or on `live`.
+    fn play(&mut self, scratch: &Path, live: Option<&Path>, once: bool, events: &Channel<Event>) -> Result<Ended> {
+        let repo_dir = scratch.join("shop");
+        let repo = sample_repo(&repo_dir)?;
+        let reload_file = scratch.join("app.reload");
+        println!("touchwire demo: a sample Django-style app in {}", repo_dir.display());
+
+        let token = Token::new(&auth::random_hex(32)?)?;
+        let quiet = Log { quiet: true, ..Log::default() };
+        let receiver = Receiver::bind(
+            "127.0.0.1:0",
+            ListenOptions {
+                targets: BTreeMap::from([("app".to_string(), ActionSpec::Touch { path: reload_file.clone() }.into())]),
+                default_target: Some("app".into()),
+                token: Some(token.clone()),
+                settle: Duration::from_millis(200),
+                max_connections: 16,
+                read_timeout: Duration::from_secs(10),
+                extensions: vec!["py".into()],
+                log: quiet,
+            },
+        )?;
+        let addr = receiver.local_addr()?.to_string();
+        let stop = Arc::new(AtomicBool::new(false));
+        let server = {
+            let stop = Arc::clone(&stop);
+            std::thread::Builder::new()
+                .name("demo receiver".into())
+                .spawn(move || receiver.serve_until(&stop))
+                .context("cannot start the demo's receiver")?
+        };
+        self.receiver = Some((stop, server));
+        println!("guest side: touchwire listen on {addr}, target app touches {} (auth on)", reload_file.display());
+
+        let settings = Settings {
+            credentials: Credentials { token: Some(token), file: None },
+            target: None,
+            timeout: Duration::from_millis(1000),
+            log: quiet,
+            root: None,
+        };
+        self.watch(&repo_dir, &addr, &settings)?;
+        println!("host side: touchwire watch on the sample, sending to {addr}\n");
+
+        let script = Script { root: repo_dir.clone(), events };
+        let ended = script.run(&repo)?;
+        if ended == Ended::Interrupted || once {
+            return Ok(ended);
+        }
+        let root = match live {
+            Some(dir) => {
+                // Only the saves in DIR are shown from here.
+                if let Some(sample) = self.watchers.pop() {
+                    sample.stop()?;
+                }
+                self.watch(dir, &addr, &settings)?;
+                println!("\nNow live on {}: save any relevant file there. Ctrl-C to stop.", dir.display());
+                dir.to_path_buf()
+            }
+            None => {
+                println!("\nNow live: edit {} and save. Ctrl-C to stop.", repo_dir.join("app/views.py").display());
+                repo_dir
+            }
+        };
+        loop {
+            match next(events, None)? {
+                Next::Outcome(outcome) => println!("  {}", describe(&outcome, Some(&root))),
+                Next::Interrupted => return Ok(Ended::Interrupted),
+                Next::Quiet => {}
             }
         }
-    });
-    Ok(outcomes)
+    }
+
+    /// Starts a watcher on `dir` delivering to `addr`, its outcomes sent to the main thread.
+    fn watch(&mut self, dir: &Path, addr: &str, settings: &Settings) -> Result<()> {
+        let options = WatchOptions {
+            dir: dir.to_path_buf(),
+            extensions: vec!["py".into()],
+            tracked_only: false,
+            debounce: Duration::from_millis(30),
+            poll: None,
+            log: settings.log,
+        };
+        let mut watcher = Watcher::start(&options)?;
+        let settings = Settings { root: Some(watcher.root().to_path_buf()), ..settings.clone() };
+        let (tx, outcomes) = channel();
+        let delivery = Delivery::start(&[addr.to_string()], &settings, Some(tx))?;
+        let events = self.events.clone();
+        let forwarder = std::thread::Builder::new()
+            .name("demo outcomes".into())
+            .spawn(move || {
+                // Ends when the delivery has finished, or when nobody listens any more.
+                for outcome in outcomes {
+                    if events.send(Event::Outcome(Box::new(outcome))).is_err() {
+                        break;
+                    }
+                }
+            })
+            .context("cannot start the demo's watcher")?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let wake = watcher.waker();
+        let (flag, events) = (Arc::clone(&stop), self.events.clone());
+        let thread = std::thread::Builder::new().name("demo watcher".into()).spawn(move || {
+            let ended = loop {
+                let stepped = watcher.step(Duration::from_secs(3600));
+                // Once stopping, nothing more is sent: the sample is about to be removed.
+                if flag.load(Ordering::SeqCst) {
+                    break Ok(());
+                }
+                match stepped {
+                    Ok(triggers) => triggers.iter().for_each(|trigger| delivery.send(trigger)),
+                    Err(err) => break Err(err),
+                }
+            };
+            let finished = delivery.finish(None).map(|_| ());
+            if let Err(err) = ended {
+                let _ = events.send(Event::Failed(err));
+            }
+            finished
+        });
+        let thread = match thread {
+            Ok(thread) => thread,
+            Err(err) => {
+                // The delivery went with the closure: the forwarder ends by itself.
+                let _ = forwarder.join();
+                return Err(err).context("cannot start the demo's watcher");
+            }
+        };
+        self.watchers.push(Watching { stop, wake, thread, forwarder });
+        Ok(())
+    }
+
+    /// Stops every watcher, then the receiver, and waits for each: from then on nothing touches
+    /// the demo's directory. Idempotent.
+    fn stop(&mut self) -> Result<()> {
+        let mut first = None;
+        for watching in self.watchers.drain(..) {
+            if let Err(err) = watching.stop() {
+                first.get_or_insert(err);
+            }
+        }
+        if let Some((flag, thread)) = self.receiver.take() {
+            flag.store(true, Ordering::SeqCst);
+            match thread.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(err)) => {
+                    first.get_or_insert(err);
+                }
+                Err(_) => {
+                    first.get_or_insert(anyhow!("the demo's receiver panicked"));
+                }
+            }
+        }
+        first.map_or(Ok(()), Err)
+    }
 }
 
-/// One line for an outcome; what came from the receiver is escaped before it is printed.
-fn describe(outcome: &Outcome) -> String {
+impl Drop for Demo {
+    /// A demo left early (a panic) stops all the same.
+    fn drop(&mut self) {
+        let _ = self.stop();
+    }
+}
+
+/// One watcher of the demo and its threads.
+struct Watching {
+    stop: Arc<AtomicBool>,
+    wake: Waker,
+    thread: JoinHandle<Result<()>>,
+    forwarder: JoinHandle<()>,
+}
+
+impl Watching {
+    /// Wakes the watcher, which then ends its delivery; waits for both threads.
+    fn stop(self) -> Result<()> {
+        self.stop.store(true, Ordering::SeqCst);
+        (self.wake)();
+        let finished = self.thread.join().map_err(|_| anyhow!("the demo's watcher panicked"))?;
+        let _ = self.forwarder.join();
+        finished
+    }
+}
+
+/// What the main thread got.
+enum Next {
+    Outcome(Box<Outcome>),
+    /// Nothing within the time given.
+    Quiet,
+    Interrupted,
+}
+
+/// The next event within `timeout` (`None`: however long it takes); a failed watcher is an error.
+fn next(events: &Channel<Event>, timeout: Option<Duration>) -> Result<Next> {
+    let event = match timeout {
+        Some(timeout) => match events.recv_timeout(timeout) {
+            Ok(event) => event,
+            Err(RecvTimeoutError::Timeout) => return Ok(Next::Quiet),
+            Err(RecvTimeoutError::Disconnected) => return Err(anyhow!("the demo's watchers are gone")),
+        },
+        None => events.recv().map_err(|_| anyhow!("the demo's watchers are gone"))?,
+    };
+    match event {
+        Event::Outcome(outcome) => Ok(Next::Outcome(outcome)),
+        Event::Failed(err) => Err(err),
+        Event::Interrupt => Ok(Next::Interrupted),
+    }
+}
+
+/// The line `touchwire watch` prints for an outcome (without its clock), so the demo shows what
+/// the real thing says. What came from the receiver is escaped before it is printed.
+fn describe(outcome: &Outcome, root: Option<&Path>) -> String {
+    let files = summary(&outcome.files);
+    let remote = &outcome.remote;
     match &outcome.result {
         Ok((reply, _)) if !reply.ok && reply.not_ready().is_none() => {
-            let error = escape_remote(reply.error.as_deref().unwrap_or(""));
-            format!("  {}: reload failed: {error}", summary(&outcome.files))
+            let reply = reply.escaped();
+            let error = reply.error.as_deref().unwrap_or("failed without saying why");
+            format!("app: reload failed: {error} ({files} -> {remote})")
         }
-        Ok((reply, rtt)) => match reply.not_ready() {
-            Some(ready) => {
-                let why = escape_remote(ready.error.as_deref().unwrap_or("")).lines().last().unwrap_or("").to_string();
-                format!("  {}: reloaded app, but it did not come back: {why}", summary(&outcome.files))
+        Ok((reply, rtt)) => {
+            let reply = reply.escaped();
+            let target = reply.target.as_deref().unwrap_or("?");
+            match reply.not_ready().or_else(|| reply.ready.clone()) {
+                Some(ready) if !ready.ok => {
+                    let error = ready.error.unwrap_or_default();
+                    let (place, last) = failure_place(&error, root);
+                    format!("{target}: reload failed{place} after {} ms: {last} ({files} -> {remote})", ready.ms)
+                }
+                Some(ready) => format!("{target}: {files} -> {remote} reloaded in {} ms", ready.ms),
+                None if reply.merged == Some(true) => {
+                    format!("{target}: {files} -> {remote} merged into a reload under way in {}", millis(*rtt))
+                }
+                None => {
+                    let action = reply.action.as_deref().unwrap_or("?");
+                    format!("{target}: {files} -> {remote} reloaded ({action}) in {}", millis(*rtt))
+                }
             }
-            None if reply.merged == Some(true) => {
-                format!("  {}: merged into the reload under way ({})", summary(&outcome.files), millis(*rtt))
-            }
-            None => format!("  {}: reloaded app, acknowledged in {}", summary(&outcome.files), millis(*rtt)),
-        },
-        Err(error) => format!("  {}: not delivered: {}", summary(&outcome.files), escape_remote(error)),
+        }
+        Err(error) => format!("not delivered: {files}: {}", escape_remote(error)),
     }
 }
+
+/// The line that closes a step of the script.
+fn tally(triggers: usize) -> String {
+    match triggers {
+        0 => "  nothing sent: not a relevant change".into(),
+        1 => "  1 trigger".into(),
+        n => format!("  {n} triggers"),
+    }
+}
+
+/// One step's change to the sample.
+type Action<'a> = Box<dyn Fn() -> Result<()> + 'a>;
 
 /// The scripted part: each step changes the sample and reports what reached the guest.
 struct Script<'a> {
     root: PathBuf,
-    outcomes: &'a Channel<Outcome>,
+    events: &'a Channel<Event>,
 }
 
 impl Script<'_> {
-    fn run(&self, repo: &git2::Repository) -> Result<()> {
-        self.step("1. save app/views.py in place", || write(&self.root.join("app/views.py"), "MESSAGE = 'saved'\n"))?;
-        self.step("2. atomic save of app/models.py (temp file renamed over it)", || {
-            let tmp = self.root.join("app/.models.py.tmp");
-            write(&tmp, "ITEMS = ['saved']\n")?;
-            std::fs::rename(&tmp, self.root.join("app/models.py")).context("rename")
-        })?;
-        self.step("3. edit venv/lib/requests/api.py (ignored by .gitignore)", || {
-            write(&self.root.join("venv/lib/requests/api.py"), "# edited\n")
-        })?;
-        let label = format!("4. git checkout feature ({} files change)", FEATURE_MODULES + 2);
-        self.step(&label, || checkout(repo, "feature"))?;
-        Ok(())
+    /// Plays the steps in order; a Ctrl-C ends it at once.
+    fn run(&self, repo: &git2::Repository) -> Result<Ended> {
+        let views = self.root.join("app/views.py");
+        let (models, tmp) = (self.root.join("app/models.py"), self.root.join("app/.models.py.tmp"));
+        let vendored = self.root.join("venv/lib/requests/api.py");
+        let checkout_label = format!("4. git checkout feature ({} files change)", FEATURE_MODULES + 2);
+        let steps: Vec<(&str, Action<'_>)> = vec![
+            ("1. save app/views.py in place", Box::new(|| write(&views, "MESSAGE = 'saved'\n"))),
+            (
+                "2. atomic save of app/models.py (temp file renamed over it)",
+                Box::new(|| {
+                    write(&tmp, "ITEMS = ['saved']\n")?;
+                    std::fs::rename(&tmp, &models).with_context(|| format!("cannot rename {}", tmp.display()))
+                }),
+            ),
+            ("3. edit venv/lib/requests/api.py (ignored by .gitignore)", Box::new(|| write(&vendored, "# edited\n"))),
+            (&checkout_label, Box::new(|| checkout(repo, "feature"))),
+        ];
+        for (label, action) in steps {
+            if self.step(label, action)? == Ended::Interrupted {
+                return Ok(Ended::Interrupted);
+            }
+        }
+        Ok(Ended::Done)
     }
 
     /// Runs `action`, then collects every outcome until 600 ms pass with none.
-    fn step(&self, label: &str, action: impl FnOnce() -> Result<()>) -> Result<()> {
-        std::thread::sleep(Duration::from_millis(250)); // let the previous settle window close
+    fn step(&self, label: &str, action: impl FnOnce() -> Result<()>) -> Result<Ended> {
+        // Let the previous settle window close; a Ctrl-C meanwhile is answered at once.
+        let pause = Instant::now() + Duration::from_millis(250);
+        while let Some(left) = pause.checked_duration_since(Instant::now()).filter(|left| !left.is_zero()) {
+            match next(self.events, Some(left))? {
+                Next::Outcome(outcome) => println!("  {}", describe(&outcome, Some(&self.root))),
+                Next::Interrupted => return Ok(Ended::Interrupted),
+                Next::Quiet => break,
+            }
+        }
         println!("{label}");
         let start = Instant::now();
         action()?;
         let mut triggers = 0;
-        while let Ok(outcome) = self.outcomes.recv_timeout(Duration::from_millis(600)) {
-            triggers += 1;
-            println!("{}  ({} after the change)", describe(&outcome), millis(start.elapsed()));
+        loop {
+            match next(self.events, Some(Duration::from_millis(600)))? {
+                Next::Outcome(outcome) => {
+                    triggers += 1;
+                    let line = describe(&outcome, Some(&self.root));
+                    println!("  {line}  ({} after the change)", millis(start.elapsed()));
+                }
+                Next::Interrupted => return Ok(Ended::Interrupted),
+                Next::Quiet => break,
+            }
         }
-        if triggers == 0 {
-            println!("  nothing sent: not a relevant change");
-        } else {
-            println!("  {triggers} trigger(s)");
-        }
-        Ok(())
+        println!("{}", tally(triggers));
+        Ok(Ended::Done)
     }
 }
 
@@ -230,4 +517,73 @@ fn checkout(repo: &git2::Repository, branch: &str) -> Result<()> {
         .with_context(|| format!("cannot check out {branch}"))?;
     repo.set_head(&refname)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{ErrorCode, Ready, Reply};
+
+    fn outcome(result: Result<Reply, &str>) -> Outcome {
+        Outcome {
+            remote: "127.0.0.1:9001".into(),
+            files: vec!["app/views.py".into()],
+            result: result.map(|reply| (reply, Duration::from_millis(3))).map_err(String::from),
+            triggers: 1,
+        }
+    }
+
+    /// The lines `touchwire watch` prints for the same outcomes (watch/delivery.rs, `report`).
+    #[test]
+    fn each_outcome_reads_as_watch_says_it() {
+        let ok = Reply { ok: true, target: Some("app".into()), action: Some("touch".into()), ..Reply::default() };
+        assert_eq!(
+            describe(&outcome(Ok(ok.clone())), None),
+            "app: app/views.py -> 127.0.0.1:9001 reloaded (touch) in 3.0 ms"
+        );
+        let merged = Reply { merged: Some(true), ..ok.clone() };
+        assert_eq!(
+            describe(&outcome(Ok(merged)), None),
+            "app: app/views.py -> 127.0.0.1:9001 merged into a reload under way in 3.0 ms"
+        );
+        let back = Reply { ready: Some(Ready { ok: true, ms: 412, error: None }), ..ok.clone() };
+        assert_eq!(describe(&outcome(Ok(back)), None), "app: app/views.py -> 127.0.0.1:9001 reloaded in 412 ms");
+        let traceback = "Traceback (most recent call last):\n  File \"/srv/app/views.py\", line 3, in <module>\n    import foo\nModuleNotFoundError: No module named 'foo'\n";
+        let down = Reply { ready: Some(Ready { ok: false, ms: 300, error: Some(traceback.into()) }), ..ok };
+        assert_eq!(
+            describe(&outcome(Ok(down)), None),
+            "app: reload failed at /srv/app/views.py:3 after 300 ms: ModuleNotFoundError: No module named 'foo' \
+             (app/views.py -> 127.0.0.1:9001)"
+        );
+        let failed = Reply {
+            ok: false,
+            code: Some(ErrorCode::ActionFailed),
+            error: Some("cannot touch /x\u{1b}[2J".into()),
+            ..Reply::default()
+        };
+        let line = describe(&outcome(Ok(failed)), None);
+        assert!(
+            line.starts_with("app: reload failed: cannot touch /x")
+                && line.ends_with(" (app/views.py -> 127.0.0.1:9001)"),
+            "{line}"
+        );
+        assert!(!line.contains('\u{1b}'), "what the receiver sent is escaped: {line:?}");
+        assert_eq!(describe(&outcome(Err("refused")), None), "not delivered: app/views.py: refused");
+    }
+
+    #[test]
+    fn a_step_ends_with_its_count_of_triggers() {
+        assert_eq!(tally(0), "  nothing sent: not a relevant change");
+        assert_eq!(tally(1), "  1 trigger");
+        assert_eq!(tally(2), "  2 triggers");
+    }
+
+    #[test]
+    fn a_dir_goes_with_the_live_part_only() {
+        assert!(once_with_dir(Path::new("mine"), false).is_ok());
+        let refused = once_with_dir(Path::new("mine"), true).unwrap_err().0;
+        assert!(refused.starts_with("cannot combine mine with --once: "), "{refused}");
+        assert!(refused.contains("drop --once to watch mine after the script"), "{refused}");
+        assert!(live_dir(None, true).unwrap().is_none(), "--once alone is the plain script");
+    }
 }
