@@ -55,7 +55,10 @@ pub fn command(global: &Global, args: StatusArgs) -> Result<()> {
     }
     match failed.len() {
         0 => Ok(()),
-        _ => Err(anyhow!("{} of {} remotes failed: {}", failed.len(), config.remotes.value.len(), failed.join(", "))),
+        n => {
+            let of = crate::output::count(config.remotes.value.len(), "remote", "remotes");
+            Err(anyhow!("{n} of {of} failed: {}", failed.join(", ")))
+        }
     }
 }
 
