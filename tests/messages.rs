@@ -30,3 +30,26 @@ fn a_watcher_with_the_wrong_token_is_told_it_was_refused_and_how_to_fix_it() {
     assert!(line.contains(bad.to_str().unwrap()) && line.contains("TOUCHWIRE_TOKEN_FILE"), "{said}");
     assert!(!said.contains("will retry") && !said.contains("cannot reach"), "{said}");
 }
+
+#[test]
+fn status_fails_when_a_target_cannot_act_and_says_which_have_a_ready_check() {
+    let env = Env::new();
+    // A FIFO nobody reads: the action cannot run now.
+    let fifo = env.join("master.fifo");
+    assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    let listener = env.listen(&["--fifo", fifo.to_str().unwrap()]);
+    let run = env.run(&["status", "--to", &listener.addr]);
+    run.expect_code(1).expect_stdout("target app: CANNOT ACT: no reader on").expect_stdout("; no ready check");
+    assert!(!run.stdout.contains("NOT READY") && !run.stdout.contains(": ready:"), "{}", run.stdout);
+    run.expect_stderr("cannot act: app");
+
+    // A touch target whose guest config gives it a ready check.
+    std::fs::write(env.join("app.reload"), "").unwrap();
+    std::fs::write(env.join("app.log"), "").unwrap();
+    let config = serde_json::json!({"targets": {"app": {"touch": "app.reload",
+        "ready": {"preset": "uwsgi", "log": env.join("app.log")}}}});
+    std::fs::write(env.join("guest.json"), config.to_string()).unwrap();
+    let checked = env.listen(&["--config", env.join("guest.json").to_str().unwrap()]);
+    let run = env.run(&["status", "--to", &checked.addr]);
+    run.expect_code(0).expect_stdout("target app: action ok: ").expect_stdout("; has a ready check");
+}
