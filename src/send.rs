@@ -92,9 +92,18 @@ fn send(global: &Global, args: SendArgs) -> Result<()> {
                     (None, Some(true)) => {
                         format!("{target} on {remote}: merged into a reload under way ({})", millis(rtt))
                     }
+                    // Asked to wait, and the guest had nothing to wait on: say so, or the
+                    // person takes "reloaded" for "the app is back".
+                    (None, _) if args.wait => format!(
+                        "reloaded {target} on {remote} ({action}) in {}; no ready check on {target}: \
+                         answered when the action was done",
+                        millis(rtt)
+                    ),
                     (None, _) => format!("reloaded {target} on {remote} ({action}) in {}", millis(rtt)),
                 };
-                let fields = json!({"remote": remote, "ok": true, "ms": rtt.as_secs_f64() * 1000.0, "reply": reply});
+                let waited = reply.ready.is_some();
+                let fields = json!({"remote": remote, "ok": true, "ms": rtt.as_secs_f64() * 1000.0, "reply": reply,
+                                    "waited": waited});
                 log.event("sent", &human, fields);
             }
             Err(err) => {

@@ -53,3 +53,17 @@ fn status_fails_when_a_target_cannot_act_and_says_which_have_a_ready_check() {
     let run = env.run(&["status", "--to", &checked.addr]);
     run.expect_code(0).expect_stdout("target app: action ok: ").expect_stdout("; has a ready check");
 }
+
+#[test]
+fn send_wait_to_a_target_without_a_ready_check_says_it_did_not_wait() {
+    let env = Env::new();
+    let listener = env.listen(&["--touch", env.join("app.reload").to_str().unwrap()]);
+    let run = env.run(&["send", "--wait", "--to", &listener.addr]);
+    run.expect_code(0);
+    let said = "no ready check on app: answered when the action was done";
+    assert_eq!(run.stderr.matches(said).count(), 1, "{}", run.stderr);
+    // Without --wait there was nothing to wait for, and nothing to say about it.
+    let run = env.run(&["send", "--to", &listener.addr]);
+    run.expect_code(0);
+    assert!(!run.stderr.contains("no ready check"), "{}", run.stderr);
+}
