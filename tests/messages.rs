@@ -67,3 +67,41 @@ fn send_wait_to_a_target_without_a_ready_check_says_it_did_not_wait() {
     run.expect_code(0);
     assert!(!run.stderr.contains("no ready check"), "{}", run.stderr);
 }
+
+#[test]
+fn send_path_says_exactly_why_a_file_was_not_sent() {
+    let env = Env::new();
+    let repo = Repo::init(env.join("repo"));
+    repo.write(".gitignore", "venv/\n");
+    repo.write("app.py", "X = 1\n");
+    repo.commit_all("init");
+    let listener = env.listen(&["--touch", env.join("app.reload").to_str().unwrap()]);
+    let send = |path: &std::path::Path| {
+        let run = env.run_in(env.path(), &["send", "-v", "--to", &listener.addr, "--path", path.to_str().unwrap()]);
+        run.expect_code(0);
+        assert!(
+            !run.stderr.contains("is not inside a git repository") && !run.stderr.contains("class="),
+            "{}",
+            run.stderr
+        );
+        run
+    };
+    // In an ignored directory that exists, and in one that does not (a venv deleted, a path typed).
+    repo.write("venv/lib/site.py", "# site\n");
+    send(&repo.root.join("venv/lib/site.py")).expect_stderr("git ignores it (a .gitignore rule");
+    send(&repo.root.join("venv/gone/x.py")).expect_stderr("git ignores it (a .gitignore rule");
+    // Outside any work tree.
+    std::fs::create_dir_all(env.join("scratch")).unwrap();
+    std::fs::write(env.join("scratch/x.py"), "print(1)\n").unwrap();
+    send(&env.join("scratch/x.py")).expect_stderr("it is outside any git work tree");
+    assert!(listener.named_within("reload", std::time::Duration::from_millis(300)).is_empty());
+}
+
+#[test]
+fn an_unknown_revision_is_named_without_libgit2s_codes() {
+    let env = Env::new();
+    let repo = repo(&env);
+    let run = env.run_in(&repo.root, &["send", "--to", "127.0.0.1:9", "--changed-between", "main", "no-such-rev"]);
+    run.expect_code(1).expect_stderr("unknown revision no-such-rev");
+    assert!(!run.stderr.contains("class=") && !run.stderr.contains("code=NotFound"), "{}", run.stderr);
+}
