@@ -105,3 +105,21 @@ fn an_unknown_revision_is_named_without_libgit2s_codes() {
     run.expect_code(1).expect_stderr("unknown revision no-such-rev");
     assert!(!run.stderr.contains("class=") && !run.stderr.contains("code=NotFound"), "{}", run.stderr);
 }
+
+#[test]
+fn a_systemd_unit_without_a_config_comes_with_a_warning_and_its_fix() {
+    let env = Env::new();
+    let bare = env.join("bare");
+    std::fs::create_dir_all(&bare).unwrap();
+    let run = env.run_in(&bare, &["init", "--systemd-unit"]);
+    run.expect_code(0).expect_stdout("ExecStart=").expect_stderr("warning: no .touchwire.json");
+    run.expect_stderr("built-in defaults").expect_stderr("touchwire init");
+    assert!(!run.stdout.contains("warning"), "the unit on stdout stays clean:\n{}", run.stdout);
+
+    let configured = env.join("configured");
+    std::fs::create_dir_all(&configured).unwrap();
+    std::fs::write(configured.join(".touchwire.json"), r#"{"listen": "0.0.0.0:9001"}"#).unwrap();
+    let run = env.run_in(&configured, &["init", "--systemd-unit"]);
+    run.expect_code(0).expect_stdout("ExecStart=");
+    assert!(!run.stderr.contains("warning"), "{}", run.stderr);
+}
