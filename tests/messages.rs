@@ -123,3 +123,21 @@ fn a_systemd_unit_without_a_config_comes_with_a_warning_and_its_fix() {
     run.expect_code(0).expect_stdout("ExecStart=");
     assert!(!run.stderr.contains("warning"), "{}", run.stderr);
 }
+
+#[test]
+fn the_editor_docs_name_the_command_the_plugins_run() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let read = |rel: &str| std::fs::read_to_string(root.join(rel)).unwrap();
+    let (vim, emacs, vscode) = (
+        read("editor/vim/plugin/touchwire.vim"),
+        read("editor/emacs/touchwire.el"),
+        read("editor/vscode/settings.json"),
+    );
+    assert!(vim.contains("send --wait --path") && emacs.contains("\"send\" \"--wait\""), "the plugins changed");
+    assert!(vscode.contains("send --wait --path"), "the VS Code snippet changed");
+    for doc in ["editor/README.md", "README.md"] {
+        let text = read(doc).replace('\n', " ");
+        assert!(text.contains("runs `touchwire send --wait --path FILE`"), "{doc} names another command");
+        assert!(!text.contains("runs `touchwire send --path FILE`"), "{doc} still says send --path");
+    }
+}
