@@ -1,5 +1,7 @@
 //! What touchwire says when something is not right: each message names the cause and the fix,
 //! and promises nothing that will not happen (issue 16).
+// The harness and the guest side (a FIFO, listen) are Unix-only, as in the other tests.
+#![cfg(unix)]
 
 mod util;
 
