@@ -157,6 +157,15 @@ mod tests {
     }
 
     #[test]
+    fn a_missing_binary_is_told_the_install_ways_readme_gives() {
+        // No crate named touchwire is published: the hint names what README's Install offers.
+        for (name, script) in HOOKS {
+            assert!(!script.contains("cargo install"), "{name}");
+            assert!(script.contains("pipx install touchwire") && script.contains("release binary"), "{name}");
+        }
+    }
+
+    #[test]
     fn install_chains_and_uninstall_restores() {
         let dir = tempfile::tempdir().unwrap();
         let own = "#!/bin/sh\necho mine\n";

@@ -23,6 +23,9 @@ pub fn command(args: InitArgs) -> Result<()> {
             None => std::env::current_dir().context("cannot read the current directory")?,
         };
         let binary = std::env::current_exe().context("cannot find this program's path")?;
+        if let Some(warning) = unit_config_warning(&dir) {
+            eprintln!("touchwire: warning: {warning}");
+        }
         print!("{}", systemd_unit(&binary, &dir, args.user.as_deref()));
         return Ok(());
     }
@@ -78,6 +81,24 @@ pub fn command(args: InitArgs) -> Result<()> {
     println!("in the guest, from the shared folder: touchwire listen");
     println!("on the host: touchwire send   (or touchwire status to check the guest)");
     Ok(())
+}
+
+/// Why the unit's `touchwire listen` in `dir` would not run as meant, if it would not: with no
+/// configuration it runs on built-in defaults (127.0.0.1 only, auth off, no target of the app's),
+/// which the host cannot reach; a configuration that does not load stops it at start.
+fn unit_config_warning(dir: &Path) -> Option<String> {
+    let locate = crate::config::Locate { config: None, token_file: None, cwd: dir.to_path_buf() };
+    match crate::config::Config::load(&locate) {
+        Ok(config) if config.files.is_empty() => Some(format!(
+            "no .touchwire.json in {} or above it: the unit will run `touchwire listen` on built-in \
+             defaults (listening on 127.0.0.1 only, auth off), which the host cannot reach; \
+             run `touchwire init` in the project (or copy its .touchwire.json there) first, \
+             or pass --repo DIR naming the directory that holds it",
+            dir.display()
+        )),
+        Ok(_) => None,
+        Err(err) => Some(format!("the unit's `touchwire listen` will fail to start: {err:#}")),
+    }
 }
 
 /// A systemd unit running `touchwire listen` in `dir`, restarted on failure, started at boot.

@@ -210,6 +210,12 @@ pub fn summary(files: &[String]) -> String {
     }
 }
 
+/// `n` and the noun, singular or plural as `n` needs: `1 file`, `2 files`, `0 files`.
+/// `plural` is the whole plural word, for nouns that do not just add an s (`1 directory`, `2 directories`).
+pub fn count(n: usize, singular: &str, plural: &str) -> String {
+    format!("{n} {}", if n == 1 { singular } else { plural })
+}
+
 /// A duration in milliseconds with one decimal, for people.
 pub fn millis(d: std::time::Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1000.0)
@@ -223,6 +229,15 @@ mod tests {
         assert_eq!(super::summary(&files[..1]), "m1.py");
         assert_eq!(super::summary(&files), "m1.py, m2.py, m3.py and 2 more");
         assert_eq!(super::summary(&[]), "(no file named)");
+    }
+
+    #[test]
+    fn counts_agree_with_their_noun() {
+        assert_eq!(super::count(1, "file", "files"), "1 file");
+        assert_eq!(super::count(2, "file", "files"), "2 files");
+        assert_eq!(super::count(0, "file", "files"), "0 files");
+        assert_eq!(super::count(1, "directory", "directories"), "1 directory");
+        assert_eq!(super::count(3, "directory", "directories"), "3 directories");
     }
 
     #[test]

@@ -92,9 +92,18 @@ fn send(global: &Global, args: SendArgs) -> Result<()> {
                     (None, Some(true)) => {
                         format!("{target} on {remote}: merged into a reload under way ({})", millis(rtt))
                     }
+                    // Asked to wait, and the guest had nothing to wait on: say so, or the
+                    // person takes "reloaded" for "the app is back".
+                    (None, _) if args.wait => format!(
+                        "reloaded {target} on {remote} ({action}) in {}; no ready check on {target}: \
+                         answered when the action was done",
+                        millis(rtt)
+                    ),
                     (None, _) => format!("reloaded {target} on {remote} ({action}) in {}", millis(rtt)),
                 };
-                let fields = json!({"remote": remote, "ok": true, "ms": rtt.as_secs_f64() * 1000.0, "reply": reply});
+                let waited = reply.ready.is_some();
+                let fields = json!({"remote": remote, "ok": true, "ms": rtt.as_secs_f64() * 1000.0, "reply": reply,
+                                    "waited": waited});
                 log.event("sent", &human, fields);
             }
             Err(err) => {
@@ -123,11 +132,27 @@ fn work_tree(dir: &Path) -> Option<PathBuf> {
     git2::Repository::discover(dir).ok()?.workdir().map(Path::to_path_buf)
 }
 
-/// The directory holding `path` (which may be deleted already), made absolute.
+/// The directory holding `path` (which may be deleted already, with its directory), made
+/// absolute and canonical as far as it exists: its repository is found from there, and its
+/// name compares with the work tree's.
 fn parent_dir(path: &Path) -> Result<PathBuf> {
     let absolute = std::path::absolute(path).with_context(|| format!("cannot resolve {}", path.display()))?;
     let parent = absolute.parent().unwrap_or(Path::new("/"));
-    Ok(parent.canonicalize().unwrap_or_else(|_| parent.to_path_buf()))
+    let mut existing = parent;
+    let mut missing = Vec::new();
+    while existing.canonicalize().is_err() {
+        let (Some(up), Some(name)) = (existing.parent(), existing.file_name()) else { break };
+        missing.push(name);
+        existing = up;
+    }
+    let mut dir = existing.canonicalize().unwrap_or_else(|_| existing.to_path_buf());
+    dir.extend(missing.iter().rev());
+    Ok(dir)
+}
+
+/// The deepest directory of `dir` that exists, where git can look for a repository.
+fn existing_ancestor(dir: &Path) -> &Path {
+    dir.ancestors().find(|d| d.is_dir()).unwrap_or(dir)
 }
 
 /// The relevant files the trigger is about, when the command line asks to filter (`--path`,
@@ -169,11 +194,22 @@ fn read_pairs(input: impl std::io::BufRead) -> Result<Vec<(String, String)>> {
 /// The relevant ones among `paths`, relative to their work tree; says why each other one is left out (with -v).
 fn relevant_files(paths: &[PathBuf], extensions: &[String], log: Log) -> Result<Vec<String>> {
     let Some(first) = paths.first() else { return Ok(Vec::new()) };
-    let filter = match Filter::open(&parent_dir(first)?, extensions, false) {
+    let first_dir = parent_dir(first)?;
+    let start = existing_ancestor(&first_dir);
+    let filter = match Filter::open(start, extensions, false) {
         Ok(filter) => filter,
         Err(err) => {
             // An editor hook fires on every save, in a repository or not: outside one, nothing is relevant.
-            log.debug(&format!("not sending: {err:#}"));
+            let outside = matches!(git2::Repository::discover(start), Err(e) if e.code() == git2::ErrorCode::NotFound);
+            let why = match outside {
+                true => {
+                    format!("it is outside any git work tree (there is no repository in or above {})", start.display())
+                }
+                false => format!("{err:#}"),
+            };
+            for path in paths {
+                log.debug(&format!("not sending for {}: {why}", path.display()));
+            }
             return Ok(Vec::new());
         }
     };
@@ -182,7 +218,7 @@ fn relevant_files(paths: &[PathBuf], extensions: &[String], log: Log) -> Result<
         let dir = parent_dir(path)?;
         let name = path.file_name().map(|n| dir.join(n)).unwrap_or(dir);
         let why = match filter.relative(&name) {
-            None => Some(format!("it is outside {}", filter.workdir().display())),
+            None => Some(format!("it is outside the work tree {}", filter.workdir().display())),
             Some(rel) => match filter.why_irrelevant(&rel) {
                 None => {
                     files.push(rel);

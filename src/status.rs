@@ -6,12 +6,13 @@ use crate::client::Connection;
 use crate::config::{Config, Setting};
 use crate::hooks;
 use crate::output::millis;
-use crate::protocol::{Op, Reply, Request, escape_remote};
+use crate::protocol::{Health, Op, Reply, Request, escape_remote};
 use anyhow::{Result, anyhow};
 use std::fmt::Display;
 use std::time::{Duration, Instant};
 
-/// Prints the configuration and pings every remote; fails (exit 1) if any remote fails.
+/// Prints the configuration and pings every remote; fails (exit 1) if any remote fails or has a
+/// target whose action cannot run now.
 pub fn command(global: &Global, args: StatusArgs) -> Result<()> {
     let mut config = Config::load(&crate::locate(global)?)?;
     if !args.to.is_empty() {
@@ -46,7 +47,12 @@ pub fn command(global: &Global, args: StatusArgs) -> Result<()> {
     for remote in &config.remotes.value {
         let result = credentials.as_ref().map_err(|e| anyhow!("{remote}: {e}")).and_then(|c| ping(remote, c, timeout));
         match result {
-            Ok(line) => println!("{remote}: {line}"),
+            Ok((line, blocked)) => {
+                println!("{remote}: {line}");
+                if !blocked.is_empty() {
+                    failed.push(format!("{remote} (cannot act: {})", blocked.join(", ")));
+                }
+            }
             Err(err) => {
                 println!("{remote}: FAILED: {}", escape_remote(&format!("{err:#}")));
                 failed.push(remote.clone());
@@ -55,7 +61,10 @@ pub fn command(global: &Global, args: StatusArgs) -> Result<()> {
     }
     match failed.len() {
         0 => Ok(()),
-        _ => Err(anyhow!("{} of {} remotes failed: {}", failed.len(), config.remotes.value.len(), failed.join(", "))),
+        n => {
+            let of = crate::output::count(config.remotes.value.len(), "remote", "remotes");
+            Err(anyhow!("{n} of {of} failed: {}", failed.join(", ")))
+        }
     }
 }
 
@@ -81,7 +90,8 @@ fn row(name: &str, setting: &Setting<impl Sized>, value: impl Display) {
     println!("{name:<16} {value}    [{}]", setting.source);
 }
 
-fn ping(remote: &str, credentials: &crate::client::Credentials, timeout: Duration) -> Result<String> {
+/// The remote's line, and the targets whose action cannot run now.
+fn ping(remote: &str, credentials: &crate::client::Credentials, timeout: Duration) -> Result<(String, Vec<String>)> {
     let start = Instant::now();
     let mut connection = Connection::open(remote, credentials, timeout)?;
     let left = timeout.saturating_sub(start.elapsed()).max(Duration::from_millis(1));
@@ -100,9 +110,47 @@ fn ping(remote: &str, credentials: &crate::client::Credentials, timeout: Duratio
         "ok in {}; {auth}; touchwire {version}; targets {targets} (default {default})",
         millis(start.elapsed())
     );
+    let mut blocked = Vec::new();
     for (name, health) in reply.health.unwrap_or_default() {
-        let state = if health.ok == Some(true) { "ready" } else { "NOT READY" };
-        line.push_str(&format!("\n  target {name}: {state}: {}", health.detail.unwrap_or_default()));
+        if health.ok == Some(false) {
+            blocked.push(name.clone());
+        }
+        line.push_str(&format!("\n  {}", target_line(&name, &health)));
     }
-    Ok(line)
+    Ok((line, blocked))
+}
+
+/// One target's probe, for people: whether its action can run now (not whether the app is
+/// ready: that is the ready check's word), and whether it has a ready check, which decides what
+/// `send --wait` waits for.
+fn target_line(name: &str, health: &Health) -> String {
+    let state = match health.ok {
+        Some(true) => "action ok",
+        Some(false) => "CANNOT ACT",
+        None => "action not probed",
+    };
+    let check = match health.ready_check {
+        true => "has a ready check",
+        false => "no ready check (send --wait answers when the action is done)",
+    };
+    format!("target {name}: {state}: {}; {check}", health.detail.as_deref().unwrap_or(""))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::target_line;
+    use crate::protocol::Health;
+
+    fn health(ok: Option<bool>, ready_check: bool) -> Health {
+        Health { ok, detail: Some("uWSGI is attached".into()), ready_check, wait_ms: None }
+    }
+
+    #[test]
+    fn the_probe_says_whether_the_action_can_run_and_whether_there_is_a_ready_check() {
+        let line = target_line("app", &health(Some(true), true));
+        assert_eq!(line, "target app: action ok: uWSGI is attached; has a ready check");
+        let line = target_line("app", &health(Some(false), false));
+        assert!(line.starts_with("target app: CANNOT ACT: uWSGI is attached; no ready check"), "{line}");
+        assert!(!target_line("app", &health(None, false)).contains(" ready:"));
+    }
 }

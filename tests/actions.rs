@@ -117,11 +117,11 @@ fn status_tells_which_targets_could_not_act() {
     let fifo = make_fifo(&env);
     let listener = env.listen(&["--fifo", fifo.to_str().unwrap()]);
     env.run(&["status", "--to", &listener.addr])
-        .expect_code(0)
-        .expect_stdout("target app: NOT READY: no reader on")
+        .expect_code(1)
+        .expect_stdout("target app: CANNOT ACT: no reader on")
         .expect_stdout("is uWSGI running with master-fifo?");
     let _reader = read_end(&fifo);
-    env.run(&["status", "--to", &listener.addr]).expect_stdout("target app: ready: uWSGI is attached");
+    env.run(&["status", "--to", &listener.addr]).expect_stdout("target app: action ok: uWSGI is attached");
 }
 
 #[test]

@@ -141,7 +141,7 @@ fn status_fails_when_a_remote_is_down() {
     env.run(&["status", "--to", &dead])
         .expect_code(1)
         .expect_stdout(&format!("{dead}: FAILED: {dead}: connection refused"))
-        .expect_stderr("1 of 1 remotes failed");
+        .expect_stderr("1 of 1 remote failed");
 }
 
 #[test]

@@ -194,7 +194,8 @@ fn status_shows(env: &Env, repo: &Repo, net: &Network, health: &str) {
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{stdout}{}", String::from_utf8_lossy(&output.stderr));
-    for needle in ["auth on, token accepted", "targets app (default app)", &format!("target app: ready: {health}")] {
+    for needle in ["auth on, token accepted", "targets app (default app)", &format!("target app: action ok: {health}")]
+    {
         assert!(stdout.contains(needle), "status lacks {needle:?}:\n{stdout}");
     }
 }

@@ -245,7 +245,7 @@ fn send_changed_between_compares_trees() {
     s.env
         .run_in(&s.repo.root, &["send", "--changed-between", "main", "no-such-branch"])
         .expect_code(1)
-        .expect_stderr("unknown git revision \"no-such-branch\"");
+        .expect_stderr("unknown revision no-such-branch");
 }
 
 #[test]

@@ -204,5 +204,5 @@ fn pings_leave_uwsgis_master_fifo_alone_so_waiting_sends_through_it_always_work(
         run.expect_code(0).expect_stderr("reloaded app on");
     }
     // `status` does probe, and says uWSGI is there.
-    env.run_in(&repo.root, &["status"]).expect_code(0).expect_stdout("target app: ready: uWSGI is attached");
+    env.run_in(&repo.root, &["status"]).expect_code(0).expect_stdout("target app: action ok: uWSGI is attached");
 }

@@ -281,7 +281,7 @@ fn send_path_outside_any_repository_sends_nothing() {
     std::fs::write(&script, "print(1)\n").unwrap();
     env.run(&["send", "-v", "--to", "127.0.0.1:9", "--path", script.to_str().unwrap()])
         .expect_code(0)
-        .expect_stderr("is not inside a git repository");
+        .expect_stderr("it is outside any git work tree");
 }
 
 #[test]

@@ -259,16 +259,39 @@ impl Link {
                 };
                 if !known {
                     // A guest that answered was reached: say what it said, not that it is unreachable.
-                    let line = match remote_error(&err) {
-                        Some(_) => format!("{}; will retry", failure.error),
-                        None => format!("cannot reach {}; will retry", failure.error),
-                    };
+                    let line = self.down_line(&err, &failure);
                     log.warn("disconnected", &line, json!({"remote": self.remote, "error": failure.error}));
                 }
                 self.down = Some((Instant::now() + backoff, backoff, failure.error.clone()));
                 Err(failure)
             }
         }
+    }
+
+    /// What to say when the guest cannot be used: a refusal (a wrong or missing token, another
+    /// protocol) is said as one, with its fix, and without promising a retry that cannot help
+    /// (the token is read once, when the watcher starts); anything else is retried.
+    fn down_line(&self, err: &anyhow::Error, failure: &Undelivered) -> String {
+        if !crate::client::is_refusal(err) {
+            // A guest that answered was reached: say what it said, not that it is unreachable.
+            return match remote_error(err) {
+                Some(_) => format!("{}; will retry", failure.error),
+                None => format!("cannot reach {}; will retry", failure.error),
+            };
+        }
+        let token = remote_error(err).is_some_and(|r| r.code == ErrorCode::Unauthorized);
+        if !token {
+            return format!("refused: {}; changes are not sent to it", failure.error);
+        }
+        let file = match &self.settings.credentials.file {
+            Some(path) => format!("put the guest's token in {}", path.display()),
+            None => "pass the guest's token file with --token-file".to_string(),
+        };
+        format!(
+            "refused: {}; changes are not sent to it: {file} (or point --token-file or \
+             TOUCHWIRE_TOKEN_FILE at a copy of the guest's token file), then restart touchwire watch",
+            failure.error
+        )
     }
 
     /// Pings an open connection, or retries a lost one once its backoff has passed.

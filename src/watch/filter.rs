@@ -94,8 +94,12 @@ impl PathList {
 impl Filter {
     /// Opens the repository holding `dir` (a linked worktree, or a `.git` file, work too).
     pub fn open(dir: &Path, extensions: &[String], tracked_only: bool) -> Result<Filter> {
-        let repo = git2::Repository::discover(dir).map_err(|err| {
-            crate::UsageError(format!("{} is not inside a git repository ({})", dir.display(), err.message()))
+        let repo = git2::Repository::discover(dir).map_err(|err| match err.code() {
+            git2::ErrorCode::NotFound => crate::UsageError(format!(
+                "{} is not inside a git repository (there is none in it or above it)",
+                dir.display()
+            )),
+            _ => crate::UsageError(format!("{}: cannot open its git repository: {}", dir.display(), err.message())),
         })?;
         let workdir = repo.workdir().with_context(|| {
             format!("{} is a bare repository: there is no work tree to watch", repo.path().display())
@@ -173,7 +177,8 @@ impl Filter {
         if self.tracked_only {
             return Some("git does not track it (tracked files only)".into());
         }
-        self.is_ignored(rel).then(|| "git ignores it".into())
+        self.is_ignored(rel)
+            .then(|| "git ignores it (a .gitignore rule, .git/info/exclude or core.excludesFile)".into())
     }
 
     /// Whether the index holds `rel`.
@@ -192,7 +197,14 @@ impl Filter {
             if !rev.is_empty() && rev.chars().all(|c| c == '0') {
                 return Ok(None);
             }
-            let object = self.repo.revparse_single(rev).with_context(|| format!("unknown git revision {rev:?}"))?;
+            // libgit2's own words ("class=Reference (4); code=NotFound (-3)") tell a person nothing.
+            let object = self.repo.revparse_single(rev).map_err(|err| match err.code() {
+                git2::ErrorCode::NotFound | git2::ErrorCode::InvalidSpec => {
+                    anyhow::anyhow!("unknown revision {rev} (in {})", self.workdir.display())
+                }
+                git2::ErrorCode::Ambiguous => anyhow::anyhow!("revision {rev} is ambiguous: give more of it"),
+                _ => anyhow::anyhow!("cannot read git revision {rev}: {}", err.message()),
+            })?;
             Ok(Some(object.peel_to_tree().with_context(|| format!("git revision {rev:?} has no tree"))?))
         };
         let (old_tree, new_tree) = (tree(old)?, tree(new)?);

@@ -1,0 +1,145 @@
+//! What touchwire says when something is not right: each message names the cause and the fix,
+//! and promises nothing that will not happen (issue 16).
+// The harness and the guest side (a FIFO, listen) are Unix-only, as in the other tests.
+#![cfg(unix)]
+
+mod util;
+
+use util::{Env, Repo, eventually};
+
+/// A repository with one committed Python file.
+fn repo(env: &Env) -> Repo {
+    let repo = Repo::init(env.join("repo"));
+    repo.write("app.py", "X = 1\n");
+    repo.commit_all("init");
+    repo
+}
+
+#[test]
+fn a_watcher_with_the_wrong_token_is_told_it_was_refused_and_how_to_fix_it() {
+    let env = Env::new();
+    let repo = repo(&env);
+    let (good, bad) = (env.join("good-token"), env.join("bad-token"));
+    std::fs::write(&good, "the-right-token-0123").unwrap();
+    std::fs::write(&bad, "the-wrong-token-0123").unwrap();
+    let receiver = env.listen(&["--touch", env.join("r").to_str().unwrap(), "--token-file", good.to_str().unwrap()]);
+    let (watcher, _) = env.watch_in(&repo.root, &["--to", &receiver.addr, "--token-file", bad.to_str().unwrap()]);
+    watcher.wait_event("disconnected");
+    eventually("the watcher's refusal line", || watcher.stderr().contains("refused"));
+    let said = watcher.stderr();
+    let line = said.lines().find(|l| l.contains("refused")).unwrap();
+    assert!(line.contains("wrong token"), "{said}");
+    assert!(line.contains(bad.to_str().unwrap()) && line.contains("TOUCHWIRE_TOKEN_FILE"), "{said}");
+    assert!(!said.contains("will retry") && !said.contains("cannot reach"), "{said}");
+}
+
+#[test]
+fn status_fails_when_a_target_cannot_act_and_says_which_have_a_ready_check() {
+    let env = Env::new();
+    // A FIFO nobody reads: the action cannot run now.
+    let fifo = env.join("master.fifo");
+    assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    let listener = env.listen(&["--fifo", fifo.to_str().unwrap()]);
+    let run = env.run(&["status", "--to", &listener.addr]);
+    run.expect_code(1).expect_stdout("target app: CANNOT ACT: no reader on").expect_stdout("; no ready check");
+    assert!(!run.stdout.contains("NOT READY") && !run.stdout.contains(": ready:"), "{}", run.stdout);
+    run.expect_stderr("cannot act: app");
+
+    // A touch target whose guest config gives it a ready check.
+    std::fs::write(env.join("app.reload"), "").unwrap();
+    std::fs::write(env.join("app.log"), "").unwrap();
+    let config = serde_json::json!({"targets": {"app": {"touch": "app.reload",
+        "ready": {"preset": "uwsgi", "log": env.join("app.log")}}}});
+    std::fs::write(env.join("guest.json"), config.to_string()).unwrap();
+    let checked = env.listen(&["--config", env.join("guest.json").to_str().unwrap()]);
+    let run = env.run(&["status", "--to", &checked.addr]);
+    run.expect_code(0).expect_stdout("target app: action ok: ").expect_stdout("; has a ready check");
+}
+
+#[test]
+fn send_wait_to_a_target_without_a_ready_check_says_it_did_not_wait() {
+    let env = Env::new();
+    let listener = env.listen(&["--touch", env.join("app.reload").to_str().unwrap()]);
+    let run = env.run(&["send", "--wait", "--to", &listener.addr]);
+    run.expect_code(0);
+    let said = "no ready check on app: answered when the action was done";
+    assert_eq!(run.stderr.matches(said).count(), 1, "{}", run.stderr);
+    // Without --wait there was nothing to wait for, and nothing to say about it.
+    let run = env.run(&["send", "--to", &listener.addr]);
+    run.expect_code(0);
+    assert!(!run.stderr.contains("no ready check"), "{}", run.stderr);
+}
+
+#[test]
+fn send_path_says_exactly_why_a_file_was_not_sent() {
+    let env = Env::new();
+    let repo = Repo::init(env.join("repo"));
+    repo.write(".gitignore", "venv/\n");
+    repo.write("app.py", "X = 1\n");
+    repo.commit_all("init");
+    let listener = env.listen(&["--touch", env.join("app.reload").to_str().unwrap()]);
+    let send = |path: &std::path::Path| {
+        let run = env.run_in(env.path(), &["send", "-v", "--to", &listener.addr, "--path", path.to_str().unwrap()]);
+        run.expect_code(0);
+        assert!(
+            !run.stderr.contains("is not inside a git repository") && !run.stderr.contains("class="),
+            "{}",
+            run.stderr
+        );
+        run
+    };
+    // In an ignored directory that exists, and in one that does not (a venv deleted, a path typed).
+    repo.write("venv/lib/site.py", "# site\n");
+    send(&repo.root.join("venv/lib/site.py")).expect_stderr("git ignores it (a .gitignore rule");
+    send(&repo.root.join("venv/gone/x.py")).expect_stderr("git ignores it (a .gitignore rule");
+    // Outside any work tree.
+    std::fs::create_dir_all(env.join("scratch")).unwrap();
+    std::fs::write(env.join("scratch/x.py"), "print(1)\n").unwrap();
+    send(&env.join("scratch/x.py")).expect_stderr("it is outside any git work tree");
+    assert!(listener.named_within("reload", std::time::Duration::from_millis(300)).is_empty());
+}
+
+#[test]
+fn an_unknown_revision_is_named_without_libgit2s_codes() {
+    let env = Env::new();
+    let repo = repo(&env);
+    let run = env.run_in(&repo.root, &["send", "--to", "127.0.0.1:9", "--changed-between", "main", "no-such-rev"]);
+    run.expect_code(1).expect_stderr("unknown revision no-such-rev");
+    assert!(!run.stderr.contains("class=") && !run.stderr.contains("code=NotFound"), "{}", run.stderr);
+}
+
+#[test]
+fn a_systemd_unit_without_a_config_comes_with_a_warning_and_its_fix() {
+    let env = Env::new();
+    let bare = env.join("bare");
+    std::fs::create_dir_all(&bare).unwrap();
+    let run = env.run_in(&bare, &["init", "--systemd-unit"]);
+    run.expect_code(0).expect_stdout("ExecStart=").expect_stderr("warning: no .touchwire.json");
+    run.expect_stderr("built-in defaults").expect_stderr("touchwire init");
+    assert!(!run.stdout.contains("warning"), "the unit on stdout stays clean:\n{}", run.stdout);
+
+    let configured = env.join("configured");
+    std::fs::create_dir_all(&configured).unwrap();
+    std::fs::write(configured.join(".touchwire.json"), r#"{"listen": "0.0.0.0:9001"}"#).unwrap();
+    let run = env.run_in(&configured, &["init", "--systemd-unit"]);
+    run.expect_code(0).expect_stdout("ExecStart=");
+    assert!(!run.stderr.contains("warning"), "{}", run.stderr);
+}
+
+#[test]
+fn the_editor_docs_name_the_command_the_plugins_run() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let read = |rel: &str| std::fs::read_to_string(root.join(rel)).unwrap();
+    let (vim, emacs, vscode) = (
+        read("editor/vim/plugin/touchwire.vim"),
+        read("editor/emacs/touchwire.el"),
+        read("editor/vscode/settings.json"),
+    );
+    assert!(vim.contains("send --wait --path") && emacs.contains("\"send\" \"--wait\""), "the plugins changed");
+    assert!(vscode.contains("send --wait --path"), "the VS Code snippet changed");
+    for doc in ["editor/README.md", "README.md"] {
+        let text = read(doc).replace('\n', " ");
+        assert!(text.contains("runs `touchwire send --wait --path FILE`"), "{doc} names another command");
+        assert!(!text.contains("runs `touchwire send --path FILE`"), "{doc} still says send --path");
+    }
+}
