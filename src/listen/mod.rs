@@ -172,12 +172,18 @@ impl Receiver {
         self.listener.local_addr().context("cannot read the bound address")
     }
 
-    /// Serves connections until `stop` is set; then stops accepting, lets each target run what
-    /// is owed (within [`SHUTDOWN_LIMIT`]), closes the connections and joins every thread.
-    pub fn serve_until(mut self, stop: &AtomicBool) -> Result<()> {
+    /// Warns, once, that the connection cap was lowered to fit the open-files limit: before
+    /// serving at the latest, or earlier, for a caller with lines of its own to follow it.
+    pub fn say_cap_note(&mut self) {
         if let Some(note) = self.cap_note.take() {
             self.state.log.warn("warning", &note, json!({"warning": note}));
         }
+    }
+
+    /// Serves connections until `stop` is set; then stops accepting, lets each target run what
+    /// is owed (within [`SHUTDOWN_LIMIT`]), closes the connections and joins every thread.
+    pub fn serve_until(mut self, stop: &AtomicBool) -> Result<()> {
+        self.say_cap_note();
         let mut connections: Vec<JoinHandle<()>> = Vec::new();
         // Bounded by the stop flag, looked at every STOP_POLL_MS at least.
         while !stop.load(Ordering::SeqCst) {

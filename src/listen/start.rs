@@ -68,7 +68,7 @@ pub fn command(global: &Global, args: ListenArgs) -> Result<()> {
         log,
     };
     let auth = options.token.is_some();
-    let receiver = Receiver::bind(&addr, options.clone())?;
+    let mut receiver = Receiver::bind(&addr, options.clone())?;
     let bound = receiver.local_addr()?;
     let targets: Vec<_> = options.targets.iter().map(|(name, spec)| format!("{name}: {}", spec.action)).collect();
     // Always the first line, even with --quiet: scripts and tests read the port from it.
@@ -90,6 +90,8 @@ pub fn command(global: &Global, args: ListenArgs) -> Result<()> {
             json!({"warning": "unauthenticated non-loopback listener"}),
         );
     }
+    // The lines about this listener's limits and settings come before any about connections.
+    receiver.say_cap_note();
     match config_line(&config, &locate.cwd, auth) {
         ConfigLine::Found(line) => log.say(&line),
         ConfigLine::NoneFound(line) => log.warn(
