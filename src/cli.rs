@@ -56,8 +56,9 @@ pub enum Command {
 /// `touchwire listen`.
 #[derive(Debug, Args)]
 pub struct ListenArgs {
-    /// Address to bind, HOST:PORT (port 0 picks a free one; the bound address is printed first)
-    #[arg(long, value_name = "ADDR")]
+    /// Address to bind, HOST[:PORT], port 9001 when not given (0 picks a free one; the bound
+    /// address is printed first) [default: "listen" in the config, else 127.0.0.1:9001]
+    #[arg(long, value_name = "ADDR", value_parser = bind_address)]
     pub addr: Option<String>,
     /// Name of the target defined by the action flags below
     #[arg(long, value_name = "NAME", default_value = crate::config::DEFAULT_TARGET_NAME)]
@@ -106,8 +107,9 @@ pub struct ListenArgs {
 /// `touchwire send`.
 #[derive(Debug, Args)]
 pub struct SendArgs {
-    /// Guest address HOST[:PORT]; repeat to reach several guests at once [env: TOUCHWIRE_TO]
-    #[arg(long = "to", value_name = "ADDR")]
+    /// Guest address HOST[:PORT], port 9001 when not given ([IPv6]:PORT); repeat to reach
+    /// several guests at once [env: TOUCHWIRE_TO]
+    #[arg(long = "to", value_name = "ADDR", value_parser = remote_address)]
     pub to: Vec<String>,
     /// Target to reload (the guest's default target when absent)
     #[arg(long, value_name = "NAME")]
@@ -143,8 +145,9 @@ pub struct SendArgs {
 pub struct WatchArgs {
     /// A directory inside the git work tree to watch (default: the current directory)
     pub dir: Option<PathBuf>,
-    /// Guest address HOST[:PORT]; repeat to reach several guests at once [env: TOUCHWIRE_TO]
-    #[arg(long = "to", value_name = "ADDR")]
+    /// Guest address HOST[:PORT], port 9001 when not given ([IPv6]:PORT); repeat to reach
+    /// several guests at once [env: TOUCHWIRE_TO]
+    #[arg(long = "to", value_name = "ADDR", value_parser = remote_address)]
     pub to: Vec<String>,
     /// Target to reload (the guest's default target when absent)
     #[arg(long, value_name = "NAME")]
@@ -222,8 +225,8 @@ pub struct InitArgs {
     /// Repository to set up (default: the one holding the current directory)
     #[arg(long, value_name = "DIR")]
     pub repo: Option<PathBuf>,
-    /// Guest address written as "remote"
-    #[arg(long = "to", value_name = "ADDR", default_value = "127.0.0.1:9001")]
+    /// Guest address written as "remote", HOST[:PORT], port 9001 when not given
+    #[arg(long = "to", value_name = "ADDR", default_value = "127.0.0.1:9001", value_parser = remote_address)]
     pub to: String,
     /// File the guest's default target touches (its directory must exist in the guest)
     #[arg(long, value_name = "PATH", default_value = "/tmp/touchwire-app.reload")]
@@ -285,8 +288,9 @@ pub enum Editor {
 /// `touchwire status`.
 #[derive(Debug, Args)]
 pub struct StatusArgs {
-    /// Guest address HOST[:PORT] to ping instead of the configured remotes
-    #[arg(long = "to", value_name = "ADDR")]
+    /// Guest address HOST[:PORT] to ping instead of the configured remotes, port 9001 when not
+    /// given; repeatable
+    #[arg(long = "to", value_name = "ADDR", value_parser = remote_address)]
     pub to: Vec<String>,
     /// Give up on a guest that has not answered within this time
     #[arg(long, value_name = "MS", value_parser = ms(), default_value_t = 1000)]
@@ -298,6 +302,17 @@ pub struct StatusArgs {
 pub struct CompletionsArgs {
     /// Shell to print the completion script for
     pub shell: clap_complete::Shell,
+}
+
+/// `--to`: checked, and written in full with its port (`guest` is `guest:9001`), so every
+/// message names the port tried. A mistake is clap's usage error (exit 2) with the fix.
+fn remote_address(text: &str) -> Result<String, String> {
+    crate::config::remote_address(text)
+}
+
+/// `--addr`: checked and written in full, as [`remote_address`], port 0 allowed.
+fn bind_address(text: &str) -> Result<String, String> {
+    crate::config::bind_address(text)
 }
 
 /// A duration flag in ms, at most [`crate::config::MAX_MS`] (an hour).
@@ -332,6 +347,20 @@ mod tests {
         assert_eq!(watch(&["touchwire", "watch", "--livereload"]), Some(Some(35729)));
         assert_eq!(watch(&["touchwire", "watch", "--livereload=0"]), Some(Some(0)));
         assert_eq!(watch(&["touchwire", "watch", "--livereload-assets", "css"]), None, "needs --livereload");
+    }
+
+    #[test]
+    fn addresses_are_checked_and_completed_by_the_parser() {
+        let cli = Cli::try_parse_from(["touchwire", "send", "--to", "::1", "--to", "guest:7000"]).unwrap();
+        let Command::Send(args) = cli.command else { panic!() };
+        assert_eq!(args.to, vec!["[::1]:9001", "guest:7000"]);
+        let cli = Cli::try_parse_from(["touchwire", "listen", "--addr", "127.0.0.1"]).unwrap();
+        let Command::Listen(args) = cli.command else { panic!() };
+        assert_eq!(args.addr.as_deref(), Some("127.0.0.1:9001"));
+        for argv in [["send", "--to", "host:99999"], ["status", "--to", ""], ["listen", "--addr", "::1:9101"]] {
+            let err = Cli::try_parse_from(std::iter::once("touchwire").chain(argv)).unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{err}");
+        }
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //! the reply. Every failure is one sentence naming the remote. Used by `send`, `status` and the watcher.
 
 use crate::auth::Token;
-use crate::protocol::{self, DEFAULT_PORT, ErrorCode, Greeting, MAX_LINE, Reply, Request, escape_remote};
+use crate::config::address::{Address, Use};
+use crate::protocol::{self, ErrorCode, Greeting, MAX_LINE, Reply, Request, escape_remote};
 use anyhow::{Result, anyhow, bail};
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
@@ -103,29 +104,19 @@ enum Opened {
     Busy(String),
 }
 
-/// Adds the default port to an address without one (`guest`, `10.0.0.2`, `::1`).
-pub fn with_default_port(remote: &str) -> String {
-    let remote = remote.trim();
-    if remote.parse::<SocketAddr>().is_ok() {
-        return remote.to_string();
-    }
-    if let Ok(ip) = remote.trim_start_matches('[').trim_end_matches(']').parse::<std::net::IpAddr>() {
-        return SocketAddr::new(ip, DEFAULT_PORT).to_string();
-    }
-    match remote.rsplit_once(':') {
-        Some((_, port)) if port.parse::<u16>().is_ok() => remote.to_string(),
-        _ => format!("{remote}:{DEFAULT_PORT}"),
-    }
-}
-
 impl Connection {
-    /// Connects to `remote` and reads its greeting, all within `timeout`. A receiver at its
-    /// connection cap answers "busy": then try again, with a short backoff, until `timeout`.
+    /// Connects to `remote` (`HOST[:PORT]`, the port 9001 when not given) and reads its
+    /// greeting, all within `timeout`. A receiver at its connection cap answers "busy": then try
+    /// again, with a short backoff, until `timeout`. Messages name the remote with the port
+    /// tried (`[::1]:9001`); an address that cannot be one is a [`crate::UsageError`].
     pub fn open(remote: &str, credentials: &Credentials, timeout: Duration) -> Result<Connection> {
+        let address =
+            Address::parse(remote, Use::Connect).map_err(|msg| crate::UsageError(format!("{remote:?}: {msg}")))?;
+        let remote = &address.to_string();
         let deadline = Instant::now() + timeout;
         let mut pause = Duration::from_millis(10);
         loop {
-            match Connection::open_once(remote, credentials, deadline, timeout)? {
+            match Connection::open_once(&address, credentials, deadline, timeout)? {
                 Opened::Greeted(connection) => return Ok(connection),
                 Opened::Busy(_) if Instant::now() + pause < deadline => {
                     std::thread::sleep(pause);
@@ -136,8 +127,9 @@ impl Connection {
         }
     }
 
-    fn open_once(remote: &str, credentials: &Credentials, deadline: Instant, timeout: Duration) -> Result<Opened> {
-        let addrs = resolve(remote, deadline, timeout)?;
+    fn open_once(address: &Address, credentials: &Credentials, deadline: Instant, timeout: Duration) -> Result<Opened> {
+        let remote = &address.to_string();
+        let addrs = resolve(address, deadline, timeout)?;
         let mut last_error = None;
         let mut stream = None;
         for a in &addrs {
@@ -284,14 +276,15 @@ impl Connection {
     }
 }
 
-/// The addresses `remote` names, within `deadline`: name resolution has no timeout of its own,
-/// and a hook or an editor must not hang on a resolver that does not answer.
-fn resolve(remote: &str, deadline: Instant, timeout: Duration) -> Result<Vec<SocketAddr>> {
-    let addr = with_default_port(remote);
+/// The socket addresses `address` names, within `deadline`: name resolution has no timeout of
+/// its own, and a hook or an editor must not hang on a resolver that does not answer.
+fn resolve(address: &Address, deadline: Instant, timeout: Duration) -> Result<Vec<SocketAddr>> {
+    let remote = address.to_string();
     // An IP address needs no resolver: no thread for the common case.
-    if let Ok(addr) = addr.parse::<SocketAddr>() {
-        return Ok(vec![addr]);
+    if address.is_ip() {
+        return Ok(address.to_socket_addrs()?.collect());
     }
+    let addr = address.clone();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::Builder::new()
         .name("resolve".into())
@@ -493,13 +486,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn default_port_is_added_only_when_missing() {
-        assert_eq!(with_default_port("guest"), "guest:9001");
-        assert_eq!(with_default_port("guest:7000"), "guest:7000");
-        assert_eq!(with_default_port("10.0.0.2"), "10.0.0.2:9001");
-        assert_eq!(with_default_port("::1"), "[::1]:9001");
-        assert_eq!(with_default_port("[::1]"), "[::1]:9001");
-        assert_eq!(with_default_port("[::1]:7000"), "[::1]:7000");
+    fn a_remote_is_named_with_the_port_tried_and_a_bad_one_is_a_usage_error() {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = closed.local_addr().unwrap().port();
+        drop(closed);
+        let err = Connection::open(&format!(" 127.0.0.1:{port} "), &NO_TOKEN, SHORT).err().unwrap();
+        assert!(err.to_string().starts_with(&format!("127.0.0.1:{port}: connection refused")), "{err}");
+        let err = Connection::open("guest:99999", &NO_TOKEN, SHORT).err().unwrap();
+        assert_eq!(crate::exit_code(&err), 2, "{err}");
+        assert!(err.to_string().contains("out of range"), "{err}");
     }
 
     #[test]

@@ -1,9 +1,12 @@
 //! Configuration: `.touchwire.json` discovery, layering (flags > environment > repo file > user
 //! file > defaults) and validation. Every resolved value remembers where it came from.
 
+pub mod address;
+
 use crate::UsageError;
 use crate::protocol::DEFAULT_PORT;
 use crate::ready::ReadyCheck;
+use address::{Address, Use};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -205,11 +208,39 @@ pub const MAX_MS: u64 = 3_600_000;
 
 /// A duration in ms of at most [`MAX_MS`].
 fn bounded_ms<'de, D: serde::Deserializer<'de>>(de: D) -> Result<Option<u64>, D::Error> {
-    match Option::<u64>::deserialize(de)? {
-        Some(ms) if ms > MAX_MS => {
-            Err(serde::de::Error::custom(format!("{ms} ms is longer than an hour ({MAX_MS} ms), the most allowed")))
+    Ok(Option::<Millis>::deserialize(de)?.map(|Millis(ms)| ms))
+}
+
+/// A `*_ms` value: its errors say "a number of milliseconds", not serde's "u64".
+struct Millis(u64);
+
+impl<'de> Deserialize<'de> for Millis {
+    fn deserialize<D: serde::Deserializer<'de>>(de: D) -> Result<Millis, D::Error> {
+        de.deserialize_u64(MillisVisitor)
+    }
+}
+
+struct MillisVisitor;
+
+impl serde::de::Visitor<'_> for MillisVisitor {
+    type Value = Millis;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "a number of milliseconds from 0 to {MAX_MS}, such as 200")
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, ms: u64) -> Result<Millis, E> {
+        if ms > MAX_MS {
+            return Err(E::custom(format!("{ms} ms is longer than an hour ({MAX_MS} ms), the most allowed")));
         }
-        ms => Ok(ms),
+        Ok(Millis(ms))
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, ms: i64) -> Result<Millis, E> {
+        match u64::try_from(ms) {
+            Ok(ms) => self.visit_u64(ms),
+            Err(_) => Err(E::invalid_value(serde::de::Unexpected::Signed(ms), &self)),
+        }
     }
 }
 
@@ -242,6 +273,8 @@ pub const DEFAULT_EXEC_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct Config {
     /// Config files read, lowest precedence first.
     pub files: Vec<PathBuf>,
+    /// The repository's `.touchwire.json` (or the `--config` file) in force, if one was found.
+    pub repo_file: Option<PathBuf>,
     /// Guests that `send` and `status` talk to.
     pub remotes: Setting<Vec<String>>,
     /// Address `listen` binds.
@@ -281,6 +314,7 @@ impl Config {
         let default_touch = std::env::temp_dir().join("touchwire-app.reload");
         Config {
             files: Vec::new(),
+            repo_file: None,
             remotes: Setting::default(vec![format!("127.0.0.1:{DEFAULT_PORT}")]),
             listen: Setting::default(format!("127.0.0.1:{DEFAULT_PORT}")),
             token_file: Setting::default(None),
@@ -320,9 +354,16 @@ impl Config {
         if let Some(path) = repo_file {
             let file = read_file(&path)?;
             config.apply(file, &path, Source::File(path.clone()))?;
+            config.repo_file = Some(path);
         }
         if let Some(to) = std::env::var("TOUCHWIRE_TO").ok().filter(|s| !s.trim().is_empty()) {
-            let list = to.split([',', ' ']).filter(|s| !s.is_empty()).map(String::from).collect();
+            let list = to
+                .split([',', ' '])
+                .filter(|s| !s.is_empty())
+                .map(|text| {
+                    remote_address(text).map_err(|msg| UsageError(format!("environment TOUCHWIRE_TO: {text:?}: {msg}")))
+                })
+                .collect::<Result<_, _>>()?;
             config.remotes = Setting { value: list, source: Source::Env("TOUCHWIRE_TO") };
         }
         if let Some(path) = &locate.token_file {
@@ -339,6 +380,7 @@ impl Config {
     pub fn from_file_text(text: &str, path: &Path) -> Result<Config, UsageError> {
         let mut config = Config::defaults();
         config.apply(parse_file(text, path)?, path, Source::File(path.to_path_buf()))?;
+        config.repo_file = Some(path.to_path_buf());
         config.validate()?;
         Ok(config)
     }
@@ -346,15 +388,23 @@ impl Config {
     fn apply(&mut self, file: ConfigFile, path: &Path, source: Source) -> Result<(), UsageError> {
         let dir = path.parent().unwrap_or(Path::new("."));
         self.files.push(path.to_path_buf());
+        let key_error = |key: &str, text: &str, msg: String| {
+            UsageError(format!("{}: key `{key}`: {text:?}: {msg}", path.display()))
+        };
         if let Some(remote) = file.remote {
             let value = match remote {
-                OneOrMany::One(r) => vec![r],
-                OneOrMany::Many(list) => list,
+                OneOrMany::One(r) => vec![remote_address(&r).map_err(|msg| key_error("remote", &r, msg))?],
+                OneOrMany::Many(list) => list
+                    .iter()
+                    .enumerate()
+                    .map(|(i, r)| remote_address(r).map_err(|msg| key_error(&format!("remote[{i}]"), r, msg)))
+                    .collect::<Result<_, _>>()?,
             };
             self.remotes = Setting { value, source: source.clone() };
         }
         if let Some(listen) = file.listen {
-            self.listen = Setting { value: listen, source: source.clone() };
+            let value = bind_address(&listen).map_err(|msg| key_error("listen", &listen, msg))?;
+            self.listen = Setting { value, source: source.clone() };
         }
         if let Some(token) = file.token_file {
             self.token_file = Setting { value: Some(dir.join(token)), source: source.clone() };
@@ -433,6 +483,18 @@ impl Config {
     }
 }
 
+/// A remote as given (`guest`, `[::1]:9101`), checked and written in full (`guest:9001`), or
+/// the sentence that says how to write it.
+pub fn remote_address(text: &str) -> Result<String, String> {
+    Address::parse(text, Use::Connect).map(|addr| addr.to_string())
+}
+
+/// A listen address as given (`0.0.0.0`, `127.0.0.1:0`), checked and written in full, or the
+/// sentence that says how to write it.
+pub fn bind_address(text: &str) -> Result<String, String> {
+    Address::parse(text, Use::Bind).map(|addr| addr.to_string())
+}
+
 /// The user's config file (e.g. `~/.config/touchwire/config.json` on Linux).
 pub fn user_config_file() -> Option<PathBuf> {
     directories::ProjectDirs::from("", "", "touchwire").map(|dirs| dirs.config_dir().join("config.json"))
@@ -461,16 +523,41 @@ fn read_file(path: &Path) -> Result<ConfigFile, UsageError> {
 /// Parses a config file's text; errors name `path` and the key.
 fn parse_file(text: &str, path: &Path) -> Result<ConfigFile, UsageError> {
     let mut de = serde_json::Deserializer::from_str(text);
-    let file = serde_path_to_error::deserialize(&mut de).map_err(|err| {
-        let key = err.path().to_string();
-        if key == "." {
-            UsageError(format!("{}: {}", path.display(), err.inner()))
-        } else {
-            UsageError(format!("{}: key `{key}`: {}", path.display(), err.inner()))
-        }
-    })?;
-    de.end().map_err(|err| UsageError(format!("{}: {err}", path.display())))?;
+    let file = serde_path_to_error::deserialize(&mut de)
+        .map_err(|err| UsageError(format!("{}: {}", path.display(), describe(&err))))?;
+    de.end().map_err(|err| UsageError(format!("{}: JSON syntax error: {err}", path.display())))?;
     Ok(file)
+}
+
+/// Where in the file an error is, and what: a key the error is about is named as such; a
+/// syntax error (whose next key could not be read, so the path ends in an unknown segment) is
+/// placed inside the object that holds it, never at key `?`.
+fn describe(err: &serde_path_to_error::Error<serde_json::Error>) -> String {
+    use serde_path_to_error::Segment;
+    let mut known = String::new();
+    let mut unknown = false;
+    for segment in err.path().iter() {
+        match segment {
+            Segment::Unknown => unknown = true,
+            Segment::Seq { index } => known.push_str(&format!("[{index}]")),
+            Segment::Map { key } | Segment::Enum { variant: key } => {
+                if !known.is_empty() {
+                    known.push('.');
+                }
+                known.push_str(key);
+            }
+        }
+    }
+    let inner = err.inner();
+    let syntax = matches!(inner.classify(), serde_json::error::Category::Syntax | serde_json::error::Category::Eof);
+    let what = if syntax { "JSON syntax error" } else { "error" };
+    match (known.is_empty(), unknown, syntax) {
+        (true, false, false) => inner.to_string(),
+        (true, _, _) => format!("{what} at the top level: {inner}"),
+        (false, true, _) => format!("{what} inside `{known}`: {inner}"),
+        (false, false, true) => format!("{what} at key `{known}`: {inner}"),
+        (false, false, false) => format!("key `{known}`: {inner}"),
+    }
 }
 
 fn target_spec(mut t: TargetFile, dir: &Path) -> Result<TargetSpec, String> {
@@ -585,6 +672,65 @@ mod tests {
     }
 
     #[test]
+    fn syntax_errors_are_placed_in_their_object_never_at_key_question_mark() {
+        let err = parse(r#"{"settle_ms": 30,}"#).unwrap_err().0;
+        assert!(
+            err.ends_with(".touchwire.json: JSON syntax error at the top level: trailing comma at line 1 column 18"),
+            "{err}"
+        );
+        let err = parse(r#"{"targets": {"app": {"touch": "/x",}}}"#).unwrap_err().0;
+        assert!(err.contains("JSON syntax error inside `targets.app`: trailing comma"), "{err}");
+        let err = parse(r#"{"remote": ["a" "b"]}"#).unwrap_err().0;
+        assert!(err.contains("JSON syntax error inside `remote`") || err.contains("at key `remote"), "{err}");
+        let err = parse("{\"targets\": {\"app\": {\"touch\": \"/x\"}}\n").unwrap_err().0;
+        assert!(err.contains("JSON syntax error at the top level: EOF while parsing an object"), "{err}");
+        for json in [r#"{"settle_ms": 30,}"#, r#"{"targets": {"app": {"touch": "/x",}}}"#, r#"{"a": }"#, "{"] {
+            let err = parse(json).unwrap_err().0;
+            assert!(!err.contains('?'), "{json}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_wrong_duration_asks_for_a_number_of_milliseconds() {
+        for json in [
+            r#"{"settle_ms": "fast"}"#,
+            r#"{"debounce_ms": -1}"#,
+            r#"{"hook_timeout_ms": 1.5}"#,
+            r#"{"targets": {"app": {"exec": ["x"], "timeout_ms": "10s"}}}"#,
+        ] {
+            let err = parse(json).unwrap_err().0;
+            assert!(err.contains("expected a number of milliseconds") && !err.contains("u64"), "{json}: {err}");
+        }
+        assert_eq!(parse(r#"{"settle_ms": 0}"#).unwrap().settle_ms.value, 0);
+        assert_eq!(parse(r#"{"settle_ms": null}"#).unwrap().settle_ms.value, 200);
+        assert_eq!(parse(r#"{"settle_ms": 3600000}"#).unwrap().settle_ms.value, MAX_MS);
+    }
+
+    #[test]
+    fn addresses_are_checked_and_completed_with_the_default_port() {
+        let config = parse(r#"{"remote": ["guest", "::1", "[::1]:7000"], "listen": "0.0.0.0"}"#).unwrap();
+        assert_eq!(config.remotes.value, vec!["guest:9001", "[::1]:9001", "[::1]:7000"]);
+        assert_eq!(config.listen.value, "0.0.0.0:9001");
+        assert_eq!(parse(r#"{"listen": "127.0.0.1:0"}"#).unwrap().listen.value, "127.0.0.1:0");
+        for (json, says) in [
+            (r#"{"remote": "guest:99999"}"#, "key `remote`: \"guest:99999\": port 99999 is out of range"),
+            (
+                r#"{"remote": ["a", "http://b:9001"]}"#,
+                "key `remote[1]`: \"http://b:9001\": http:// is not part of an address: write HOST:PORT without a scheme: b:9001",
+            ),
+            (r#"{"remote": ""}"#, "key `remote`: \"\": the address is empty"),
+            (
+                r#"{"listen": "::1:9101"}"#,
+                "key `listen`: \"::1:9101\": an IPv6 address with a port needs brackets: write [::1]:9101",
+            ),
+            (r#"{"remote": "g:abc"}"#, "port \"abc\" is not a number"),
+        ] {
+            let err = parse(json).unwrap_err().0;
+            assert!(err.starts_with("/project/.touchwire.json: ") && err.contains(says), "{json}: {err}");
+        }
+    }
+
+    #[test]
     fn relative_paths_are_relative_to_the_file() {
         let config = parse(r#"{"targets": {"app": {"touch": "reload"}}, "token_file": "t"}"#).unwrap();
         let ActionSpec::Touch { path } = &config.targets.value["app"].action else { panic!() };
@@ -594,7 +740,7 @@ mod tests {
     #[test]
     fn remote_may_be_a_list_and_signal_defaults_to_hup() {
         let config = parse(r#"{"remote": ["a:1", "b"], "targets": {"web": {"pidfile": "/run/g.pid"}}}"#).unwrap();
-        assert_eq!(config.remotes.value, vec!["a:1", "b"]);
+        assert_eq!(config.remotes.value, vec!["a:1", "b:9001"], "the port is completed once, at load");
         let ActionSpec::Signal { signal, .. } = config.targets.value["web"].action else { panic!() };
         assert_eq!(signal.name, "HUP");
         assert_eq!(config.resolved_default_target().as_deref(), Some("web"));

@@ -111,10 +111,28 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// Why `addr` could not be bound, and what to do about it.
+fn bind_failure(addr: &str, err: &std::io::Error) -> String {
+    let port = addr.rsplit_once(':').map_or(addr, |(_, port)| port);
+    let hint = match err.kind() {
+        ErrorKind::AddrInUse => format!(
+            ": another touchwire listen, or another program, uses port {port}; stop it or choose --addr HOST:PORT"
+        ),
+        ErrorKind::AddrNotAvailable => {
+            ": that is not an address of this machine; bind 0.0.0.0 (every address) or one of its own".to_string()
+        }
+        ErrorKind::PermissionDenied => {
+            format!(": port {port} may need privileges here; choose --addr HOST:PORT with a port above 1023")
+        }
+        _ => String::new(),
+    };
+    format!("cannot listen on {addr}: {err}{hint}")
+}
+
 impl Receiver {
     /// Binds `addr` (port 0 picks a free port) and starts one executor per target.
     pub fn bind(addr: &str, options: Options) -> Result<Receiver> {
-        let listener = TcpListener::bind(addr).with_context(|| format!("cannot listen on {addr}"))?;
+        let listener = TcpListener::bind(addr).map_err(|err| anyhow::anyhow!(bind_failure(addr, &err)))?;
         // std listens with a backlog of 128: a burst beyond it is completed by the kernel and then
         // dropped unseen, so the client waits for a greeting that never comes, where it should get
         // one or a "busy" line. listen(2) again raises the backlog (the kernel caps it at somaxconn).
@@ -154,12 +172,18 @@ impl Receiver {
         self.listener.local_addr().context("cannot read the bound address")
     }
 
-    /// Serves connections until `stop` is set; then stops accepting, lets each target run what
-    /// is owed (within [`SHUTDOWN_LIMIT`]), closes the connections and joins every thread.
-    pub fn serve_until(mut self, stop: &AtomicBool) -> Result<()> {
+    /// Warns, once, that the connection cap was lowered to fit the open-files limit: before
+    /// serving at the latest, or earlier, for a caller with lines of its own to follow it.
+    pub fn say_cap_note(&mut self) {
         if let Some(note) = self.cap_note.take() {
             self.state.log.warn("warning", &note, json!({"warning": note}));
         }
+    }
+
+    /// Serves connections until `stop` is set; then stops accepting, lets each target run what
+    /// is owed (within [`SHUTDOWN_LIMIT`]), closes the connections and joins every thread.
+    pub fn serve_until(mut self, stop: &AtomicBool) -> Result<()> {
+        self.say_cap_note();
         let mut connections: Vec<JoinHandle<()>> = Vec::new();
         // Bounded by the stop flag, looked at every STOP_POLL_MS at least.
         while !stop.load(Ordering::SeqCst) {
@@ -394,5 +418,27 @@ struct Waiting<'a>(&'a AtomicUsize);
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bind_failure_says_what_to_do() {
+        let in_use = std::io::Error::from(ErrorKind::AddrInUse);
+        let msg = bind_failure("127.0.0.1:9001", &in_use);
+        assert!(msg.starts_with("cannot listen on 127.0.0.1:9001: "), "{msg}");
+        assert!(
+            msg.ends_with(
+                "another touchwire listen, or another program, uses port 9001; stop it or choose --addr HOST:PORT"
+            ),
+            "{msg}"
+        );
+        let msg = bind_failure("[::1]:80", &std::io::Error::from(ErrorKind::PermissionDenied));
+        assert!(msg.contains("port 80 may need privileges"), "{msg}");
+        let msg = bind_failure("10.9.9.9:9001", &std::io::Error::from(ErrorKind::AddrNotAvailable));
+        assert!(msg.contains("not an address of this machine"), "{msg}");
     }
 }

@@ -3,19 +3,22 @@
 use super::{Options, Receiver};
 use crate::UsageError;
 use crate::cli::{Global, ListenArgs};
-use crate::config::{ActionSpec, Config, TargetSpec, validate_fifo_command};
+use crate::config::address::{Address, Use};
+use crate::config::{ActionSpec, Config, FILE_NAME, Source, TargetSpec, validate_fifo_command};
 use crate::output::Log;
 use anyhow::Result;
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::net::ToSocketAddrs;
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 /// Runs the receiver until the process is stopped.
 pub fn command(global: &Global, args: ListenArgs) -> Result<()> {
-    let mut config = Config::load(&crate::locate(global)?)?;
+    let locate = crate::locate(global)?;
+    let mut config = Config::load(&locate)?;
     if let Some(action) = flag_action(&args)? {
         config.targets.set_by_flag(BTreeMap::from([(args.target.clone(), action.into())]));
         config.default_target.set_by_flag(Some(args.target.clone()));
@@ -28,9 +31,13 @@ pub fn command(global: &Global, args: ListenArgs) -> Result<()> {
     }
     let token = crate::credentials(&config)?.token;
     let addr = config.listen.value.clone();
-    let loopback_only = addr
+    let address = Address::parse(&addr, Use::Bind)
+        .map_err(|msg| UsageError(format!("listen address {addr:?} (from {}): {msg}", config.listen.source)))?;
+    let loopback_only = address
         .to_socket_addrs()
-        .map_err(|err| UsageError(format!("cannot resolve listen address {addr:?}: {err}")))?
+        .map_err(|err| {
+            UsageError(format!("cannot resolve listen address {addr} (from {}): {err}", config.listen.source))
+        })?
         .all(|a| a.ip().is_loopback());
     if !loopback_only && token.is_none() && !args.allow_unauthenticated {
         return Err(UsageError(format!(
@@ -61,7 +68,7 @@ pub fn command(global: &Global, args: ListenArgs) -> Result<()> {
         log,
     };
     let auth = options.token.is_some();
-    let receiver = Receiver::bind(&addr, options.clone())?;
+    let mut receiver = Receiver::bind(&addr, options.clone())?;
     let bound = receiver.local_addr()?;
     let targets: Vec<_> = options.targets.iter().map(|(name, spec)| format!("{name}: {}", spec.action)).collect();
     // Always the first line, even with --quiet: scripts and tests read the port from it.
@@ -73,7 +80,8 @@ pub fn command(global: &Global, args: ListenArgs) -> Result<()> {
             targets.join("; ")
         ),
         json!({"addr": bound.to_string(), "auth": auth, "targets": options.targets.keys().collect::<Vec<_>>(),
-               "default_target": options.default_target}),
+               "default_target": options.default_target,
+               "config": config.repo_file.as_ref().map(|p| p.display().to_string())}),
     );
     if !auth && !loopback_only {
         log.warn(
@@ -82,12 +90,58 @@ pub fn command(global: &Global, args: ListenArgs) -> Result<()> {
             json!({"warning": "unauthenticated non-loopback listener"}),
         );
     }
+    // The lines about this listener's limits and settings come before any about connections.
+    receiver.say_cap_note();
+    match config_line(&config, &locate.cwd, auth) {
+        ConfigLine::Found(line) => log.say(&line),
+        ConfigLine::NoneFound(line) => log.warn(
+            "warning",
+            &line,
+            json!({"warning": "no config file", "searched_from": locate.cwd.display().to_string()}),
+        ),
+    }
     // SIGINT, SIGTERM, SIGHUP (a closed terminal): stop accepting, run what is owed, join, return.
     let stop = Arc::new(AtomicBool::new(false));
     let flag = Arc::clone(&stop);
     ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))
         .map_err(|err| anyhow::anyhow!("cannot handle SIGINT/SIGTERM: {err}"))?;
     receiver.serve_until(&stop)
+}
+
+/// What `listen` says about its configuration, after the first line.
+#[derive(Debug, PartialEq)]
+enum ConfigLine {
+    /// The files it read.
+    Found(String),
+    /// No `.touchwire.json`: a warning, since the built-in defaults (loopback, no token) are
+    /// rarely what a guest that the host must reach wants.
+    NoneFound(String),
+}
+
+/// Which configuration `config` is, in words, for a listener started in `cwd` (`auth` says
+/// whether a token is in force).
+fn config_line(config: &Config, cwd: &Path, auth: bool) -> ConfigLine {
+    let files: Vec<String> = config.files.iter().map(|p| p.display().to_string()).collect();
+    if config.repo_file.is_some() {
+        return ConfigLine::Found(format!("config: {}", files.join(", ")));
+    }
+    let mut from: Vec<String> = files.iter().map(|f| format!("user config {f}")).collect();
+    let sources = [&config.listen.source, &config.token_file.source, &config.targets.source, &config.settle_ms.source];
+    if sources.iter().any(|s| **s == Source::Flag) {
+        from.push("the command line".into());
+    }
+    if sources.iter().any(|s| matches!(s, Source::Env(_))) {
+        from.push("the environment".into());
+    }
+    from.push("built-in defaults".into());
+    ConfigLine::NoneFound(format!(
+        "warning: no {FILE_NAME} found from {}: {} (auth {}, {}); to use the repository's, start listen in the \
+         shared folder or pass --config FILE (`touchwire init` on the host writes one)",
+        cwd.display(),
+        from.join(" and "),
+        if auth { "on" } else { "off" },
+        config.listen.value,
+    ))
 }
 
 /// The target defined by `--touch`, `--fifo`, `--pidfile` or `--exec`, if any.
@@ -112,4 +166,30 @@ fn flag_action(args: &ListenArgs) -> Result<Option<ActionSpec>, UsageError> {
         return Ok(Some(ActionSpec::Exec { argv: argv.clone(), timeout: Duration::from_millis(args.exec_timeout) }));
     }
     Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_config_line_names_the_file_or_warns_with_what_is_in_force() {
+        let cwd = Path::new("/srv/app");
+        let defaults = Config::defaults();
+        let ConfigLine::NoneFound(line) = config_line(&defaults, cwd, false) else { panic!() };
+        assert_eq!(
+            line,
+            "warning: no .touchwire.json found from /srv/app: built-in defaults (auth off, 127.0.0.1:9001); to use \
+             the repository's, start listen in the shared folder or pass --config FILE (`touchwire init` on the \
+             host writes one)"
+        );
+        let mut flagged = Config::defaults();
+        flagged.listen.set_by_flag("0.0.0.0:9001".into());
+        let ConfigLine::NoneFound(line) = config_line(&flagged, cwd, true) else { panic!() };
+        assert!(line.contains(": the command line and built-in defaults (auth on, 0.0.0.0:9001)"), "{line}");
+
+        let file = Path::new("/srv/app/.touchwire.json");
+        let found = Config::from_file_text("{}", file).unwrap();
+        assert_eq!(config_line(&found, cwd, false), ConfigLine::Found("config: /srv/app/.touchwire.json".into()));
+    }
 }
