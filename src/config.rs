@@ -429,7 +429,7 @@ impl Config {
             self.extensions = Setting { value: ext, source: source.clone() };
         }
         if let Some(root) = file.root {
-            self.root = Setting { value: Some(dir.join(root)), source: source.clone() };
+            self.root = Setting { value: Some(guest_path(dir, root)), source: source.clone() };
         }
         if let Some(ms) = file.debounce_ms {
             self.debounce_ms = Setting { value: ms, source: source.clone() };
@@ -560,12 +560,27 @@ fn describe(err: &serde_path_to_error::Error<serde_json::Error>) -> String {
     }
 }
 
+/// A path the guest uses (an action's file, a ready check's log, `root`), relative ones joined to
+/// the config file's directory. Only a Unix process is a guest (`listen` is Unix-only); on a
+/// Windows host, which only shows these (`status`), the path stays as written: Windows' rules
+/// would make `/tmp/app.reload` `C:/tmp/app.reload` and join `app.reload` to the host's folder.
+#[cfg(unix)]
+fn guest_path(dir: &Path, written: PathBuf) -> PathBuf {
+    dir.join(written)
+}
+
+/// See the Unix version: elsewhere a guest path is kept as the file wrote it.
+#[cfg(not(unix))]
+fn guest_path(_dir: &Path, written: PathBuf) -> PathBuf {
+    written
+}
+
 fn target_spec(mut t: TargetFile, dir: &Path) -> Result<TargetSpec, String> {
-    let root = t.root.take().map(|root| dir.join(root));
+    let root = t.root.take().map(|root| guest_path(dir, root));
     let ready = match t.ready.take() {
         Some(r) => Some(
             ReadyCheck::new(
-                dir.join(r.log),
+                guest_path(dir, r.log),
                 r.preset.as_deref(),
                 r.pattern.as_deref(),
                 r.error_pattern.as_deref(),
@@ -591,16 +606,16 @@ fn target_action(t: TargetFile, dir: &Path) -> Result<ActionSpec, String> {
     only_with(t.signal.is_some() && t.pidfile.is_none(), "signal", "pidfile")?;
     only_with(t.timeout_ms.is_some() && t.exec.is_none(), "timeout_ms", "exec")?;
     if let Some(path) = t.touch {
-        return Ok(ActionSpec::Touch { path: dir.join(path) });
+        return Ok(ActionSpec::Touch { path: guest_path(dir, path) });
     }
     if let Some(path) = t.fifo {
         let command = t.command.unwrap_or_else(|| DEFAULT_FIFO_COMMAND.into());
         validate_fifo_command(&command)?;
-        return Ok(ActionSpec::Fifo { path: dir.join(path), command, poke: t.poke.unwrap_or(true) });
+        return Ok(ActionSpec::Fifo { path: guest_path(dir, path), command, poke: t.poke.unwrap_or(true) });
     }
     if let Some(pidfile) = t.pidfile {
         let signal = t.signal.as_deref().unwrap_or("HUP").parse()?;
-        return Ok(ActionSpec::Signal { pidfile: dir.join(pidfile), signal });
+        return Ok(ActionSpec::Signal { pidfile: guest_path(dir, pidfile), signal });
     }
     let argv = t.exec.unwrap_or_default();
     if argv.is_empty() || argv[0].is_empty() {
@@ -726,15 +741,31 @@ mod tests {
             (r#"{"remote": "g:abc"}"#, "port \"abc\" is not a number"),
         ] {
             let err = parse(json).unwrap_err().0;
-            assert!(err.starts_with("/project/.touchwire.json: ") && err.contains(says), "{json}: {err}");
+            let file = Path::new("/project").join(FILE_NAME);
+            assert!(err.starts_with(&format!("{}: ", file.display())) && err.contains(says), "{json}: {err}");
         }
     }
 
     #[test]
+    #[cfg(unix)]
     fn relative_paths_are_relative_to_the_file() {
         let config = parse(r#"{"targets": {"app": {"touch": "reload"}}, "token_file": "t"}"#).unwrap();
         let ActionSpec::Touch { path } = &config.targets.value["app"].action else { panic!() };
         assert!(path.is_absolute() && path.ends_with("reload"));
+    }
+
+    #[test]
+    #[cfg(not(unix))]
+    fn a_windows_host_keeps_guest_paths_as_written() {
+        let text = r#"{"targets": {"app": {"touch": "app.reload", "ready": {"preset": "uwsgi", "log": "/var/log/app.log"}},
+                       "web": {"fifo": "/tmp/web.fifo", "root": "/srv/app"}}}"#;
+        let config = parse(text).unwrap();
+        let ActionSpec::Touch { path } = &config.targets.value["app"].action else { panic!() };
+        assert_eq!(path.to_str(), Some("app.reload"));
+        assert_eq!(config.targets.value["app"].ready.as_ref().unwrap().log.to_str(), Some("/var/log/app.log"));
+        let ActionSpec::Fifo { path, .. } = &config.targets.value["web"].action else { panic!() };
+        assert_eq!(path.to_str(), Some("/tmp/web.fifo"));
+        assert_eq!(config.targets.value["web"].root.as_deref().and_then(Path::to_str), Some("/srv/app"));
     }
 
     #[test]
@@ -751,7 +782,9 @@ mod tests {
         let config = parse(r#"{"targets": {"app": {"touch": "/r", "ready": {"preset": "uwsgi", "log": "app.log", "timeout_ms": 5000}}}}"#)
             .unwrap();
         let ready = config.targets.value["app"].ready.as_ref().unwrap();
-        assert!(ready.log.is_absolute() && ready.timeout == Duration::from_secs(5));
+        assert!(ready.log.ends_with("app.log") && ready.timeout == Duration::from_secs(5));
+        #[cfg(unix)]
+        assert!(ready.log.is_absolute());
         let err = parse(r#"{"targets": {"app": {"touch": "/r", "ready": {"log": "a.log"}}}}"#).unwrap_err().0;
         assert!(err.contains("targets.app") && err.contains("`pattern` or a `preset`"), "{err}");
         let err = parse(r#"{"targets": {"app": {"touch": "/r", "ready": {"log": "a", "pattern": "x", "colour": 1}}}}"#)
