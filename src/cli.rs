@@ -212,9 +212,10 @@ pub enum HooksAction {
 /// `touchwire demo`.
 #[derive(Debug, Args)]
 pub struct DemoArgs {
-    /// After the script, watch this repository live instead of the sample
+    /// After the script (which always plays on its own sample), watch this git work tree live
+    /// instead of the sample; checked before the script starts
     pub dir: Option<PathBuf>,
-    /// End after the script instead of watching live
+    /// End after the script instead of watching live (not with DIR, which only the live part watches)
     #[arg(long)]
     pub once: bool,
 }
