@@ -204,7 +204,15 @@ fn fast_setup(args: &InitArgs, start: &Path) -> Result<()> {
         (None, None) => return Err(UsageError("pass --guest-root: no work tree to take it from".into()).into()),
     };
     if !root.starts_with('/') {
-        return Err(UsageError(format!("--guest-root {root:?} must be an absolute path")).into());
+        let why = match args.guest_root {
+            Some(_) => format!("--guest-root {root:?} must be an absolute path in the guest, such as /vagrant"),
+            // A Windows host: the guest's path of this work tree cannot be guessed from it.
+            None => format!(
+                "the guest sees this work tree at a path of its own, not {root:?}: pass --guest-root \
+                 /path/in/the/guest (such as /vagrant, or /mnt/c/... in WSL)"
+            ),
+        };
+        return Err(UsageError(why).into());
     }
     write_helper(&helper)?;
     // The guest reaches the helper through the shared folder: its path there is the guest root
@@ -212,7 +220,8 @@ fn fast_setup(args: &InitArgs, start: &Path) -> Result<()> {
     let inside =
         workdir.as_ref().and_then(|dir| canonical(&helper).strip_prefix(canonical(dir)).ok().map(Path::to_path_buf));
     let guest_helper = match &inside {
-        Some(rel) => format!("{root}/{}", text(rel, "the helper's path")?),
+        // The guest's rules: `/` between the parts, whatever this host writes.
+        Some(rel) => format!("{root}/{}", text(rel, "the helper's path")?.replace(std::path::MAIN_SEPARATOR, "/")),
         None => text(&helper, "the helper's path")?.to_string(),
     };
     let setup = FastSetup {

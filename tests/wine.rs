@@ -217,3 +217,31 @@ fn the_windows_watcher_under_wine_sends_to_a_linux_listener() {
         eprintln!("wine: {what}: first trigger after {ms:.0} ms, {count} trigger(s)");
     }
 }
+
+#[test]
+fn a_windows_host_never_reads_guest_paths_with_its_own_rules() {
+    let (exe, prefix) = match windows_build() {
+        Ok(found) => found,
+        Err(why) if std::env::var("CI").as_deref() == Ok("true") => panic!("CI: {why}"),
+        Err(why) => {
+            eprintln!("skipped: {why}");
+            return;
+        }
+    };
+    let env = Env::new();
+    let repo = Repo::init(env.join("repo"));
+    repo.write("app.py", "VALUE = 1\n");
+    repo.commit_all("init");
+    let exe = exe.to_str().unwrap();
+    // The work tree is Z:\...\repo here: the guest's path of it cannot be guessed.
+    let out = wine(&prefix, &repo.root, &[exe, "init", "--uwsgi"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(stderr.contains("pass --guest-root") && !stderr.contains("must be an absolute path"), "{stderr}");
+    // Given it, every guest path is written with `/`.
+    let out = wine(&prefix, &repo.root, &[exe, "init", "--uwsgi", "--guest-root", "/vagrant"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(stdout.contains("shared-pyimport = /vagrant/.git/touchwire/touchwire_warm.py"), "{stdout}");
+    assert!(!stdout.contains('\\'), "{stdout}");
+}
