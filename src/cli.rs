@@ -251,6 +251,11 @@ pub struct InitArgs {
     /// warm-master helper. .touchwire.json and the token are left as they are
     #[arg(long, conflicts_with_all = ["systemd_unit", "editor", "gunicorn"])]
     pub uwsgi: bool,
+    /// Only create the token the committed .touchwire.json names (its token_file, else
+    /// .git/touchwire/token), as a fresh clone needs; an existing one is kept. Host and guest
+    /// share it through the shared folder: restart the guest's listen after
+    #[arg(long, conflicts_with_all = ["systemd_unit", "editor", "gunicorn", "uwsgi", "force"])]
+    pub token: bool,
     /// Print a gunicorn.conf.py on stdout whose on_starting hook warms the arbiter (every HUP
     /// forks new workers from it) and the matching target on stderr; writes the helper
     #[arg(long, conflicts_with_all = ["systemd_unit", "editor"])]

@@ -182,7 +182,7 @@ impl Connection {
             (None, true) => {
                 return Err(Refused(format!(
                     "{remote}: requires a token and none is configured: copy the guest's token file and pass \
-                     --token-file, or set token_file in .touchwire.json (`touchwire init` creates one)"
+                     --token-file, or set token_file in .touchwire.json (`touchwire init --token` creates the file it names)"
                 ))
                 .into());
             }

@@ -50,6 +50,9 @@ pub fn command(args: InitArgs) -> Result<()> {
     if let Some(editor) = args.editor {
         return crate::editor::install(editor, &workdir);
     }
+    if args.token {
+        return token_only(&repo, &workdir);
+    }
     let config_path = workdir.join(FILE_NAME);
     if config_path.exists() && !args.force {
         return Err(
@@ -80,6 +83,31 @@ pub fn command(args: InitArgs) -> Result<()> {
     }
     println!("in the guest, from the shared folder: touchwire listen");
     println!("on the host: touchwire send   (or touchwire status to check the guest)");
+    Ok(())
+}
+
+/// `init --token`: the token file the repository's configuration names, created if missing (a
+/// fresh clone of a repository with a committed `.touchwire.json` has none: it lives in `.git`).
+fn token_only(repo: &git2::Repository, workdir: &Path) -> Result<()> {
+    let locate = crate::config::Locate { config: None, token_file: None, cwd: workdir.to_path_buf() };
+    let config = crate::config::Config::load(&locate)?;
+    let configured = config.token_file.value.is_some();
+    let path = match config.token_file.value {
+        Some(path) => path,
+        None => repo.commondir().join("touchwire").join("token"),
+    };
+    if write_token(&path)? {
+        println!("wrote a fresh token to {} (mode 0600)", path.display());
+        println!("restart the guest's touchwire listen so that it reads it too");
+    } else {
+        println!("kept the existing token in {}", path.display());
+    }
+    if !configured {
+        println!(
+            "no token_file is configured: add \"token_file\": \"{}\" to .touchwire.json",
+            portable(&relative_to(&path, workdir))
+        );
+    }
     Ok(())
 }
 

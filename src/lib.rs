@@ -79,7 +79,10 @@ fn locate_from(global: &Global, dir: std::path::PathBuf) -> Result<config::Locat
 fn credentials(config: &config::Config) -> Result<client::Credentials, UsageError> {
     let token = match &config.token_file.value {
         Some(path) => Some(auth::Token::read(path).map_err(|err| {
-            UsageError(format!("{err:#} (token_file from {}; `touchwire init` creates one)", config.token_file.source))
+            UsageError(format!(
+                "{err:#} (token_file from {}; `touchwire init --token` creates it)",
+                config.token_file.source
+            ))
         })?),
         None => None,
     };

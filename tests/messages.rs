@@ -143,3 +143,36 @@ fn the_editor_docs_name_the_command_the_plugins_run() {
         assert!(!text.contains("runs `touchwire send --path FILE`"), "{doc} still says send --path");
     }
 }
+
+#[test]
+fn a_fresh_clone_gets_its_token_from_init_token() {
+    let env = Env::new();
+    let origin = repo(&env);
+    origin.write(".touchwire.json", r#"{"remote": "127.0.0.1:9", "token_file": ".git/touchwire/token"}"#);
+    origin.commit_all("config");
+    let clone = env.join("clone");
+    let cloned = std::process::Command::new("git")
+        .args(["clone", "-q", origin.root.to_str().unwrap(), clone.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(cloned.status.success(), "{cloned:?}");
+    let token = clone.join(".git/touchwire/token");
+    assert!(!token.exists());
+    // Without it, every command says how to get it; plain init refuses to reset the committed config.
+    env.run_in(&clone, &["send"]).expect_code(2).expect_stderr("`touchwire init --token` creates it");
+    env.run_in(&clone, &["init"]).expect_code(2).expect_stderr("exists already");
+    let run = env.run_in(&clone, &["init", "--token"]);
+    run.expect_code(0).expect_stdout("wrote a fresh token to");
+    let text = std::fs::read_to_string(&token).unwrap();
+    assert_eq!(text.trim().len(), 64, "{text:?}");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&token).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(std::fs::read_to_string(clone.join(".touchwire.json")).unwrap().contains("127.0.0.1:9"), true);
+    // Again: kept, never replaced (the guest may be using it).
+    env.run_in(&clone, &["init", "--token"]).expect_code(0).expect_stdout("kept the existing token");
+    assert_eq!(std::fs::read_to_string(&token).unwrap(), text);
+    // And it works: a guest reading the same file accepts the host's trigger.
+    let receiver = env.listen(&["--touch", env.join("r").to_str().unwrap(), "--token-file", token.to_str().unwrap()]);
+    env.run_in(&clone, &["send", "--to", &receiver.addr]).expect_code(0);
+    assert_eq!(receiver.wait_event("reload")["reason"], "manual");
+}
