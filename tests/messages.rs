@@ -167,7 +167,10 @@ fn a_fresh_clone_gets_its_token_from_init_token() {
     assert_eq!(text.trim().len(), 64, "{text:?}");
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(std::fs::metadata(&token).unwrap().permissions().mode() & 0o777, 0o600);
-    assert_eq!(std::fs::read_to_string(clone.join(".touchwire.json")).unwrap().contains("127.0.0.1:9"), true);
+    assert!(
+        std::fs::read_to_string(clone.join(".touchwire.json")).unwrap().contains("127.0.0.1:9"),
+        "the committed config is untouched"
+    );
     // Again: kept, never replaced (the guest may be using it).
     env.run_in(&clone, &["init", "--token"]).expect_code(0).expect_stdout("kept the existing token");
     assert_eq!(std::fs::read_to_string(&token).unwrap(), text);
