@@ -150,8 +150,8 @@ fn run(act: Act, ctx: &Ctx, job: Job, report: &dyn Fn(JobEnd)) {
     if let Some(root) = &spec.root {
         let done = refresh::refresh(root, &files, extensions);
         let line = format!(
-            "{name}: refreshed {} file(s) under {}, removed {} stale .pyc, skipped {}",
-            done.opened,
+            "{name}: refreshed {} under {}, removed {} stale .pyc, skipped {}",
+            crate::output::count(done.opened, "file", "files"),
             root.display(),
             done.removed,
             done.skipped

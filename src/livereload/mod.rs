@@ -10,7 +10,7 @@
 pub mod origin;
 pub mod server;
 
-use crate::output::Log;
+use crate::output::{Log, count};
 use crate::watch::debounce::Trigger;
 use crate::watch::delivery::{Outcome, failure_place};
 use anyhow::{Context, Result};
@@ -139,7 +139,7 @@ impl LiveReload {
             let pages = self.hub.broadcast(message);
             self.log.event(
                 "browser",
-                &format!("browser: {} applied in {pages} page(s)", summary(&assets)),
+                &format!("browser: {} applied in {}", summary(&assets), count(pages, "page", "pages")),
                 json!({"pages": pages, "files": assets}),
             );
         }
@@ -372,7 +372,8 @@ fn tell(hub: &Hub, decision: Decision, log: Log) {
         Decision::Reload(path) => {
             hub.stand(None);
             let pages = hub.broadcast(&reload_command(&path));
-            log.event("browser", &format!("browser: reloaded {pages} page(s)"), json!({"pages": pages, "path": path}));
+            let line = format!("browser: reloaded {}", count(pages, "page", "pages"));
+            log.event("browser", &line, json!({"pages": pages, "path": path}));
         }
         Decision::Show(failure) => {
             let command = error_command(&failure);
@@ -381,7 +382,7 @@ fn tell(hub: &Hub, decision: Decision, log: Log) {
             let place = failure.place.as_deref().map(|p| format!(" at {p}")).unwrap_or_default();
             log.event(
                 "browser",
-                &format!("browser: showed the failure{place} in {pages} page(s)"),
+                &format!("browser: showed the failure{place} in {}", count(pages, "page", "pages")),
                 json!({"pages": pages, "place": failure.place, "message": failure.message}),
             );
         }

@@ -142,7 +142,9 @@ impl Watcher {
         let watches = watcher.backend.watches();
         let backend = watcher.backend.name();
         let ms = start.elapsed().as_millis() as u64;
-        let line = format!("watching {dirs} directories ({relevant} files relevant) in {root}, ready in {ms} ms");
+        // Always two directories or more: the work tree's root and the git directory.
+        let files = crate::output::count(relevant, "file", "files");
+        let line = format!("watching {dirs} directories ({files} relevant) in {root}, ready in {ms} ms");
         let fields =
             json!({"root": root, "dirs": dirs, "relevant": relevant, "ms": ms, "backend": backend, "watches": watches});
         watcher.log.event("ready", &line, fields);
