@@ -167,8 +167,14 @@ pub fn render(input: &Input<'_>) -> Rendered {
         (Kind::NotBack, false) => "not_ready",
         (_, false) => "trigger",
     };
-    let mut fields = json!({"remote": remote, "files": input.files, "ok": !kind.failed(), "delivered": true,
-                            "target": target, "ms": ms, "merged": reply.merged, "ready": ready});
+    let mut fields = json!({"remote": remote, "files": input.files, "ok": !kind.failed(), "delivered": true, "target": target, "ms": ms});
+    // Only what the guest said: a reply without a ready object was not waited for.
+    if let Some(merged) = reply.merged {
+        fields["merged"] = json!(merged);
+    }
+    if let Some(ready) = ready {
+        fields["ready"] = json!(ready);
+    }
     if kind == Kind::ActionFailed {
         fields["code"] = json!(reply.code);
         fields["error"] = json!(reply.error.as_deref().unwrap_or("failed without saying why"));
@@ -375,6 +381,10 @@ mod tests {
             }
         }
         assert_eq!(rendered(WATCH, Ok(&merged())).fields["merged"], true);
+        for command in [WATCH, SEND, SEND_WAIT] {
+            let fields = rendered(command, Ok(&reloaded())).fields;
+            assert!(fields.get("ready").is_none() && fields.get("merged").is_none(), "nothing waited for: {fields}");
+        }
         assert_eq!(rendered(WATCH, Ok(&reloaded())).fields["ms"], 3.1);
     }
 
