@@ -10,10 +10,9 @@ use crate::cli::DemoArgs;
 use crate::client::Credentials;
 use crate::config::ActionSpec;
 use crate::listen::{Options as ListenOptions, Receiver};
-use crate::output::{Log, millis, summary};
-use crate::protocol::escape_remote;
+use crate::output::{Log, millis};
 use crate::watch::backend::Waker;
-use crate::watch::delivery::{Delivery, Outcome, Settings, failure_place};
+use crate::watch::delivery::{Delivery, Outcome, Settings};
 use crate::watch::{Options as WatchOptions, Watcher};
 use anyhow::{Context, Result, anyhow};
 use std::collections::BTreeMap;
@@ -357,37 +356,17 @@ fn next(events: &Channel<Event>, timeout: Option<Duration>) -> Result<Next> {
 }
 
 /// The line `touchwire watch` prints for an outcome (without its clock), so the demo shows what
-/// the real thing says. What came from the receiver is escaped before it is printed.
+/// the real thing says: both come from [`crate::outcome::render`].
 fn describe(outcome: &Outcome, root: Option<&Path>) -> String {
-    let files = summary(&outcome.files);
-    let remote = &outcome.remote;
-    match &outcome.result {
-        Ok((reply, _)) if !reply.ok && reply.not_ready().is_none() => {
-            let reply = reply.escaped();
-            let error = reply.error.as_deref().unwrap_or("failed without saying why");
-            format!("app: reload failed: {error} ({files} -> {remote})")
-        }
-        Ok((reply, rtt)) => {
-            let reply = reply.escaped();
-            let target = reply.target.as_deref().unwrap_or("?");
-            match reply.not_ready().or_else(|| reply.ready.clone()) {
-                Some(ready) if !ready.ok => {
-                    let error = ready.error.unwrap_or_default();
-                    let (place, last) = failure_place(&error, root);
-                    format!("{target}: reload failed{place} after {} ms: {last} ({files} -> {remote})", ready.ms)
-                }
-                Some(ready) => format!("{target}: {files} -> {remote} reloaded in {} ms", ready.ms),
-                None if reply.merged == Some(true) => {
-                    format!("{target}: {files} -> {remote} merged into a reload under way in {}", millis(*rtt))
-                }
-                None => {
-                    let action = reply.action.as_deref().unwrap_or("?");
-                    format!("{target}: {files} -> {remote} reloaded ({action}) in {}", millis(*rtt))
-                }
-            }
-        }
-        Err(error) => format!("not delivered: {files}: {}", escape_remote(error)),
-    }
+    crate::outcome::render(&crate::outcome::Input {
+        command: crate::outcome::Command::Watch,
+        remote: &outcome.remote,
+        files: &outcome.files,
+        result: outcome.result.as_ref().map(|(reply, rtt)| (reply, *rtt)).map_err(String::as_str),
+        target: None,
+        root,
+    })
+    .line
 }
 
 /// The line that closes a step of the script.
@@ -533,7 +512,7 @@ mod tests {
         }
     }
 
-    /// The lines `touchwire watch` prints for the same outcomes (watch/delivery.rs, `report`).
+    /// The lines `touchwire watch` prints for the same outcomes (outcome.rs renders both).
     #[test]
     fn each_outcome_reads_as_watch_says_it() {
         let ok = Reply { ok: true, target: Some("app".into()), action: Some("touch".into()), ..Reply::default() };

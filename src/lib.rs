@@ -13,6 +13,7 @@ pub mod hooks;
 pub mod init;
 pub mod listen;
 pub mod livereload;
+pub mod outcome;
 pub mod output;
 pub mod protocol;
 pub mod ready;

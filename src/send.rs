@@ -3,12 +3,11 @@
 use crate::cli::{Global, SendArgs};
 use crate::client::{fan_out, remote_error};
 use crate::config::Config;
-use crate::output::{Log, millis};
+use crate::outcome::{Command, Input, render};
+use crate::output::Log;
 use crate::protocol::{ErrorCode, Op, Request, escape_remote};
-use crate::watch::delivery::failure_place;
 use crate::watch::filter::Filter;
 use anyhow::{Context, Result, anyhow};
-use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -56,6 +55,7 @@ fn send(global: &Global, args: SendArgs) -> Result<()> {
         ..Request::default()
     };
     let results = fan_out(&remotes, &credentials, &request, Duration::from_millis(timeout));
+    let root = work_tree(&locate.cwd);
     let mut failures = Vec::new();
     for (remote, result) in remotes.iter().zip(results) {
         // A `not_ready` answer is the same result as an ok reply whose ready check failed: the
@@ -67,52 +67,34 @@ fn send(global: &Global, args: SendArgs) -> Result<()> {
             },
             ok => ok,
         };
+        let error = result.as_ref().err().map(|err| format!("{err:#}"));
+        let rendered = render(&Input {
+            command: Command::Send { wait: args.wait },
+            remote,
+            files: &request.files,
+            result: match (&result, &error) {
+                (Ok((reply, rtt)), _) => Ok((reply, *rtt)),
+                (Err(_), error) => Err(error.as_deref().unwrap_or_default()),
+            },
+            target: args.target.as_deref(),
+            root: root.as_deref(),
+        });
         match result {
-            Ok((reply, rtt)) => {
-                // Printed and logged: escaped again, whatever the receiver did.
-                let reply = reply.escaped();
-                let target = reply.target.clone().unwrap_or_default();
-                if let Some(ready) = reply.not_ready() {
-                    let error = ready.error.unwrap_or_default();
-                    log.record("failed", json!({"remote": remote, "ok": false, "reply": reply}));
-                    // The excerpt first, then one line that says it all: an editor shows the
-                    // last line and keeps the rest in its message history.
-                    for line in error.lines() {
-                        eprintln!("  {line}");
-                    }
-                    let root = work_tree(&locate.cwd);
-                    let (place, last) = failure_place(&error, root.as_deref());
-                    let why = if last.is_empty() { String::new() } else { format!(": {last}") };
-                    failures.push(anyhow!("{remote}: {target} did not come back{place} after {} ms{why}", ready.ms));
-                    continue;
-                }
-                let action = reply.action.clone().unwrap_or_default();
-                let human = match (&reply.ready, reply.merged) {
-                    (Some(ready), _) => format!("reloaded {target} on {remote} in {} ms", ready.ms),
-                    (None, Some(true)) => {
-                        format!("{target} on {remote}: merged into a reload under way ({})", millis(rtt))
-                    }
-                    // Asked to wait, and the guest had nothing to wait on: say so, or the
-                    // person takes "reloaded" for "the app is back".
-                    (None, _) if args.wait => format!(
-                        "reloaded {target} on {remote} ({action}) in {}; no ready check on {target}: \
-                         answered when the action was done",
-                        millis(rtt)
-                    ),
-                    (None, _) => format!("reloaded {target} on {remote} ({action}) in {}", millis(rtt)),
-                };
-                let waited = reply.ready.is_some();
-                let fields = json!({"remote": remote, "ok": true, "ms": rtt.as_secs_f64() * 1000.0, "reply": reply,
-                                    "waited": waited});
-                log.event("sent", &human, fields);
-            }
             Err(err) => {
-                log.record(
-                    "failed",
-                    json!({"remote": remote, "ok": false, "error": escape_remote(&format!("{err:#}"))}),
-                );
+                log.record(rendered.event, rendered.fields);
+                // The error itself is what the command fails with: it may be a usage error (exit 2).
                 failures.push(err);
             }
+            Ok(_) if rendered.kind.failed() => {
+                log.record(rendered.event, rendered.fields);
+                // The excerpt first, then one line that says it all: an editor shows the
+                // last line and keeps the rest in its message history.
+                for line in &rendered.excerpt {
+                    eprintln!("{line}");
+                }
+                failures.push(anyhow!("{}", rendered.line));
+            }
+            Ok(_) => log.event(rendered.event, &rendered.line, rendered.fields),
         }
     }
     match failures.len() {

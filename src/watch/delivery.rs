@@ -5,16 +5,19 @@
 
 use super::debounce::Trigger;
 use crate::client::{CallError, Connection, Credentials, code_of, remote_error};
-use crate::output::{Log, millis, summary};
+use crate::output::Log;
 use crate::protocol::{ErrorCode, Op, Reply, Request, escape_remote};
 use anyhow::{Context, Result};
 use serde_json::json;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+
+/// Where the guest's traceback says the failure is: now in [`crate::outcome`], with the rest of an outcome's wording.
+pub use crate::outcome::failure_place;
 
 /// Ping a kept connection this often, below the receiver's 10 s idle timeout.
 const KEEPALIVE: Duration = Duration::from_secs(4);
@@ -468,111 +471,28 @@ fn settle(failure: Undelivered, files: &[String], owed: &Owed) -> String {
 }
 
 /// One line per trigger and remote: delivered (and, with a ready check, whether the app came
-/// back), or why not.
+/// back), or why not; the guest's log excerpt of a failed ready check follows with `-v`.
 fn report(settings: &Settings, outcome: &Outcome) {
     let log = settings.log;
-    let files = summary(&outcome.files);
-    let remote = &outcome.remote;
-    match &outcome.result {
-        Ok((reply, rtt)) if !reply.ok && reply.not_ready().is_none() => {
-            // The guest took the trigger and its action failed: the app is down, or not reloadable.
-            let reply = reply.escaped();
-            let target = settings.target.as_deref().unwrap_or("app");
-            let error = reply.error.as_deref().unwrap_or("failed without saying why");
-            let line = format!("{target}: reload failed: {error} ({files} -> {remote})");
-            let fields = json!({"remote": remote, "files": outcome.files, "ok": false, "target": target,
-                                "code": reply.code, "error": error, "ms": rtt.as_secs_f64() * 1000.0});
-            log.warn("reload_failed", &line, fields);
-        }
-        Ok((reply, rtt)) => {
-            // Printed and logged: escaped again, whatever the receiver did.
-            let reply = reply.escaped();
-            let target = reply.target.as_deref().unwrap_or("?");
-            let ready = reply.not_ready().or_else(|| reply.ready.clone());
-            let fields = json!({"remote": remote, "files": outcome.files, "ok": true, "target": target,
-                                "merged": reply.merged, "ms": rtt.as_secs_f64() * 1000.0, "ready": ready});
-            match &ready {
-                Some(ready) if !ready.ok => {
-                    let error = ready.error.as_deref().unwrap_or("");
-                    let (place, last) = failure_place(error, settings.root.as_deref());
-                    let line =
-                        format!("{target}: reload failed{place} after {} ms: {last} ({files} -> {remote})", ready.ms);
-                    log.warn("not_ready", &line, fields);
-                    for excerpt in error.lines() {
-                        log.debug(&format!("  {excerpt}"));
-                    }
-                }
-                Some(ready) => {
-                    log.event("trigger", &format!("{target}: {files} -> {remote} reloaded in {} ms", ready.ms), fields)
-                }
-                None => {
-                    let what = if reply.merged == Some(true) {
-                        "merged into a reload under way".to_string()
-                    } else {
-                        format!("reloaded ({})", reply.action.as_deref().unwrap_or("?"))
-                    };
-                    log.event("trigger", &format!("{target}: {files} -> {remote} {what} in {}", millis(*rtt)), fields);
-                }
-            }
-        }
-        Err(error) => {
-            let error = escape_remote(error);
-            let line = format!("not delivered: {files}: {error}");
-            let fields = json!({"remote": remote, "files": outcome.files, "ok": false, "error": error});
-            log.warn("undelivered", &line, fields);
-        }
+    let rendered = crate::outcome::render(&crate::outcome::Input {
+        command: crate::outcome::Command::Watch,
+        remote: &outcome.remote,
+        files: &outcome.files,
+        result: outcome.result.as_ref().map(|(reply, rtt)| (reply, *rtt)).map_err(String::as_str),
+        target: settings.target.as_deref(),
+        root: settings.root.as_deref(),
+    });
+    match rendered.kind.failed() {
+        true => log.warn(rendered.event, &rendered.line, rendered.fields),
+        false => log.event(rendered.event, &rendered.line, rendered.fields),
     }
-}
-
-/// Where a Python traceback says the failure is (" at FILE:LINE", from its last `File "…", line N`)
-/// and what failed (the exception line that follows the frames, else the excerpt's last line).
-/// The guest's path becomes the path in `root` that it ends with (`/vagrant/app/views.py` is
-/// `app/views.py`), when there is one.
-pub fn failure_place<'a>(excerpt: &'a str, root: Option<&Path>) -> (String, &'a str) {
-    let lines: Vec<&str> = excerpt.lines().collect();
-    let frame = lines.iter().rposition(|line| line.trim_start().starts_with("File \""));
-    let place = frame
-        .and_then(|i| {
-            let rest = lines[i].trim().strip_prefix("File \"")?;
-            let (file, rest) = rest.split_once('"')?;
-            let number: String = rest.strip_prefix(", line ")?.chars().take_while(char::is_ascii_digit).collect();
-            (!number.is_empty()).then(|| format!(" at {}:{number}", host_path(file, root)))
-        })
-        .unwrap_or_default();
-    // After the last frame come its indented source lines, then the exception.
-    let exception = frame.and_then(|i| lines[i + 1..].iter().find(|l| !l.starts_with(' ') && !l.trim().is_empty()));
-    let last = exception.or_else(|| lines.iter().rev().find(|l| !l.trim().is_empty())).map_or("", |l| l.trim());
-    (place, last)
-}
-
-/// The longest tail of the guest's `file` path that names a file in `root`, or `file` itself
-/// (longest first: `pkg/app.py` must not become the root's `app.py`).
-fn host_path(file: &str, root: Option<&Path>) -> String {
-    let Some(root) = root else { return file.to_string() };
-    let parts: Vec<&str> = file.split('/').filter(|p| !p.is_empty()).collect();
-    (0..parts.len())
-        .map(|start| parts[start..].join("/"))
-        .find(|tail| root.join(tail).is_file())
-        .unwrap_or_else(|| file.to_string())
+    for excerpt in &rendered.excerpt {
+        log.debug(excerpt);
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn a_traceback_names_the_place_of_the_failure() {
-        let excerpt = "Traceback (most recent call last):\n  File \"/srv/wsgi.py\", line 1, in <module>\n    from app.views import x\n  File \"/srv/app/views.py\", line 3, in <module>\n    import foo\nModuleNotFoundError: No module named 'foo'\nunable to load app 0\n";
-        let (place, last) = super::failure_place(excerpt, None);
-        assert_eq!(place, " at /srv/app/views.py:3");
-        assert_eq!(last, "ModuleNotFoundError: No module named 'foo'");
-        assert_eq!(super::failure_place("not ready after 100 ms", None), (String::new(), "not ready after 100 ms"));
-        let root = tempfile::tempdir().unwrap();
-        std::fs::create_dir(root.path().join("app")).unwrap();
-        std::fs::write(root.path().join("app/views.py"), "").unwrap();
-        assert_eq!(super::failure_place(excerpt, Some(root.path())).0, " at app/views.py:3");
-        std::fs::write(root.path().join("views.py"), "").unwrap();
-        assert_eq!(super::failure_place(excerpt, Some(root.path())).0, " at app/views.py:3", "longest tail first");
-    }
-
     use super::*;
     use crate::client::fake;
 
