@@ -2,17 +2,19 @@
 //! Code's background problem matcher clears a problem only when a new round of output between a
 //! begin line and an end line no longer reports it).
 //!
-//! A cycle begins when the watcher hands a trigger to delivery: `touchwire: reloading (2 files)`
-//! (`touchwire: reloading web (2 files)` with `--target web`). It ends with the outcome line
+//! A cycle's lines are printed together once a trigger's outcome is known (a trigger waiting for
+//! the app to come back is answered later, on a thread of its own). It begins with
+//! `touchwire: reloading (2 files)` (`touchwire: reloading web (2 files)` with `--target web`)
+//! and ends with the outcome line
 //! when the app was reloaded (`… reloaded in 412 ms`, `… merged into a reload under way in …`);
 //! a failure's outcome line is the problem, so the cycle ends on the line after it,
 //! `touchwire: reload failed` or `touchwire: not delivered` (VS Code reads no problem from the
 //! line that ends a round). The wording is stable: editor/vscode/tasks.json matches it.
 
-use super::debounce::Trigger;
 use super::delivery::Outcome;
 use crate::output::Log;
 use serde_json::json;
+use std::sync::Mutex;
 
 /// The begin line for a trigger of `files` files to `target` (the guest's default when `None`).
 pub fn begin_line(target: Option<&str>, files: usize) -> String {
@@ -23,10 +25,19 @@ pub fn begin_line(target: Option<&str>, files: usize) -> String {
     }
 }
 
-/// Prints the begin line of the cycle `trigger` starts.
-pub fn begin(log: Log, target: Option<&str>, trigger: &Trigger) {
-    let line = begin_line(target, trigger.files.len());
-    log.event("reloading", &line, json!({"files": trigger.files, "target": target}));
+/// Prints `outcome`'s whole round at once: its begin line, what `report` prints, and the end
+/// line where one is needed. One round at a time in the whole process: triggers waiting for a
+/// ready check end on threads of their own, and a round must never open inside another (VS
+/// Code would then end the wrong one and keep a problem a later save fixed).
+pub fn round(log: Log, target: Option<&str>, outcome: &Outcome, report: impl FnOnce()) {
+    static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+    let _round = ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let line = begin_line(target, outcome.files.len());
+    log.event("reloading", &line, json!({"files": outcome.files, "target": target}));
+    report();
+    if let Some(line) = end_line(outcome) {
+        log.say(line);
+    }
 }
 
 /// The line that ends the cycle after `outcome`'s own line, or `None` when that line ends it.
@@ -37,14 +48,6 @@ pub fn end_line(outcome: &Outcome) -> Option<&'static str> {
             Some("touchwire: reload failed")
         }
         Ok(_) => None,
-    }
-}
-
-/// Prints the end line after `outcome`'s line, where one is needed (for people and editors: the
-/// JSON output has the outcome's own event).
-pub fn end(log: Log, outcome: &Outcome) {
-    if let Some(line) = end_line(outcome) {
-        log.say(line);
     }
 }
 

@@ -325,8 +325,7 @@ impl Link {
             let result =
                 wait_for_ready(&remote, &settings, &request).map_err(|failure| settle(failure, &trigger.files, &owed));
             let outcome = Outcome { remote, files: trigger.files, result, triggers: covers };
-            report(&settings, &outcome);
-            super::cycle::end(settings.log, &outcome);
+            super::cycle::round(settings.log, settings.target.as_deref(), &outcome, || report(&settings, &outcome));
             if let Some(tx) = outcomes {
                 let _ = tx.send(outcome);
             }
@@ -343,8 +342,8 @@ impl Link {
         let request = reload(&self.settings, &trigger, false);
         let result = self.attempt(&request).map_err(|failure| settle(failure, &trigger.files, &self.owed));
         let outcome = Outcome { remote: self.remote.clone(), files: trigger.files, result, triggers: covers };
-        report(&self.settings, &outcome);
-        super::cycle::end(self.settings.log, &outcome);
+        let settings = &self.settings;
+        super::cycle::round(settings.log, settings.target.as_deref(), &outcome, || report(settings, &outcome));
         if let Some(tx) = outcomes {
             let _ = tx.send(outcome);
         }

@@ -82,10 +82,7 @@ pub fn command(global: &Global, args: WatchArgs) -> Result<()> {
     // see that the work tree is still where it was (a parent directory's move sends no event).
     let ended = loop {
         match watcher.step(TREE_CHECK) {
-            Ok(triggers) => triggers.into_iter().filter_map(route).for_each(|trigger| {
-                super::cycle::begin(log, args.target.as_deref(), &trigger);
-                delivery.send(&trigger);
-            }),
+            Ok(triggers) => triggers.into_iter().filter_map(route).for_each(|trigger| delivery.send(&trigger)),
             Err(err) => break Err(err),
         }
         if stop.load(Ordering::SeqCst) {
@@ -96,11 +93,7 @@ pub fn command(global: &Global, args: WatchArgs) -> Result<()> {
     let again = if stop.swap(true, Ordering::SeqCst) { "again " } else { "" };
     let line = format!("stopping: sending the changes not sent yet first (Ctrl-C {again}to quit now)");
     log.warn("stopping", &line, json!({}));
-    let last = watcher.flush().and_then(route);
-    if let Some(trigger) = &last {
-        super::cycle::begin(log, args.target.as_deref(), trigger);
-    }
-    let lost = delivery.finish(last)?;
+    let lost = delivery.finish(watcher.flush().and_then(route))?;
     if let Some(live) = live {
         live.stop();
     }
