@@ -54,15 +54,20 @@ fn send(global: &Global, args: SendArgs) -> Result<()> {
         wait: args.wait,
         ..Request::default()
     };
+    let started = std::time::Instant::now();
     let results = fan_out(&remotes, &credentials, &request, Duration::from_millis(timeout));
+    // An answer that is an error reply arrives without its own round trip: this bounds it.
+    let answered = started.elapsed();
     let root = work_tree(&locate.cwd);
     let mut failures = Vec::new();
     for (remote, result) in remotes.iter().zip(results) {
-        // A `not_ready` answer is the same result as an ok reply whose ready check failed: the
-        // guest was reached and ran the action; the app is not back.
+        // The guest took the trigger and said how it went: a `not_ready` answer is the same
+        // result as an ok reply whose ready check failed (the action ran; the app is not back),
+        // and `action_failed` is its action's own failure. Neither is an undelivered trigger.
+        let taken = |code: ErrorCode| matches!(code, ErrorCode::NotReady | ErrorCode::ActionFailed);
         let result = match result {
-            Err(err) => match remote_error(&err).filter(|r| r.code == ErrorCode::NotReady).map(|r| r.reply.clone()) {
-                Some(reply) => Ok((reply, Duration::ZERO)),
+            Err(err) => match remote_error(&err).filter(|r| taken(r.code)).map(|r| r.reply.clone()) {
+                Some(reply) => Ok((reply, answered)),
                 None => Err(err),
             },
             ok => ok,

@@ -179,3 +179,19 @@ fn a_fresh_clone_gets_its_token_from_init_token() {
     env.run_in(&clone, &["send", "--to", &receiver.addr]).expect_code(0);
     assert_eq!(receiver.wait_event("reload")["reason"], "manual");
 }
+
+#[test]
+fn send_says_a_failed_action_was_delivered() {
+    let env = Env::new();
+    let repo = repo(&env);
+    let config = serde_json::json!({"targets": {"app": {"exec": ["false"], "timeout_ms": 5000}}});
+    std::fs::write(env.join("guest.json"), config.to_string()).unwrap();
+    let receiver = env.listen(&["--config", env.join("guest.json").to_str().unwrap()]);
+    let run = env.run_in(&repo.root, &["send", "--json", "--to", &receiver.addr]);
+    run.expect_code(1);
+    let event: serde_json::Value =
+        serde_json::from_str(run.stdout.lines().last().unwrap_or_default()).unwrap_or_default();
+    assert_eq!((event["event"].as_str(), event["delivered"].as_bool()), (Some("failed"), Some(true)), "{}", run.stdout);
+    assert_eq!(event["code"], "action_failed", "{}", run.stdout);
+    assert!(event["ms"].as_f64().is_some_and(|ms| ms > 0.0), "{}", run.stdout);
+}
