@@ -91,13 +91,25 @@ pub fn command(args: InitArgs) -> Result<()> {
 fn token_only(repo: &git2::Repository, workdir: &Path) -> Result<()> {
     let locate = crate::config::Locate { config: None, token_file: None, cwd: workdir.to_path_buf() };
     let config = crate::config::Config::load(&locate)?;
+    if config.repo_file.is_none() {
+        return Err(UsageError(format!(
+            "no {FILE_NAME} in {}: run `touchwire init` (it writes the config and the token); \
+             --token is for a clone whose {FILE_NAME} is committed",
+            workdir.display()
+        ))
+        .into());
+    }
     let configured = config.token_file.value.is_some();
     let path = match config.token_file.value {
         Some(path) => path,
         None => repo.commondir().join("touchwire").join("token"),
     };
     if write_token(&path)? {
-        println!("wrote a fresh token to {} (mode 0600)", path.display());
+        let from = match configured {
+            true => format!("token_file from {}", config.token_file.source),
+            false => "the default place".to_string(),
+        };
+        println!("wrote a fresh token to {} (mode 0600; {from})", path.display());
         println!("restart the guest's touchwire listen so that it reads it too");
     } else {
         println!("kept the existing token in {}", path.display());
@@ -117,7 +129,8 @@ fn token_only(repo: &git2::Repository, workdir: &Path) -> Result<()> {
 fn unit_config_warning(dir: &Path) -> Option<String> {
     let locate = crate::config::Locate { config: None, token_file: None, cwd: dir.to_path_buf() };
     match crate::config::Config::load(&locate) {
-        Ok(config) if config.files.is_empty() => Some(format!(
+        // The user's own config file does not count: the service may run as another user.
+        Ok(config) if config.repo_file.is_none() => Some(format!(
             "no .touchwire.json in {} or above it: the unit will run `touchwire listen` on built-in \
              defaults (listening on 127.0.0.1 only, auth off), which the host cannot reach; \
              run `touchwire init` in the project (or copy its .touchwire.json there) first, \

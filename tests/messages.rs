@@ -195,3 +195,11 @@ fn send_says_a_failed_action_was_delivered() {
     assert_eq!(event["code"], "action_failed", "{}", run.stdout);
     assert!(event["ms"].as_f64().is_some_and(|ms| ms > 0.0), "{}", run.stdout);
 }
+
+#[test]
+fn init_token_without_a_config_says_to_run_init() {
+    let env = Env::new();
+    let repo = repo(&env);
+    env.run_in(&repo.root, &["init", "--token"]).expect_code(2).expect_stderr("run `touchwire init`");
+    assert!(!repo.root.join(".git/touchwire/token").exists(), "nothing written");
+}
