@@ -191,7 +191,8 @@ pub struct WatchArgs {
     #[arg(long, value_name = "EXT", value_hint = ValueHint::Other, value_delimiter = ',', requires = "livereload")]
     pub livereload_assets: Vec<String>,
     /// Hosts of pages that may follow saves beyond this machine's, private networks' (192.168.x.x,
-    /// *.test, *.local) and browser extensions' ("*" for any)
+    /// *.test, *.local) and browser extensions': HOST[:PORT], "*.SUFFIX", "null" (a page opened
+    /// from a file), "*" (any)
     #[arg(long, value_name = "HOST", value_hint = ValueHint::Other, value_delimiter = ',', requires = "livereload")]
     pub livereload_origin: Vec<String>,
 }

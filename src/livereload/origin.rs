@@ -6,7 +6,8 @@
 //! checked. Allowed: no `Origin` (not a browser page), a browser extension (the LiveReload
 //! extensions), a page on this machine or a private network (`localhost`, `127.0.0.1`,
 //! `192.168.56.10`, `[fd00::1]`, `*.localhost`, `*.local`, `*.test`, `*.internal`: where a guest's
-//! app is served), and the hosts given with `--livereload-origin` (`*` for any).
+//! app is served), and the hosts given with `--livereload-origin`: `dev.example.com` (any port or
+//! scheme), `*.example.com` (its subdomains), `null` (pages opened from files), `*` (any).
 
 use std::net::{IpAddr, Ipv6Addr};
 
@@ -23,14 +24,21 @@ pub struct Origins {
 }
 
 impl Origins {
-    /// Local origins plus `extra` (hosts, or origins such as `https://app.example:8443`, whose host counts).
+    /// Local origins plus `extra`: hosts, with or without a port or a scheme (only the host
+    /// counts), `*.SUFFIX`, `null`, or `*`.
     pub fn new(extra: &[String]) -> Origins {
         let extra = extra
             .iter()
-            .map(|entry| entry.trim())
+            .map(|entry| entry.trim().to_ascii_lowercase())
             .filter(|entry| !entry.is_empty())
-            .map(|entry| if entry.contains("://") { host(entry).unwrap_or(entry) } else { entry })
-            .map(|entry| entry.trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase())
+            .map(|entry| match entry.as_str() {
+                "*" | "null" => entry,
+                _ if entry.starts_with("*.") => entry,
+                _ => {
+                    let origin = if entry.contains("://") { entry.clone() } else { format!("http://{entry}") };
+                    host(&origin).unwrap_or(&entry).trim_start_matches('[').trim_end_matches(']').to_string()
+                }
+            })
             .collect();
         Origins { extra }
     }
@@ -38,7 +46,7 @@ impl Origins {
     /// Whether a handshake with this `Origin` header (None when it has none) may connect.
     pub fn allows(&self, origin: Option<&str>) -> bool {
         let Some(origin) = origin.map(str::trim) else { return true };
-        if self.extra.iter().any(|extra| extra == "*") {
+        if self.extra.iter().any(|extra| extra == "*") || (origin == "null" && self.extra.iter().any(|e| e == "null")) {
             return true;
         }
         let Some((scheme, _)) = origin.split_once("://") else { return false };
@@ -51,7 +59,11 @@ impl Origins {
         }
         let Some(host) = host(origin) else { return false };
         let host = host.trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase();
-        is_local(&host) || self.extra.contains(&host)
+        is_local(&host)
+            || self.extra.iter().any(|extra| match extra.strip_prefix('*') {
+                Some(suffix) => suffix.starts_with('.') && host.ends_with(suffix),
+                None => *extra == host,
+            })
     }
 }
 
@@ -145,6 +157,15 @@ mod tests {
         assert!(named.allows(Some("http://[2001:db8::1]:80")));
         assert!(!named.allows(Some("https://evil.example")));
         assert!(Origins::new(&["*".into()]).allows(Some("https://evil.example")));
+        // Written as people write them: with a port and no scheme, a wildcard, pages from files.
+        let written =
+            Origins::new(&["Dev.Example.com:8000".into(), "[2001:db8::2]:8443".into(), "*.corp.example".into()]);
+        assert!(written.allows(Some("http://dev.example.com:9000")));
+        assert!(written.allows(Some("http://[2001:db8::2]")));
+        assert!(written.allows(Some("https://app.corp.example")));
+        assert!(!written.allows(Some("https://corp.example.evil")) && !written.allows(Some("https://xcorp.example")));
+        assert!(!written.allows(Some("null")));
+        assert!(Origins::new(&["null".into()]).allows(Some("null")));
     }
 
     #[test]
