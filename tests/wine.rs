@@ -43,6 +43,18 @@ fn windows_build() -> Result<(PathBuf, PathBuf), String> {
     Ok((exe, prefix))
 }
 
+/// [`windows_build`], or None after saying why the test is skipped (a failure in CI).
+fn windows_build_or_skip() -> Option<(PathBuf, PathBuf)> {
+    match windows_build() {
+        Ok(found) => Some(found),
+        Err(why) if std::env::var("CI").as_deref() == Ok("true") => panic!("CI: {why}"),
+        Err(why) => {
+            eprintln!("skipped: {why}");
+            None
+        }
+    }
+}
+
 /// `wine ARGS` in `prefix`, quiet, bounded by `timeout`.
 fn wine(prefix: &Path, cwd: &Path, args: &[&str]) -> std::process::Output {
     std::process::Command::new("timeout")
@@ -95,14 +107,7 @@ impl Scenario {
 
 #[test]
 fn the_windows_watcher_under_wine_sends_to_a_linux_listener() {
-    let (exe, prefix) = match windows_build() {
-        Ok(found) => found,
-        Err(why) if std::env::var("CI").as_deref() == Ok("true") => panic!("CI: {why}"),
-        Err(why) => {
-            eprintln!("skipped: {why}");
-            return;
-        }
-    };
+    let Some((exe, prefix)) = windows_build_or_skip() else { return };
     let env = Env::new();
     let repo = Repo::init(env.join("repo"));
     let token = repo.root.join(".git/touchwire/token");
@@ -220,14 +225,7 @@ fn the_windows_watcher_under_wine_sends_to_a_linux_listener() {
 
 #[test]
 fn a_windows_host_never_reads_guest_paths_with_its_own_rules() {
-    let (exe, prefix) = match windows_build() {
-        Ok(found) => found,
-        Err(why) if std::env::var("CI").as_deref() == Ok("true") => panic!("CI: {why}"),
-        Err(why) => {
-            eprintln!("skipped: {why}");
-            return;
-        }
-    };
+    let Some((exe, prefix)) = windows_build_or_skip() else { return };
     let env = Env::new();
     let repo = Repo::init(env.join("repo"));
     repo.write("app.py", "VALUE = 1\n");
