@@ -4,10 +4,9 @@
 
 mod util;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
-use std::sync::mpsc::{Receiver, channel};
+use std::sync::mpsc::Receiver;
 use std::time::Instant;
 
 /// A fresh, empty directory for the demo's TMPDIR.
@@ -52,6 +51,7 @@ struct Running {
     child: Child,
     lines: Receiver<String>,
     seen: Vec<String>,
+    stdout: Option<std::thread::JoinHandle<()>>,
     stderr: Option<std::thread::JoinHandle<String>>,
 }
 
@@ -65,22 +65,14 @@ impl Running {
             .stderr(Stdio::piped())
             .spawn()
             .expect("cannot start touchwire");
-        let (tx, lines) = channel();
-        let stdout = child.stdout.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let (lines, stdout) = util::lines_of(child.stdout.take().unwrap());
         let mut stderr = child.stderr.take().unwrap();
         let stderr = std::thread::spawn(move || {
             let mut text = String::new();
             let _ = std::io::Read::read_to_string(&mut stderr, &mut text);
             text
         });
-        Running { child, lines, seen: Vec::new(), stderr: Some(stderr) }
+        Running { child, lines, seen: Vec::new(), stdout: Some(stdout), stderr: Some(stderr) }
     }
 
     /// Waits (at most util::WAIT) for a line holding `needle`; returns it.
@@ -133,6 +125,10 @@ impl Drop for Running {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // The readers end with the child's streams.
+        if let Some(stdout) = self.stdout.take() {
+            let _ = stdout.join();
+        }
     }
 }
 

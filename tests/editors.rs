@@ -287,13 +287,7 @@ fn vscode_watch_task_signals_ready_and_reports_failures_as_problems() {
     let dead = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
     let mut child =
         task_command(watch, &s.repo.root).env("TOUCHWIRE_TO", &dead).stderr(Stdio::piped()).spawn().unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, lines) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)).map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
+    let (lines, reader) = util::lines_of(child.stderr.take().unwrap());
     let next = |what: &str, re: &regex::Regex| -> String {
         let deadline = std::time::Instant::now() + WAIT;
         while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
@@ -314,6 +308,7 @@ fn vscode_watch_task_signals_ready_and_reports_failures_as_problems() {
     assert!(captures[2].contains("connection refused"), "{line}");
     child.kill().unwrap();
     child.wait().unwrap();
+    let _ = reader.join();
 }
 
 #[test]

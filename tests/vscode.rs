@@ -74,15 +74,7 @@ fn the_watcher_prints_what_the_matchers_read_for_a_path_with_spaces() {
     let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
     let mut watcher = s.env.command(&s.repo.root, &["watch", "--to", &dead]);
     let mut child = watcher.stderr(std::process::Stdio::piped()).spawn().unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, lines) = std::sync::mpsc::channel();
-    let reader = std::thread::spawn(move || {
-        for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)).map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let (lines, reader) = util::lines_of(child.stderr.take().unwrap());
     let m = matchers();
     let wait = |pattern: &str| {
         let re = regex::Regex::new(pattern).unwrap();

@@ -451,6 +451,20 @@ pub fn path_with_touchwire() -> std::ffi::OsString {
 }
 
 /// Polls `check` every 20 ms until it holds or [`WAIT`] passes.
+/// The lines `reader` (a child's stdout or stderr) gives, on a channel, read by a thread that
+/// ends with the stream (or when the receiver is dropped): join it after ending the child.
+pub fn lines_of(reader: impl Read + Send + 'static) -> (Receiver<String>, std::thread::JoinHandle<()>) {
+    let (tx, lines) = channel();
+    let thread = std::thread::spawn(move || {
+        for line in BufReader::new(reader).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    (lines, thread)
+}
+
 pub fn eventually(what: &str, mut check: impl FnMut() -> bool) {
     let deadline = Instant::now() + WAIT;
     while Instant::now() < deadline {
