@@ -1,42 +1,111 @@
-//! The command line: every command and flag with its help text. Parsed once, then turned into settings.
+//! The command line: every command and flag with its help text. Parsed once, then turned into
+//! the configuration's highest layer ([`Flags`]) by each command's `flags`; the commands
+//! resolve their typed settings from the loaded [`crate::config::Config`], never from here.
 
+use crate::config::{ActionSpec, Flags, Signal, defaults, validate_fifo_command};
 use clap::{Args, Parser, Subcommand, ValueHint};
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// Reload a Python web app in a VM or container the instant its code changes on the host.
 #[derive(Debug, Parser)]
 #[command(name = "touchwire", version, about, max_term_width = 100)]
 pub struct Cli {
-    /// Options every command takes.
-    #[command(flatten)]
-    pub global: Global,
     /// The command to run.
     #[command(subcommand)]
     pub command: Command,
 }
 
-/// Options every command takes, shown after the command's own under [`GLOBAL_HEADING`].
-/// `demo` and `completions`, which have no use for them, flatten this struct themselves and hide
-/// it (`hide_global`), so clap does not add the visible copies.
+/// Where the configuration comes from: options of every command that reads it, shown after the
+/// command's own under [`COMMON_HEADING`]. Commands that read none (`demo`, `hooks`,
+/// `completions`) do not take them, so neither their help nor their completion offers them.
 #[derive(Debug, Args)]
-#[command(next_help_heading = GLOBAL_HEADING)]
-pub struct Global {
+#[command(next_help_heading = COMMON_HEADING)]
+pub struct Files {
     /// Read this config file instead of the repository's .touchwire.json [env: TOUCHWIRE_CONFIG]
-    #[arg(long, global = true, value_name = "FILE", value_hint = ValueHint::FilePath)]
+    #[arg(long, value_name = "FILE", value_hint = ValueHint::FilePath)]
     pub config: Option<PathBuf>,
     /// File holding the shared token [env: TOUCHWIRE_TOKEN_FILE]
-    #[arg(long, global = true, value_name = "FILE", value_hint = ValueHint::FilePath)]
+    #[arg(long, value_name = "FILE", value_hint = ValueHint::FilePath)]
     pub token_file: Option<PathBuf>,
+}
+
+impl Files {
+    /// The layer these options make: the config file and the token file.
+    pub fn flags(&self) -> Flags {
+        Flags { config: self.config.clone(), token_file: self.token_file.clone(), ..Flags::default() }
+    }
+}
+
+/// The options of every command that reads the configuration and reports events (`listen`,
+/// `send`, `watch`, `status`): [`Files`] and how much to say. Flattened last, so that they
+/// follow the command's own options under [`COMMON_HEADING`].
+#[derive(Debug, Args)]
+#[command(next_help_heading = COMMON_HEADING)]
+pub struct Global {
+    /// Where the configuration comes from.
+    #[command(flatten)]
+    pub files: Files,
     /// Say more (repeat for even more)
-    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    #[arg(short, long, action = clap::ArgAction::Count)]
     pub verbose: u8,
     /// Say nothing but errors
-    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    #[arg(short, long, conflicts_with = "verbose")]
     pub quiet: bool,
 }
 
+impl Global {
+    /// The layer these options make: the config file and the token file.
+    pub fn flags(&self) -> Flags {
+        self.files.flags()
+    }
+
+    /// Where the command's events go, as `-v`, `-q` and its `--json` say.
+    pub fn log(&self, json: &Json) -> crate::output::Log {
+        crate::output::Log { json: json.json, quiet: self.quiet, verbose: self.verbose }
+    }
+}
+
+/// The guests a host command talks to, and how long it waits for each (`send`, `watch`, `status`).
+#[derive(Debug, Args)]
+pub struct Guests {
+    /// Guest address HOST[:PORT], port 9001 when not given ([IPv6]:PORT); repeat to reach
+    /// several guests at once [env: TOUCHWIRE_TO] [default: "remote" in the config, else
+    /// 127.0.0.1:9001]
+    #[arg(long = "to", value_name = "ADDR", value_parser = remote_address, value_hint = ValueHint::Other)]
+    pub to: Vec<String>,
+    /// Give up on a guest that has not answered within this time (a ready check that `send
+    /// --wait` waits for takes the time it needs) [default: "timeout_ms" in the config, else
+    /// 1000; with `send --hook`: "hook_timeout_ms" in the config, else 500]
+    #[arg(long, value_name = "MS", value_parser = ms, value_hint = ValueHint::Other)]
+    pub timeout: Option<u64>,
+}
+
+impl Guests {
+    /// Adds these options to `flags`.
+    fn onto(&self, flags: Flags) -> Flags {
+        Flags { remotes: self.to.clone(), timeout_ms: self.timeout, ..flags }
+    }
+}
+
+/// The target a trigger names (`send`, `watch`).
+#[derive(Debug, Args)]
+pub struct TargetName {
+    /// Target to reload [default: the guest's default target]
+    #[arg(long, value_name = "NAME", value_hint = ValueHint::Other)]
+    pub target: Option<String>,
+}
+
+/// Machine-readable output (`listen`, `send`, `watch`).
+#[derive(Debug, Args)]
+pub struct Json {
+    /// Print events and results as JSON lines on stdout, one object each
+    #[arg(long)]
+    pub json: bool,
+}
+
 /// The help heading of [`Global`]'s options.
-pub const GLOBAL_HEADING: &str = "Global options";
+pub const COMMON_HEADING: &str = "Common options";
 
 /// The commands.
 #[derive(Debug, Subcommand)]
@@ -67,7 +136,7 @@ pub struct ListenArgs {
     #[arg(long, value_name = "ADDR", value_parser = bind_address, value_hint = ValueHint::Other)]
     pub addr: Option<String>,
     /// Name of the target defined by the action flags below
-    #[arg(long, value_name = "NAME", value_hint = ValueHint::Other, default_value = crate::config::DEFAULT_TARGET_NAME)]
+    #[arg(long, value_name = "NAME", value_hint = ValueHint::Other, default_value = defaults::TARGET_NAME)]
     pub target: String,
     /// Action: advance this file's mtime (for uWSGI touch-reload)
     #[arg(long, value_name = "PATH", group = "action")]
@@ -76,14 +145,14 @@ pub struct ListenArgs {
     #[arg(long, value_name = "PATH", group = "action")]
     pub fifo: Option<PathBuf>,
     /// Command written to the FIFO: r (graceful reload), c (chain reload), ...
-    #[arg(long, value_name = "CMD", value_hint = ValueHint::Other, requires = "fifo", default_value = crate::config::DEFAULT_FIFO_COMMAND)]
+    #[arg(long, value_name = "CMD", value_hint = ValueHint::Other, requires = "fifo", default_value = defaults::FIFO_COMMAND, value_parser = fifo_command)]
     pub fifo_command: String,
     /// Do not poke uWSGI's master after the FIFO command (slower reloads)
     #[arg(long, requires = "fifo")]
     pub no_poke: bool,
     /// With --pidfile: the signal it sends (HUP, USR1, TERM, ...) [default: HUP]
     #[arg(long, value_name = "SIG", value_hint = ValueHint::Other, requires = "pidfile")]
-    pub signal: Option<String>,
+    pub signal: Option<Signal>,
     /// Action: signal the process whose pid this file holds (the signal is --signal's)
     #[arg(long, value_name = "PATH", group = "action")]
     pub pidfile: Option<PathBuf>,
@@ -91,7 +160,7 @@ pub struct ListenArgs {
     #[arg(long, value_name = "CMD", num_args = 1.., allow_hyphen_values = true, group = "action")]
     pub exec: Option<Vec<String>>,
     /// Kill an --exec program that runs longer than this
-    #[arg(long, value_name = "MS", value_parser = ms, value_hint = ValueHint::Other, requires = "exec", default_value_t = 10_000)]
+    #[arg(long, value_name = "MS", value_parser = ms, value_hint = ValueHint::Other, requires = "exec", default_value_t = defaults::EXEC_TIMEOUT_MS)]
     pub exec_timeout: u64,
     /// Coalescing window per target: triggers within it cost one more action at its end
     /// [default: "settle_ms" in the config, else 200]
@@ -100,34 +169,60 @@ pub struct ListenArgs {
     /// Allow binding a non-loopback address without a token (anyone who can reach it can reload)
     #[arg(long)]
     pub allow_unauthenticated: bool,
-    /// Most connections served at once; more get an error line and are closed
-    #[arg(long, value_name = "N", value_hint = ValueHint::Other, default_value_t = 128)]
-    pub max_connections: usize,
-    /// Close a connection that sends no complete request for this long
-    #[arg(long, value_name = "MS", value_parser = ms, value_hint = ValueHint::Other, default_value_t = 10_000)]
-    pub read_timeout: u64,
-    /// Print events as JSON lines on stdout
-    #[arg(long)]
-    pub json: bool,
+    /// Most connections served at once; more get an error line and are closed [default:
+    /// "max_connections" in the config, else 128]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..), value_hint = ValueHint::Other)]
+    pub max_connections: Option<u32>,
+    /// Close a connection that sends no complete request for this long [default:
+    /// "read_timeout_ms" in the config, else 10000]
+    #[arg(long, value_name = "MS", value_parser = nonzero_ms, value_hint = ValueHint::Other)]
+    pub read_timeout: Option<u64>,
+    /// Machine-readable output.
+    #[command(flatten)]
+    pub json: Json,
+    /// The configuration and how much to say.
+    #[command(flatten)]
+    pub global: Global,
+}
+
+impl ListenArgs {
+    /// The layer these options make over `global`'s; a target the action flags define replaces
+    /// the configured ones.
+    pub fn flags(&self) -> Flags {
+        Flags {
+            listen: self.addr.clone(),
+            target: self.action().map(|action| (self.target.clone(), action)),
+            settle_ms: self.settle,
+            max_connections: self.max_connections.map(|n| n as usize),
+            read_timeout_ms: self.read_timeout,
+            ..self.global.flags()
+        }
+    }
+
+    /// The action `--touch`, `--fifo`, `--pidfile` or `--exec` defines, if any.
+    fn action(&self) -> Option<ActionSpec> {
+        if let Some(path) = &self.touch {
+            return Some(ActionSpec::Touch { path: path.clone() });
+        }
+        if let Some(path) = &self.fifo {
+            let command = self.fifo_command.clone();
+            return Some(ActionSpec::Fifo { path: path.clone(), command, poke: !self.no_poke });
+        }
+        if let Some(pidfile) = &self.pidfile {
+            let signal = self.signal.unwrap_or(Signal { name: defaults::SIGNAL });
+            return Some(ActionSpec::Signal { pidfile: pidfile.clone(), signal });
+        }
+        let argv = self.exec.clone()?;
+        Some(ActionSpec::Exec { argv, timeout: Duration::from_millis(self.exec_timeout) })
+    }
 }
 
 /// `touchwire send`.
 #[derive(Debug, Args)]
 pub struct SendArgs {
-    /// Guest address HOST[:PORT], port 9001 when not given ([IPv6]:PORT); repeat to reach
-    /// several guests at once [env: TOUCHWIRE_TO] [default: "remote" in the config, else
-    /// 127.0.0.1:9001]
-    #[arg(long = "to", value_name = "ADDR", value_parser = remote_address, value_hint = ValueHint::Other)]
-    pub to: Vec<String>,
-    /// Target to reload [default: the guest's default target]
-    #[arg(long, value_name = "NAME", value_hint = ValueHint::Other)]
-    pub target: Option<String>,
     /// Why: shown in the guest's log [default: "save" with --path, else "manual"]
     #[arg(long, value_name = "TEXT", value_hint = ValueHint::Other)]
     pub reason: Option<String>,
-    /// Give up on a guest that has not answered within this time (with --wait, its ready check takes the time it needs) [default: 1000, with --hook "hook_timeout_ms" in the config, else 500]
-    #[arg(long, value_name = "MS", value_parser = ms, value_hint = ValueHint::Other)]
-    pub timeout: Option<u64>,
     /// Send only if a relevant file differs between these two git revisions
     #[arg(long, value_names = ["OLD", "NEW"], value_hint = ValueHint::Other, num_args = 2, conflicts_with = "paths")]
     pub changed_between: Option<Vec<String>>,
@@ -143,48 +238,53 @@ pub struct SendArgs {
     /// Changed file: send only if it is relevant (git-tracked or not ignored, watched extension); repeatable
     #[arg(long = "path", value_name = "FILE")]
     pub paths: Vec<PathBuf>,
-    /// Print the result per guest as a JSON line on stdout
-    #[arg(long)]
-    pub json: bool,
+    /// The guests and how long to wait for them.
+    #[command(flatten)]
+    pub guests: Guests,
+    /// The target.
+    #[command(flatten)]
+    pub target: TargetName,
+    /// Machine-readable output.
+    #[command(flatten)]
+    pub json: Json,
+    /// The configuration and how much to say.
+    #[command(flatten)]
+    pub global: Global,
+}
+
+impl SendArgs {
+    /// The layer these options make.
+    pub fn flags(&self) -> Flags {
+        self.guests.onto(self.global.flags())
+    }
 }
 
 /// `touchwire watch`.
 #[derive(Debug, Args)]
 pub struct WatchArgs {
     /// Watch the whole git work tree holding this directory [default: the current directory]
+    #[arg(value_parser = work_tree_dir, value_hint = ValueHint::DirPath)]
     pub dir: Option<PathBuf>,
-    /// Guest address HOST[:PORT], port 9001 when not given ([IPv6]:PORT); repeat to reach
-    /// several guests at once [env: TOUCHWIRE_TO] [default: "remote" in the config, else
-    /// 127.0.0.1:9001]
-    #[arg(long = "to", value_name = "ADDR", value_parser = remote_address, value_hint = ValueHint::Other)]
-    pub to: Vec<String>,
-    /// Target to reload [default: the guest's default target]
-    #[arg(long, value_name = "NAME", value_hint = ValueHint::Other)]
-    pub target: Option<String>,
     /// Extensions of relevant files, comma-separated [default: "extensions" in the config, else py]
     #[arg(long, value_name = "EXT", value_hint = ValueHint::Other, value_delimiter = ',')]
     pub ext: Vec<String>,
     /// Quiet time that ends a burst of changes [default: "debounce_ms" in the config, else 30]
     #[arg(long, value_name = "MS", value_parser = ms, value_hint = ValueHint::Other)]
     pub debounce: Option<u64>,
-    /// Poll every MS (1000 when not given) instead of using the OS's file events
-    #[arg(long, value_name = "MS", value_parser = ms, value_hint = ValueHint::Other, num_args = 0..=1, default_missing_value = "1000", require_equals = true)]
+    /// Poll every MS (1000 when given alone) instead of using the OS's file events [default:
+    /// "poll_ms" in the config, else the OS's events]
+    #[arg(long, value_name = "MS", value_parser = nonzero_ms, value_hint = ValueHint::Other, num_args = 0..=1, default_missing_value = "1000", require_equals = true)]
     pub poll: Option<u64>,
-    /// Only files git tracks are relevant, not untracked ones
+    /// Only files git tracks are relevant, not untracked ones [default: "tracked_only" in the
+    /// config, else untracked ones too]
     #[arg(long)]
     pub tracked_only: bool,
-    /// Give up on a guest that has not answered within this time
-    #[arg(long, value_name = "MS", value_parser = ms, value_hint = ValueHint::Other, default_value_t = 1000)]
-    pub timeout: u64,
-    /// Print events as JSON lines on stdout
-    #[arg(long)]
-    pub json: bool,
     /// Serve LiveReload (protocol 7) and /livereload.js on PORT (35729 when given alone): browser
     /// pages reload once the app is back, or show the failure
     #[arg(long, value_name = "PORT", value_hint = ValueHint::Other, num_args = 0..=1, default_missing_value = "35729", require_equals = true)]
     pub livereload: Option<u16>,
     /// Address the LiveReload server binds (0.0.0.0 lets browsers on other machines connect)
-    #[arg(long, value_name = "HOST", value_hint = ValueHint::Other, default_value = "127.0.0.1", requires = "livereload")]
+    #[arg(long, value_name = "HOST", value_hint = ValueHint::Other, default_value = defaults::LIVERELOAD_BIND, requires = "livereload")]
     pub livereload_bind: String,
     /// Extensions of files the browser loads as they are: applied in the page, never sent to the
     /// guest (css in place, others by a page reload) [default: css]
@@ -195,6 +295,32 @@ pub struct WatchArgs {
     /// from a file), "*" (any)
     #[arg(long, value_name = "HOST", value_hint = ValueHint::Other, value_delimiter = ',', requires = "livereload")]
     pub livereload_origin: Vec<String>,
+    /// The guests and how long to wait for them.
+    #[command(flatten)]
+    pub guests: Guests,
+    /// The target.
+    #[command(flatten)]
+    pub target: TargetName,
+    /// Machine-readable output.
+    #[command(flatten)]
+    pub json: Json,
+    /// The configuration and how much to say.
+    #[command(flatten)]
+    pub global: Global,
+}
+
+impl WatchArgs {
+    /// The layer these options make.
+    pub fn flags(&self) -> Flags {
+        let flags = Flags {
+            extensions: self.ext.clone(),
+            debounce_ms: self.debounce,
+            poll_ms: self.poll,
+            tracked_only: self.tracked_only,
+            ..self.global.flags()
+        };
+        self.guests.onto(flags)
+    }
 }
 
 /// `touchwire hooks`.
@@ -221,30 +347,28 @@ pub enum HooksAction {
 
 /// `touchwire demo`.
 #[derive(Debug, Args)]
-#[command(mut_args(hide_global))]
 pub struct DemoArgs {
     /// After the script (which always plays on its own sample), watch this git work tree live
     /// instead of the sample; checked before the script starts
+    #[arg(value_parser = work_tree_dir, value_hint = ValueHint::DirPath)]
     pub dir: Option<PathBuf>,
     /// End after the script instead of watching live (not with DIR, which only the live part watches)
     #[arg(long)]
     pub once: bool,
-    /// The global options, which the demo does not use; last, so their heading does not cover the options above (its sample has its own config and token).
-    #[command(flatten)]
-    pub unused: Global,
 }
 
 /// `touchwire init`.
 #[derive(Debug, Args)]
+#[command(mut_arg("config", |a| a.requires("token")), mut_arg("token_file", |a| a.requires("token")))]
 pub struct InitArgs {
     /// Repository to set up [default: the one holding the current directory]
     #[arg(long, value_name = "DIR", value_hint = ValueHint::DirPath)]
     pub repo: Option<PathBuf>,
     /// Guest address written as "remote", HOST[:PORT], port 9001 when not given
-    #[arg(long = "to", value_name = "ADDR", default_value = "127.0.0.1:9001", value_parser = remote_address, value_hint = ValueHint::Other)]
+    #[arg(long = "to", value_name = "ADDR", default_value_t = defaults::address(), value_parser = remote_address, value_hint = ValueHint::Other)]
     pub to: String,
     /// File the guest's default target touches (its directory must exist in the guest)
-    #[arg(long, value_name = "PATH", default_value = "/tmp/touchwire-app.reload")]
+    #[arg(long, value_name = "PATH", default_value = defaults::TOUCH_FILE)]
     pub touch: PathBuf,
     /// Overwrite an existing .touchwire.json
     #[arg(long)]
@@ -292,6 +416,9 @@ pub struct InitArgs {
     /// With --gunicorn: the arbiter's pidfile, as the guest sees it
     #[arg(long, value_name = "PATH", default_value = "/tmp/touchwire-gunicorn.pid")]
     pub pidfile: String,
+    /// The configuration `--token` reads (the other uses of init read none, so they refuse it).
+    #[command(flatten)]
+    pub files: Files,
 }
 
 /// Editors with a shipped integration.
@@ -308,24 +435,26 @@ pub enum Editor {
 /// `touchwire status`.
 #[derive(Debug, Args)]
 pub struct StatusArgs {
-    /// Guest address HOST[:PORT] to ping instead of the configured remotes, port 9001 when not
-    /// given; repeatable
-    #[arg(long = "to", value_name = "ADDR", value_parser = remote_address, value_hint = ValueHint::Other)]
-    pub to: Vec<String>,
-    /// Give up on a guest that has not answered within this time
-    #[arg(long, value_name = "MS", value_parser = ms, value_hint = ValueHint::Other, default_value_t = 1000)]
-    pub timeout: u64,
+    /// The guests to ping and how long to wait for them.
+    #[command(flatten)]
+    pub guests: Guests,
+    /// The configuration and how much to say.
+    #[command(flatten)]
+    pub global: Global,
+}
+
+impl StatusArgs {
+    /// The layer these options make.
+    pub fn flags(&self) -> Flags {
+        self.guests.onto(self.global.flags())
+    }
 }
 
 /// `touchwire completions`.
 #[derive(Debug, Args)]
-#[command(mut_args(hide_global))]
 pub struct CompletionsArgs {
     /// Shell to print the completion script for
     pub shell: clap_complete::Shell,
-    /// The global options, which printing a script does not use.
-    #[command(flatten)]
-    pub unused: Global,
 }
 
 /// `--to`: checked, and written in full with its port (`guest` is `guest:9001`), so every
@@ -339,21 +468,44 @@ fn bind_address(text: &str) -> Result<String, String> {
     crate::config::bind_address(text)
 }
 
-/// A duration flag in ms, at most [`crate::config::MAX_MS`] (an hour). The error says what to
+/// A duration flag in ms, at most [`defaults::MAX_MS`] (an hour). The error says what to
 /// write (clap's own says "invalid digit found in string").
 fn ms(text: &str) -> Result<u64, String> {
     let ms: u64 = text.trim().parse().map_err(|_| "expected a number of milliseconds, such as 200".to_string())?;
-    if ms > crate::config::MAX_MS {
-        return Err(format!("{ms} ms is longer than an hour: at most {}", crate::config::MAX_MS));
+    if ms > defaults::MAX_MS {
+        return Err(format!("{ms} ms is longer than an hour: at most {}", defaults::MAX_MS));
     }
     Ok(ms)
 }
 
-/// Hides [`Global`]'s options (and leaves the others) in a command that flattens it but does not
-/// use it (`#[command(mut_args(hide_global))]`).
-fn hide_global(arg: clap::Arg) -> clap::Arg {
-    let global = arg.get_help_heading() == Some(GLOBAL_HEADING);
-    arg.hide(global)
+/// `DIR` of `watch` and `demo`: a directory in a git work tree (which is what is watched), made
+/// canonical. Checked here, so a mistake is clap's usage error (exit 2) before anything starts.
+fn work_tree_dir(text: &str) -> Result<PathBuf, String> {
+    let dir = std::path::Path::new(text);
+    let why = match std::fs::metadata(dir) {
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => "there is no such directory".to_string(),
+        Err(err) => err.to_string(),
+        Ok(meta) if !meta.is_dir() => "it is not a directory".to_string(),
+        Ok(_) => match git2::Repository::discover(dir) {
+            Err(_) => "it is not inside a git repository (touchwire watches a git work tree)".to_string(),
+            Ok(repo) if repo.workdir().is_none() => "it is in a bare repository, which has no work tree".to_string(),
+            Ok(_) => return dir.canonicalize().map_err(|err| format!("cannot watch {text}: {err}")),
+        },
+    };
+    Err(format!("cannot watch {text}: {why}"))
+}
+
+/// `--fifo-command`: uWSGI master FIFO commands.
+fn fifo_command(text: &str) -> Result<String, String> {
+    validate_fifo_command(text).map(|()| text.to_string())
+}
+
+/// An interval or a timeout that 0 would make meaningless (poll without pause, close at once).
+fn nonzero_ms(text: &str) -> Result<u64, String> {
+    match ms(text)? {
+        0 => Err("0 ms would not pause at all: give at least 1".into()),
+        ms => Ok(ms),
+    }
 }
 
 #[cfg(test)]
@@ -389,7 +541,7 @@ mod tests {
     fn addresses_are_checked_and_completed_by_the_parser() {
         let cli = Cli::try_parse_from(["touchwire", "send", "--to", "::1", "--to", "guest:7000"]).unwrap();
         let Command::Send(args) = cli.command else { panic!() };
-        assert_eq!(args.to, vec!["[::1]:9001", "guest:7000"]);
+        assert_eq!(args.guests.to, vec!["[::1]:9001", "guest:7000"]);
         let cli = Cli::try_parse_from(["touchwire", "listen", "--addr", "127.0.0.1"]).unwrap();
         let Command::Listen(args) = cli.command else { panic!() };
         assert_eq!(args.addr.as_deref(), Some("127.0.0.1:9001"));
@@ -400,18 +552,123 @@ mod tests {
     }
 
     #[test]
-    fn hidden_global_options_still_reach_the_global_struct() {
-        let cli = Cli::try_parse_from(["touchwire", "demo", "-vv", "--config", "c.json", "--once"]).unwrap();
-        assert_eq!(cli.global.verbose, 2);
-        assert_eq!(cli.global.config, Some(PathBuf::from("c.json")));
-        let cli = Cli::try_parse_from(["touchwire", "-q", "completions", "bash"]).unwrap();
-        assert!(cli.global.quiet);
+    fn commands_that_read_no_configuration_take_no_common_options() {
+        for argv in [&["demo", "--config", "c.json"][..], &["completions", "bash", "-q"], &["hooks", "status", "-v"]] {
+            let err = Cli::try_parse_from(std::iter::once("touchwire").chain(argv.iter().copied())).unwrap_err();
+            assert_eq!(err.kind(), clap::error::ErrorKind::UnknownArgument, "{argv:?}: {err}");
+        }
+        let cli = Cli::try_parse_from(["touchwire", "send", "-vv", "--config", "c.json"]).unwrap();
+        let Command::Send(args) = cli.command else { panic!() };
+        assert_eq!((args.global.verbose, args.flags().config), (2, Some(PathBuf::from("c.json"))));
+        let cli = Cli::try_parse_from(["touchwire", "init", "--token", "--config", "c.json"]).unwrap();
+        let Command::Init(args) = cli.command else { panic!() };
+        assert_eq!(args.files.flags().config, Some(PathBuf::from("c.json")));
+        let err = Cli::try_parse_from(["touchwire", "init", "--config", "c.json"]).unwrap_err();
+        assert_eq!(err.kind(), clap::error::ErrorKind::MissingRequiredArgument, "only --token reads it: {err}");
+    }
+
+    /// The help text of `command`'s `--flag`.
+    fn help_of(command: &str, flag: &str) -> String {
+        let mut cli = Cli::command();
+        cli.build();
+        let sub = cli.find_subcommand(command).unwrap_or_else(|| panic!("no command {command}"));
+        let arg = sub.get_arguments().find(|a| a.get_long() == Some(flag)).unwrap_or_else(|| panic!("no --{flag}"));
+        arg.get_help().map(|h| h.to_string().replace('\n', " ")).unwrap_or_default()
+    }
+
+    #[test]
+    fn every_help_states_the_default_defined_in_config_defaults() {
+        use defaults::*;
+        let in_config =
+            |key: &str, value: &dyn std::fmt::Display| format!("[default: \"{key}\" in the config, else {value}");
+        let cases: Vec<(&str, &str, String)> = vec![
+            ("send", "to", in_config("remote", &address())),
+            ("watch", "to", in_config("remote", &address())),
+            ("status", "to", in_config("remote", &address())),
+            ("listen", "addr", in_config("listen", &address())),
+            ("send", "timeout", in_config("timeout_ms", &TIMEOUT_MS)),
+            ("send", "timeout", format!("\"hook_timeout_ms\" in the config, else {HOOK_TIMEOUT_MS}]")),
+            ("watch", "debounce", in_config("debounce_ms", &DEBOUNCE_MS)),
+            ("watch", "ext", in_config("extensions", &EXTENSIONS.join(","))),
+            ("watch", "poll", format!("Poll every MS ({POLL_MS} when given alone)")),
+            ("watch", "livereload", format!("({LIVERELOAD_PORT} when given alone)")),
+            ("watch", "livereload-assets", format!("[default: {}]", LIVERELOAD_ASSETS.join(","))),
+            ("listen", "settle", in_config("settle_ms", &SETTLE_MS)),
+            ("listen", "max-connections", in_config("max_connections", &MAX_CONNECTIONS)),
+            ("listen", "read-timeout", in_config("read_timeout_ms", &READ_TIMEOUT_MS)),
+            ("listen", "signal", format!("[default: {SIGNAL}]")),
+        ];
+        for (command, flag, says) in cases {
+            let help = help_of(command, flag);
+            assert!(help.contains(&says), "{command} --{flag}: {help:?} does not say {says:?}");
+        }
+        // The flags clap gives a default to take it from the same place.
+        let parsed = Cli::try_parse_from(["touchwire", "watch", "--poll", "--livereload"]).unwrap();
+        let Command::Watch(args) = parsed.command else { panic!() };
+        assert_eq!(
+            (args.poll, args.livereload, args.livereload_bind.as_str()),
+            (Some(POLL_MS), Some(LIVERELOAD_PORT), LIVERELOAD_BIND)
+        );
+        let parsed = Cli::try_parse_from(["touchwire", "init"]).unwrap();
+        let Command::Init(args) = parsed.command else { panic!() };
+        assert_eq!((args.to, args.touch), (address(), PathBuf::from(TOUCH_FILE)));
+    }
+
+    #[test]
+    fn the_shared_options_are_declared_once_and_build_the_flag_layer() {
+        let cli = Cli::try_parse_from([
+            "touchwire",
+            "watch",
+            "--config",
+            "c.json",
+            "--to",
+            "g",
+            "--timeout",
+            "70",
+            "--poll=5",
+            "--tracked-only",
+            "--target",
+            "web",
+        ])
+        .unwrap();
+        let Command::Watch(args) = cli.command else { panic!() };
+        let flags = args.flags();
+        assert_eq!(flags.remotes, vec!["g:9001"]);
+        assert_eq!((flags.timeout_ms, flags.poll_ms, flags.tracked_only), (Some(70), Some(5), true));
+        assert_eq!(flags.config, Some(PathBuf::from("c.json")));
+        assert_eq!(args.target.target.as_deref(), Some("web"));
+        let cli = Cli::try_parse_from([
+            "touchwire",
+            "listen",
+            "--pidfile",
+            "/run/g.pid",
+            "--target",
+            "web",
+            "--max-connections",
+            "3",
+        ])
+        .unwrap();
+        let Command::Listen(args) = cli.command else { panic!() };
+        let flags = args.flags();
+        let (name, action) = flags.target.unwrap();
+        assert_eq!((name.as_str(), action.to_string().as_str()), ("web", "signal HUP to pid in /run/g.pid"));
+        assert_eq!(flags.max_connections, Some(3));
+        for argv in [
+            &["listen", "--max-connections", "0"][..],
+            &["listen", "--read-timeout", "0"],
+            &["watch", "--poll=0"],
+            &["listen", "--fifo", "f", "--fifo-command", "r;x"],
+            &["listen", "--pidfile", "p", "--signal", "BOOM"],
+        ] {
+            let err = Cli::try_parse_from(std::iter::once("touchwire").chain(argv.iter().copied())).unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{argv:?}: {err}");
+        }
     }
 
     #[test]
     fn durations_are_milliseconds_up_to_an_hour() {
         assert_eq!(ms("200"), Ok(200));
-        assert_eq!(ms("3600000"), Ok(crate::config::MAX_MS));
+        assert_eq!(ms("3600000"), Ok(defaults::MAX_MS));
         assert!(ms("fast").unwrap_err().contains("a number of milliseconds, such as 200"));
         assert!(ms("-1").is_err());
         assert!(ms("3600001").unwrap_err().contains("longer than an hour"));

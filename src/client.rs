@@ -19,6 +19,13 @@ pub struct Credentials {
     pub file: Option<PathBuf>,
 }
 
+impl Credentials {
+    /// The token `config` names, read from its file.
+    pub fn of(config: &crate::config::Config) -> Result<Credentials, crate::error::UsageError> {
+        Ok(Credentials { token: config.token()?, file: config.token_file.value.clone() })
+    }
+}
+
 /// An open, greeted connection to one receiver; it may carry many requests.
 pub struct Connection {
     remote: String,
@@ -108,10 +115,10 @@ impl Connection {
     /// Connects to `remote` (`HOST[:PORT]`, the port 9001 when not given) and reads its
     /// greeting, all within `timeout`. A receiver at its connection cap answers "busy": then try
     /// again, with a short backoff, until `timeout`. Messages name the remote with the port
-    /// tried (`[::1]:9001`); an address that cannot be one is a [`crate::UsageError`].
+    /// tried (`[::1]:9001`); an address that cannot be one is a [`crate::error::UsageError`].
     pub fn open(remote: &str, credentials: &Credentials, timeout: Duration) -> Result<Connection> {
-        let address =
-            Address::parse(remote, Use::Connect).map_err(|msg| crate::UsageError(format!("{remote:?}: {msg}")))?;
+        let address = Address::parse(remote, Use::Connect)
+            .map_err(|msg| crate::error::UsageError(format!("{remote:?}: {msg}")))?;
         let remote = &address.to_string();
         let deadline = Instant::now() + timeout;
         let mut pause = Duration::from_millis(10);
@@ -493,7 +500,7 @@ mod tests {
         let err = Connection::open(&format!(" 127.0.0.1:{port} "), &NO_TOKEN, SHORT).err().unwrap();
         assert!(err.to_string().starts_with(&format!("127.0.0.1:{port}: connection refused")), "{err}");
         let err = Connection::open("guest:99999", &NO_TOKEN, SHORT).err().unwrap();
-        assert_eq!(crate::exit_code(&err), 2, "{err}");
+        assert_eq!(crate::error::exit_code(&err), 2, "{err}");
         assert!(err.to_string().contains("out of range"), "{err}");
     }
 

@@ -1,22 +1,24 @@
-//! Configuration: `.touchwire.json` discovery, layering (flags > environment > repo file > user
-//! file > defaults) and validation. Every resolved value remembers where it came from.
+//! Configuration, resolved once: `.touchwire.json` discovery and the layers (flags >
+//! environment > repo file > user file > defaults) into one [`Config`] whose every value
+//! remembers where it came from. Each command turns it into its own typed settings.
 
 pub mod address;
+pub mod defaults;
+mod file;
+mod target;
 
-use crate::UsageError;
-use crate::protocol::DEFAULT_PORT;
-use crate::ready::ReadyCheck;
+pub use target::{ActionSpec, Signal, TargetSpec, validate_fifo_command};
+
+use crate::auth::Token;
+use crate::error::UsageError;
 use address::{Address, Use};
-use serde::Deserialize;
+use file::read_file;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 /// Name of the per-repository configuration file.
 pub const FILE_NAME: &str = ".touchwire.json";
-/// Target name used for a target given by flags, and by the built-in default.
-pub const DEFAULT_TARGET_NAME: &str = "app";
 
 /// Where a setting's value came from.
 #[derive(Debug, Clone, PartialEq)]
@@ -58,215 +60,48 @@ impl<T> Setting<T> {
     fn default(value: T) -> Self {
         Setting { value, source: Source::Default }
     }
-    /// Replaces the value, recording that a flag set it.
-    pub fn set_by_flag(&mut self, value: T) {
-        *self = Setting { value, source: Source::Flag };
-    }
-}
 
-/// What a target does when triggered, as configured in the guest.
-#[derive(Debug, Clone, PartialEq)]
-pub enum ActionSpec {
-    /// Advance the mtime of a file (uWSGI `touch-reload`).
-    Touch { path: PathBuf },
-    /// Write a command to uWSGI's master FIFO, then poke it until the reload is under way.
-    Fifo { path: PathBuf, command: String, poke: bool },
-    /// Send a signal to the process whose PID the pidfile holds.
-    Signal { pidfile: PathBuf, signal: Signal },
-    /// Run a program (no shell), bounded by a timeout.
-    Exec { argv: Vec<String>, timeout: Duration },
-}
-
-impl ActionSpec {
-    /// The action's kind, as named on the wire.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            ActionSpec::Touch { .. } => "touch",
-            ActionSpec::Fifo { .. } => "fifo",
-            ActionSpec::Signal { .. } => "signal",
-            ActionSpec::Exec { .. } => "exec",
+    /// Sets `value` from `source`, if there is one.
+    pub(crate) fn set(&mut self, value: Option<T>, source: &Source) {
+        if let Some(value) = value {
+            *self = Setting { value, source: source.clone() };
         }
     }
 }
 
-impl fmt::Display for ActionSpec {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ActionSpec::Touch { path } => write!(f, "touch {}", path.display()),
-            ActionSpec::Fifo { path, command, poke } => {
-                write!(f, "fifo {} ({command:?}{})", path.display(), if *poke { ", poke" } else { "" })
-            }
-            ActionSpec::Signal { pidfile, signal } => {
-                write!(f, "signal {} to pid in {}", signal.name, pidfile.display())
-            }
-            ActionSpec::Exec { argv, timeout } => write!(f, "exec {:?} (timeout {} ms)", argv, timeout.as_millis()),
-        }
-    }
+/// The command line's layer, the highest: what the flags of the command being run set. A field
+/// is `None` (or empty, or false) when no flag set it, so what a file or the environment says
+/// stands. `cli` builds it from each command's flags; addresses arrive checked and completed.
+#[derive(Debug, Clone, Default)]
+pub struct Flags {
+    /// `--config FILE`: read this file instead of discovering `.touchwire.json`.
+    pub config: Option<PathBuf>,
+    /// `--token-file FILE`.
+    pub token_file: Option<PathBuf>,
+    /// `--to ADDR`, repeated.
+    pub remotes: Vec<String>,
+    /// `listen --addr`.
+    pub listen: Option<String>,
+    /// The target `listen`'s action flags define (`--target` names it): it replaces the
+    /// configured targets and is the default.
+    pub target: Option<(String, ActionSpec)>,
+    /// `watch --ext`.
+    pub extensions: Vec<String>,
+    /// `watch --debounce`.
+    pub debounce_ms: Option<u64>,
+    /// `listen --settle`.
+    pub settle_ms: Option<u64>,
+    /// `--timeout`.
+    pub timeout_ms: Option<u64>,
+    /// `watch --poll[=MS]`.
+    pub poll_ms: Option<u64>,
+    /// `watch --tracked-only`.
+    pub tracked_only: bool,
+    /// `listen --max-connections`.
+    pub max_connections: Option<usize>,
+    /// `listen --read-timeout`.
+    pub read_timeout_ms: Option<u64>,
 }
-
-/// A configured target: its action, and the check that tells when the app is back.
-#[derive(Debug, Clone, PartialEq)]
-pub struct TargetSpec {
-    /// What a trigger does.
-    pub action: ActionSpec,
-    /// Follows the app's log after the action, if configured.
-    pub ready: Option<ReadyCheck>,
-    /// The guest's path of the work tree: the files a trigger names (relative to it) are
-    /// refreshed there before the action (DESIGN.md, "The last save is served"). Without it no
-    /// path on the wire is ever acted on.
-    pub root: Option<PathBuf>,
-}
-
-impl From<ActionSpec> for TargetSpec {
-    fn from(action: ActionSpec) -> TargetSpec {
-        TargetSpec { action, ready: None, root: None }
-    }
-}
-
-/// A signal by name (its number is the guest's: it differs between Unixes, and a Windows host
-/// only reads the name).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Signal {
-    /// Its name without `SIG`.
-    pub name: &'static str,
-}
-
-const SIGNALS: &[&str] = &["HUP", "INT", "QUIT", "TERM", "USR1", "USR2", "TTIN", "TTOU", "WINCH", "KILL"];
-
-#[cfg(unix)]
-impl Signal {
-    /// The signal's number on this system.
-    pub fn number(self) -> libc::c_int {
-        match self.name {
-            "INT" => libc::SIGINT,
-            "QUIT" => libc::SIGQUIT,
-            "TERM" => libc::SIGTERM,
-            "USR1" => libc::SIGUSR1,
-            "USR2" => libc::SIGUSR2,
-            "TTIN" => libc::SIGTTIN,
-            "TTOU" => libc::SIGTTOU,
-            "WINCH" => libc::SIGWINCH,
-            "KILL" => libc::SIGKILL,
-            _ => libc::SIGHUP,
-        }
-    }
-}
-
-impl std::str::FromStr for Signal {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        let upper = s.trim().to_ascii_uppercase();
-        let bare = upper.strip_prefix("SIG").unwrap_or(&upper);
-        SIGNALS
-            .iter()
-            .find(|name| **name == bare)
-            .map(|&name| Signal { name })
-            .ok_or_else(|| format!("unknown signal {s:?} (known: {})", SIGNALS.join(", ")))
-    }
-}
-
-/// A target as written in a config file; exactly one of `touch`, `fifo`, `pidfile`, `exec`.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct TargetFile {
-    touch: Option<PathBuf>,
-    fifo: Option<PathBuf>,
-    command: Option<String>,
-    poke: Option<bool>,
-    pidfile: Option<PathBuf>,
-    signal: Option<String>,
-    exec: Option<Vec<String>>,
-    #[serde(default, deserialize_with = "bounded_ms")]
-    timeout_ms: Option<u64>,
-    ready: Option<ReadyFile>,
-    root: Option<PathBuf>,
-}
-
-/// A ready check as written in a config file.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ReadyFile {
-    log: PathBuf,
-    preset: Option<String>,
-    pattern: Option<String>,
-    error_pattern: Option<String>,
-    url: Option<String>,
-    #[serde(default, deserialize_with = "bounded_ms")]
-    timeout_ms: Option<u64>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(untagged, expecting = "an address \"HOST:PORT\" or a list of them")]
-enum OneOrMany {
-    One(String),
-    Many(Vec<String>),
-}
-
-/// The longest any duration setting may be: an hour is far beyond any sensible timeout or
-/// window, and keeps every instant computed from one far from overflowing.
-pub const MAX_MS: u64 = 3_600_000;
-
-/// A duration in ms of at most [`MAX_MS`].
-fn bounded_ms<'de, D: serde::Deserializer<'de>>(de: D) -> Result<Option<u64>, D::Error> {
-    Ok(Option::<Millis>::deserialize(de)?.map(|Millis(ms)| ms))
-}
-
-/// A `*_ms` value: its errors say "a number of milliseconds", not serde's "u64".
-struct Millis(u64);
-
-impl<'de> Deserialize<'de> for Millis {
-    fn deserialize<D: serde::Deserializer<'de>>(de: D) -> Result<Millis, D::Error> {
-        de.deserialize_u64(MillisVisitor)
-    }
-}
-
-struct MillisVisitor;
-
-impl serde::de::Visitor<'_> for MillisVisitor {
-    type Value = Millis;
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(f, "a number of milliseconds from 0 to {MAX_MS}, such as 200")
-    }
-
-    fn visit_u64<E: serde::de::Error>(self, ms: u64) -> Result<Millis, E> {
-        if ms > MAX_MS {
-            return Err(E::custom(format!("{ms} ms is longer than an hour ({MAX_MS} ms), the most allowed")));
-        }
-        Ok(Millis(ms))
-    }
-
-    fn visit_i64<E: serde::de::Error>(self, ms: i64) -> Result<Millis, E> {
-        match u64::try_from(ms) {
-            Ok(ms) => self.visit_u64(ms),
-            Err(_) => Err(E::invalid_value(serde::de::Unexpected::Signed(ms), &self)),
-        }
-    }
-}
-
-/// The content of one config file. Unknown keys are errors.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ConfigFile {
-    remote: Option<OneOrMany>,
-    listen: Option<String>,
-    token_file: Option<PathBuf>,
-    targets: Option<BTreeMap<String, TargetFile>>,
-    default_target: Option<String>,
-    extensions: Option<Vec<String>>,
-    root: Option<PathBuf>,
-    #[serde(default, deserialize_with = "bounded_ms")]
-    debounce_ms: Option<u64>,
-    #[serde(default, deserialize_with = "bounded_ms")]
-    settle_ms: Option<u64>,
-    #[serde(default, deserialize_with = "bounded_ms")]
-    hook_timeout_ms: Option<u64>,
-}
-
-/// Default fifo command: uWSGI's graceful reload.
-pub const DEFAULT_FIFO_COMMAND: &str = "r";
-/// Default timeout of an `exec` action.
-pub const DEFAULT_EXEC_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The resolved configuration of both ends.
 #[derive(Debug, Clone)]
@@ -275,7 +110,10 @@ pub struct Config {
     pub files: Vec<PathBuf>,
     /// The repository's `.touchwire.json` (or the `--config` file) in force, if one was found.
     pub repo_file: Option<PathBuf>,
-    /// Guests that `send` and `status` talk to.
+    /// Where discovery started (the current directory, or the directory of the file a command
+    /// is about).
+    pub cwd: PathBuf,
+    /// Guests that `send`, `watch` and `status` talk to.
     pub remotes: Setting<Vec<String>>,
     /// Address `listen` binds.
     pub listen: Setting<String>,
@@ -295,50 +133,55 @@ pub struct Config {
     pub settle_ms: Setting<u64>,
     /// How long a git hook waits for the guests, in ms.
     pub hook_timeout_ms: Setting<u64>,
-}
-
-/// Where to look for configuration: what `--config` and `--token-file` said, and the directory to start from.
-#[derive(Debug, Clone, Default)]
-pub struct Locate {
-    /// `--config FILE`.
-    pub config: Option<PathBuf>,
-    /// `--token-file FILE`.
-    pub token_file: Option<PathBuf>,
-    /// Where discovery starts (the current directory).
-    pub cwd: PathBuf,
+    /// How long the host waits for a guest's answer, in ms (a git hook: `hook_timeout_ms`,
+    /// unless a flag says).
+    pub timeout_ms: Setting<u64>,
+    /// `watch` polls every this many ms instead of using the OS's file events.
+    pub poll_ms: Setting<Option<u64>>,
+    /// Only files git tracks are relevant, not untracked ones.
+    pub tracked_only: Setting<bool>,
+    /// Most connections a receiver serves at once.
+    pub max_connections: Setting<usize>,
+    /// A receiver closes a connection that sends no complete request for this long, in ms.
+    pub read_timeout_ms: Setting<u64>,
 }
 
 impl Config {
-    /// Built-in defaults only.
-    pub fn defaults() -> Config {
-        let default_touch = std::env::temp_dir().join("touchwire-app.reload");
+    /// Built-in defaults only (discovery starting at `cwd`).
+    pub fn defaults(cwd: &Path) -> Config {
+        let touch = ActionSpec::Touch { path: defaults::TOUCH_FILE.into() };
         Config {
             files: Vec::new(),
             repo_file: None,
-            remotes: Setting::default(vec![format!("127.0.0.1:{DEFAULT_PORT}")]),
-            listen: Setting::default(format!("127.0.0.1:{DEFAULT_PORT}")),
+            cwd: cwd.to_path_buf(),
+            remotes: Setting::default(vec![defaults::address()]),
+            listen: Setting::default(defaults::address()),
             token_file: Setting::default(None),
-            targets: Setting::default(BTreeMap::from([(
-                DEFAULT_TARGET_NAME.to_string(),
-                ActionSpec::Touch { path: default_touch }.into(),
-            )])),
+            targets: Setting::default(BTreeMap::from([(defaults::TARGET_NAME.to_string(), touch.into())])),
             default_target: Setting::default(None),
-            extensions: Setting::default(vec!["py".into()]),
+            extensions: Setting::default(defaults::EXTENSIONS.iter().map(|e| e.to_string()).collect()),
             root: Setting::default(None),
-            debounce_ms: Setting::default(30),
-            settle_ms: Setting::default(200),
-            hook_timeout_ms: Setting::default(500),
+            debounce_ms: Setting::default(defaults::DEBOUNCE_MS),
+            settle_ms: Setting::default(defaults::SETTLE_MS),
+            hook_timeout_ms: Setting::default(defaults::HOOK_TIMEOUT_MS),
+            timeout_ms: Setting::default(defaults::TIMEOUT_MS),
+            poll_ms: Setting::default(None),
+            tracked_only: Setting::default(false),
+            max_connections: Setting::default(defaults::MAX_CONNECTIONS),
+            read_timeout_ms: Setting::default(defaults::READ_TIMEOUT_MS),
         }
     }
 
-    /// Loads defaults, the user's file, the repo's (or `--config`) file, then the environment and `--token-file`.
-    pub fn load(locate: &Locate) -> Result<Config, UsageError> {
-        let mut config = Config::defaults();
+    /// Every layer, lowest first: defaults, the user's file, the repository's `.touchwire.json`
+    /// found from `cwd` upwards (or the `--config`/`TOUCHWIRE_CONFIG` file), the environment,
+    /// and the command line's `flags`; then checked as a whole.
+    pub fn load(flags: &Flags, cwd: &Path) -> Result<Config, UsageError> {
+        let mut config = Config::defaults(cwd);
         if let Some(user) = user_config_file().filter(|p| p.is_file()) {
             let file = read_file(&user)?;
             config.apply(file, &user, Source::UserFile(user.clone()))?;
         }
-        let explicit = match &locate.config {
+        let explicit = match &flags.config {
             Some(path) => Some((path.clone(), Source::Flag)),
             None => std::env::var_os("TOUCHWIRE_CONFIG").map(|p| (PathBuf::from(p), Source::Env("TOUCHWIRE_CONFIG"))),
         };
@@ -349,13 +192,31 @@ impl Config {
                 }
                 Some(path)
             }
-            None => discover(&locate.cwd),
+            None => discover(cwd),
         };
         if let Some(path) = repo_file {
             let file = read_file(&path)?;
             config.apply(file, &path, Source::File(path.clone()))?;
             config.repo_file = Some(path);
         }
+        config.apply_env()?;
+        config.apply_flags(flags);
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The defaults with one config file's `text` (as if read from `path`) applied and checked:
+    /// what `load` does with a file, without touching the file system.
+    pub fn from_file_text(text: &str, path: &Path) -> Result<Config, UsageError> {
+        let mut config = Config::defaults(path.parent().unwrap_or(Path::new(".")));
+        config.apply(file::parse_file(text, path)?, path, Source::File(path.to_path_buf()))?;
+        config.repo_file = Some(path.to_path_buf());
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// `TOUCHWIRE_TO` and `TOUCHWIRE_TOKEN_FILE` (`TOUCHWIRE_CONFIG` chose the file).
+    fn apply_env(&mut self) -> Result<(), UsageError> {
         if let Some(to) = std::env::var("TOUCHWIRE_TO").ok().filter(|s| !s.trim().is_empty()) {
             let list = to
                 .split([',', ' '])
@@ -364,83 +225,43 @@ impl Config {
                     remote_address(text).map_err(|msg| UsageError(format!("environment TOUCHWIRE_TO: {text:?}: {msg}")))
                 })
                 .collect::<Result<_, _>>()?;
-            config.remotes = Setting { value: list, source: Source::Env("TOUCHWIRE_TO") };
+            self.remotes.set(Some(list), &Source::Env("TOUCHWIRE_TO"));
         }
-        if let Some(path) = &locate.token_file {
-            config.token_file = Setting { value: Some(path.clone()), source: Source::Flag };
-        } else if let Some(path) = std::env::var_os("TOUCHWIRE_TOKEN_FILE").filter(|p| !p.is_empty()) {
-            config.token_file = Setting { value: Some(path.into()), source: Source::Env("TOUCHWIRE_TOKEN_FILE") };
-        }
-        config.validate()?;
-        Ok(config)
-    }
-
-    /// The defaults with one config file's `text` (as if read from `path`) applied and checked:
-    /// what `load` does with a file, without touching the file system.
-    pub fn from_file_text(text: &str, path: &Path) -> Result<Config, UsageError> {
-        let mut config = Config::defaults();
-        config.apply(parse_file(text, path)?, path, Source::File(path.to_path_buf()))?;
-        config.repo_file = Some(path.to_path_buf());
-        config.validate()?;
-        Ok(config)
-    }
-
-    fn apply(&mut self, file: ConfigFile, path: &Path, source: Source) -> Result<(), UsageError> {
-        let dir = path.parent().unwrap_or(Path::new("."));
-        self.files.push(path.to_path_buf());
-        let key_error = |key: &str, text: &str, msg: String| {
-            UsageError(format!("{}: key `{key}`: {text:?}: {msg}", path.display()))
-        };
-        if let Some(remote) = file.remote {
-            let value = match remote {
-                OneOrMany::One(r) => vec![remote_address(&r).map_err(|msg| key_error("remote", &r, msg))?],
-                OneOrMany::Many(list) => list
-                    .iter()
-                    .enumerate()
-                    .map(|(i, r)| remote_address(r).map_err(|msg| key_error(&format!("remote[{i}]"), r, msg)))
-                    .collect::<Result<_, _>>()?,
-            };
-            self.remotes = Setting { value, source: source.clone() };
-        }
-        if let Some(listen) = file.listen {
-            let value = bind_address(&listen).map_err(|msg| key_error("listen", &listen, msg))?;
-            self.listen = Setting { value, source: source.clone() };
-        }
-        if let Some(token) = file.token_file {
-            self.token_file = Setting { value: Some(dir.join(token)), source: source.clone() };
-        }
-        if let Some(targets) = file.targets {
-            if targets.is_empty() {
-                let msg = "names no target; give at least one, e.g. {\"app\": {\"touch\": \"/tmp/app.reload\"}}";
-                return Err(UsageError(format!("{}: key `targets`: {msg}", path.display())));
-            }
-            let mut resolved = BTreeMap::new();
-            for (name, target) in targets {
-                let spec = target_spec(target, dir)
-                    .map_err(|msg| UsageError(format!("{}: key `targets.{name}`: {msg}", path.display())))?;
-                resolved.insert(name, spec);
-            }
-            self.targets = Setting { value: resolved, source: source.clone() };
-        }
-        if let Some(name) = file.default_target {
-            self.default_target = Setting { value: Some(name), source: source.clone() };
-        }
-        if let Some(ext) = file.extensions {
-            self.extensions = Setting { value: ext, source: source.clone() };
-        }
-        if let Some(root) = file.root {
-            self.root = Setting { value: Some(guest_path(dir, root)), source: source.clone() };
-        }
-        if let Some(ms) = file.debounce_ms {
-            self.debounce_ms = Setting { value: ms, source: source.clone() };
-        }
-        if let Some(ms) = file.settle_ms {
-            self.settle_ms = Setting { value: ms, source: source.clone() };
-        }
-        if let Some(ms) = file.hook_timeout_ms {
-            self.hook_timeout_ms = Setting { value: ms, source: source.clone() };
-        }
+        let token_file = std::env::var_os("TOUCHWIRE_TOKEN_FILE").filter(|p| !p.is_empty());
+        self.token_file.set(token_file.map(|p| Some(p.into())), &Source::Env("TOUCHWIRE_TOKEN_FILE"));
         Ok(())
+    }
+
+    /// The command line's layer over everything else.
+    pub fn apply_flags(&mut self, flags: &Flags) {
+        let flag = &Source::Flag;
+        self.token_file.set(flags.token_file.clone().map(Some), flag);
+        self.remotes.set(Some(flags.remotes.clone()).filter(|r| !r.is_empty()), flag);
+        self.listen.set(flags.listen.clone(), flag);
+        if let Some((name, action)) = &flags.target {
+            self.targets.set(Some(BTreeMap::from([(name.clone(), action.clone().into())])), flag);
+            self.default_target.set(Some(Some(name.clone())), flag);
+        }
+        self.extensions.set(Some(flags.extensions.clone()).filter(|e| !e.is_empty()), flag);
+        self.debounce_ms.set(flags.debounce_ms, flag);
+        self.settle_ms.set(flags.settle_ms, flag);
+        self.timeout_ms.set(flags.timeout_ms, flag);
+        self.poll_ms.set(flags.poll_ms.map(Some), flag);
+        self.tracked_only.set(flags.tracked_only.then_some(true), flag);
+        self.max_connections.set(flags.max_connections, flag);
+        self.read_timeout_ms.set(flags.read_timeout_ms, flag);
+    }
+
+    /// The shared token, read from `token_file`; `None` when none is configured (no
+    /// authentication). A file that cannot be read is a usage error that says how to make one.
+    pub fn token(&self) -> Result<Option<Token>, UsageError> {
+        let Some(path) = &self.token_file.value else { return Ok(None) };
+        Token::read(path).map(Some).map_err(|err| {
+            UsageError(format!(
+                "{err:#} (token_file from {}; `touchwire init --token` creates it)",
+                self.token_file.source
+            ))
+        })
     }
 
     /// Checks what no single key can: the default target names a configured target.
@@ -465,7 +286,7 @@ impl Config {
         let names = self.target_names();
         match names.as_slice() {
             [only] => Some(only.clone()),
-            _ => names.iter().find(|n| *n == DEFAULT_TARGET_NAME).cloned(),
+            _ => names.iter().find(|n| *n == defaults::TARGET_NAME).cloned(),
         }
     }
 
@@ -514,128 +335,11 @@ pub fn discover(start: &Path) -> Option<PathBuf> {
     None
 }
 
-fn read_file(path: &Path) -> Result<ConfigFile, UsageError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|err| UsageError(format!("cannot read config file {}: {err}", path.display())))?;
-    parse_file(&text, path)
-}
-
-/// Parses a config file's text; errors name `path` and the key.
-fn parse_file(text: &str, path: &Path) -> Result<ConfigFile, UsageError> {
-    let mut de = serde_json::Deserializer::from_str(text);
-    let file = serde_path_to_error::deserialize(&mut de)
-        .map_err(|err| UsageError(format!("{}: {}", path.display(), describe(&err))))?;
-    de.end().map_err(|err| UsageError(format!("{}: JSON syntax error: {err}", path.display())))?;
-    Ok(file)
-}
-
-/// Where in the file an error is, and what: a key the error is about is named as such; a
-/// syntax error (whose next key could not be read, so the path ends in an unknown segment) is
-/// placed inside the object that holds it, never at key `?`.
-fn describe(err: &serde_path_to_error::Error<serde_json::Error>) -> String {
-    use serde_path_to_error::Segment;
-    let mut known = String::new();
-    let mut unknown = false;
-    for segment in err.path().iter() {
-        match segment {
-            Segment::Unknown => unknown = true,
-            Segment::Seq { index } => known.push_str(&format!("[{index}]")),
-            Segment::Map { key } | Segment::Enum { variant: key } => {
-                if !known.is_empty() {
-                    known.push('.');
-                }
-                known.push_str(key);
-            }
-        }
-    }
-    let inner = err.inner();
-    let syntax = matches!(inner.classify(), serde_json::error::Category::Syntax | serde_json::error::Category::Eof);
-    let what = if syntax { "JSON syntax error" } else { "error" };
-    match (known.is_empty(), unknown, syntax) {
-        (true, false, false) => inner.to_string(),
-        (true, _, _) => format!("{what} at the top level: {inner}"),
-        (false, true, _) => format!("{what} inside `{known}`: {inner}"),
-        (false, false, true) => format!("{what} at key `{known}`: {inner}"),
-        (false, false, false) => format!("key `{known}`: {inner}"),
-    }
-}
-
-/// A path the guest uses (an action's file, a ready check's log, `root`), relative ones joined to
-/// the config file's directory. Only a Unix process is a guest (`listen` is Unix-only); on a
-/// Windows host, which only shows these (`status`), the path stays as written: Windows' rules
-/// would make `/tmp/app.reload` `C:/tmp/app.reload` and join `app.reload` to the host's folder.
-#[cfg(unix)]
-fn guest_path(dir: &Path, written: PathBuf) -> PathBuf {
-    dir.join(written)
-}
-
-/// See the Unix version: elsewhere a guest path is kept as the file wrote it.
-#[cfg(not(unix))]
-fn guest_path(_dir: &Path, written: PathBuf) -> PathBuf {
-    written
-}
-
-fn target_spec(mut t: TargetFile, dir: &Path) -> Result<TargetSpec, String> {
-    let root = t.root.take().map(|root| guest_path(dir, root));
-    let ready = match t.ready.take() {
-        Some(r) => Some(
-            ReadyCheck::new(
-                guest_path(dir, r.log),
-                r.preset.as_deref(),
-                r.pattern.as_deref(),
-                r.error_pattern.as_deref(),
-                r.url,
-                r.timeout_ms.map(Duration::from_millis),
-            )
-            .map_err(|msg| format!("`ready`: {msg}"))?,
-        ),
-        None => None,
-    };
-    Ok(TargetSpec { action: target_action(t, dir)?, ready, root })
-}
-
-fn target_action(t: TargetFile, dir: &Path) -> Result<ActionSpec, String> {
-    let kinds = [t.touch.is_some(), t.fifo.is_some(), t.pidfile.is_some(), t.exec.is_some()];
-    if kinds.iter().filter(|k| **k).count() != 1 {
-        return Err("a target needs exactly one of `touch`, `fifo`, `pidfile` (with `signal`) or `exec`".into());
-    }
-    let only_with = |present: bool, key: &str, action: &str| -> Result<(), String> {
-        if present { Err(format!("`{key}` applies to `{action}` targets only")) } else { Ok(()) }
-    };
-    only_with((t.command.is_some() || t.poke.is_some()) && t.fifo.is_none(), "command`/`poke", "fifo")?;
-    only_with(t.signal.is_some() && t.pidfile.is_none(), "signal", "pidfile")?;
-    only_with(t.timeout_ms.is_some() && t.exec.is_none(), "timeout_ms", "exec")?;
-    if let Some(path) = t.touch {
-        return Ok(ActionSpec::Touch { path: guest_path(dir, path) });
-    }
-    if let Some(path) = t.fifo {
-        let command = t.command.unwrap_or_else(|| DEFAULT_FIFO_COMMAND.into());
-        validate_fifo_command(&command)?;
-        return Ok(ActionSpec::Fifo { path: guest_path(dir, path), command, poke: t.poke.unwrap_or(true) });
-    }
-    if let Some(pidfile) = t.pidfile {
-        let signal = t.signal.as_deref().unwrap_or("HUP").parse()?;
-        return Ok(ActionSpec::Signal { pidfile: guest_path(dir, pidfile), signal });
-    }
-    let argv = t.exec.unwrap_or_default();
-    if argv.is_empty() || argv[0].is_empty() {
-        return Err("`exec` needs a program: a list like [\"systemctl\", \"reload\", \"app\"]".into());
-    }
-    let timeout = t.timeout_ms.map(Duration::from_millis).unwrap_or(DEFAULT_EXEC_TIMEOUT);
-    Ok(ActionSpec::Exec { argv, timeout })
-}
-
-/// A fifo command is one or more of uWSGI's single-letter master FIFO commands.
-pub fn validate_fifo_command(command: &str) -> Result<(), String> {
-    if command.is_empty() || !command.chars().all(|c| c.is_ascii_alphanumeric() || "+-".contains(c)) {
-        return Err(format!("fifo command {command:?} is not a uWSGI master FIFO command such as \"r\" or \"c\""));
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use defaults::MAX_MS;
+    use std::time::Duration;
 
     fn parse(json: &str) -> Result<Config, UsageError> {
         Config::from_file_text(json, &Path::new("/project").join(FILE_NAME))

@@ -4,18 +4,15 @@
 //! Ctrl-C. However it ends (done, an error, Ctrl-C or SIGTERM), it stops its watchers and its
 //! receiver first, so that nothing is triggered or touched any more, then removes all it made.
 
-use crate::UsageError;
-use crate::auth::{self, Token};
 use crate::cli::DemoArgs;
-use crate::client::Credentials;
-use crate::config::ActionSpec;
-use crate::listen::{Options as ListenOptions, Receiver};
+use crate::config::{ActionSpec, Config, Flags, defaults};
+use crate::error::UsageError;
+use crate::listen::Receiver;
 use crate::output::{Log, millis};
 use crate::watch::backend::Waker;
 use crate::watch::delivery::{Delivery, Outcome, Settings};
 use crate::watch::{Options as WatchOptions, Watcher};
 use anyhow::{Context, Result, anyhow};
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver as Channel, RecvTimeoutError, Sender, channel};
@@ -80,28 +77,12 @@ pub fn command(args: DemoArgs) -> Result<()> {
     }
 }
 
-/// The directory the live part watches (`DIR`), checked before the script plays: it must be a
-/// directory in a git work tree. `DIR` with `--once` is refused: see [`once_with_dir`].
+/// The directory the live part watches (`DIR`, checked by the parser: a directory in a git work
+/// tree). `DIR` with `--once` is refused: see [`once_with_dir`].
 fn live_dir(dir: Option<&Path>, once: bool) -> Result<Option<PathBuf>, UsageError> {
     let Some(dir) = dir else { return Ok(None) };
     once_with_dir(dir, once)?;
-    let shown = dir.display();
-    let meta = std::fs::metadata(dir).map_err(|err| match err.kind() {
-        std::io::ErrorKind::NotFound => UsageError(format!("cannot watch {shown}: there is no such directory")),
-        _ => UsageError(format!("cannot watch {shown}: {err}")),
-    })?;
-    if !meta.is_dir() {
-        return Err(UsageError(format!("cannot watch {shown}: it is not a directory")));
-    }
-    let repo = git2::Repository::discover(dir).map_err(|_| {
-        UsageError(format!(
-            "cannot watch {shown}: it is not inside a git repository (touchwire watches a git work tree)"
-        ))
-    })?;
-    if repo.workdir().is_none() {
-        return Err(UsageError(format!("cannot watch {shown}: it is in a bare repository, which has no work tree")));
-    }
-    dir.canonicalize().map(Some).map_err(|err| UsageError(format!("cannot watch {shown}: {err}")))
+    Ok(Some(dir.to_path_buf()))
 }
 
 /// `demo DIR --once` is refused rather than run: the script always plays on the demo's own
@@ -154,21 +135,23 @@ impl Demo {
         let reload_file = scratch.join("app.reload");
         println!("touchwire demo: a sample Django-style app in {}", repo_dir.display());
 
-        let token = Token::new(&auth::random_hex(32)?)?;
+        // Both sides' settings come from one configuration, as a guest's and a host's do: the
+        // built-in defaults and the demo's own token, port and target.
+        let token_file = scratch.join("token");
+        crate::init::write_token(&token_file)?;
+        let target = ActionSpec::Touch { path: reload_file.clone() };
+        let flags = Flags {
+            token_file: Some(token_file),
+            listen: Some("127.0.0.1:0".into()),
+            target: Some((defaults::TARGET_NAME.into(), target)),
+            max_connections: Some(16),
+            ..Flags::default()
+        };
+        let mut config = Config::defaults(&repo_dir);
+        config.apply_flags(&flags);
         let quiet = Log { quiet: true, ..Log::default() };
-        let receiver = Receiver::bind(
-            "127.0.0.1:0",
-            ListenOptions {
-                targets: BTreeMap::from([("app".to_string(), ActionSpec::Touch { path: reload_file.clone() }.into())]),
-                default_target: Some("app".into()),
-                token: Some(token.clone()),
-                settle: Duration::from_millis(200),
-                max_connections: 16,
-                read_timeout: Duration::from_secs(10),
-                extensions: vec!["py".into()],
-                log: quiet,
-            },
-        )?;
+        let (listen_options, _) = crate::listen::start::options(&config, false, quiet)?;
+        let receiver = Receiver::bind(&config.listen.value, listen_options)?;
         let addr = receiver.local_addr()?.to_string();
         let stop = Arc::new(AtomicBool::new(false));
         let server = {
@@ -181,14 +164,8 @@ impl Demo {
         self.receiver = Some((stop, server));
         println!("guest side: touchwire listen on {addr}, target app touches {} (auth on)", reload_file.display());
 
-        let settings = Settings {
-            credentials: Credentials { token: Some(token), file: None },
-            target: None,
-            timeout: Duration::from_millis(1000),
-            log: quiet,
-            root: None,
-        };
-        self.watch(&repo_dir, &addr, &settings)?;
+        let (options, settings) = crate::watch::start::settings(&config, None, quiet)?;
+        self.watch(&options, &addr, &settings)?;
         println!("host side: touchwire watch on the sample, sending to {addr}\n");
 
         let script = Script { root: repo_dir.clone(), events };
@@ -202,7 +179,7 @@ impl Demo {
                 if let Some(sample) = self.watchers.pop() {
                     sample.stop()?;
                 }
-                self.watch(dir, &addr, &settings)?;
+                self.watch(&WatchOptions { dir: dir.to_path_buf(), ..options }, &addr, &settings)?;
                 println!("\nNow live on {}: save any relevant file there. Ctrl-C to stop.", dir.display());
                 dir.to_path_buf()
             }
@@ -220,17 +197,9 @@ impl Demo {
         }
     }
 
-    /// Starts a watcher on `dir` delivering to `addr`, its outcomes sent to the main thread.
-    fn watch(&mut self, dir: &Path, addr: &str, settings: &Settings) -> Result<()> {
-        let options = WatchOptions {
-            dir: dir.to_path_buf(),
-            extensions: vec!["py".into()],
-            tracked_only: false,
-            debounce: Duration::from_millis(30),
-            poll: None,
-            log: settings.log,
-        };
-        let mut watcher = Watcher::start(&options)?;
+    /// Starts a watcher with `options` delivering to `addr`, its outcomes sent to the main thread.
+    fn watch(&mut self, options: &WatchOptions, addr: &str, settings: &Settings) -> Result<()> {
+        let mut watcher = Watcher::start(options)?;
         let settings = Settings { root: Some(watcher.root().to_path_buf()), ..settings.clone() };
         let (tx, outcomes) = channel();
         let delivery = Delivery::start(&[addr.to_string()], &settings, Some(tx))?;

@@ -2,8 +2,8 @@
 //! An existing hook that is not ours is kept: renamed to `NAME.touchwire-chained`, and ours runs
 //! it first with the same arguments and input, and exits with its status.
 
-use crate::UsageError;
 use crate::cli::{HooksAction, HooksArgs};
+use crate::error::UsageError;
 use anyhow::{Context, Result};
 #[cfg(unix)]
 use std::os::unix::fs::PermissionsExt;

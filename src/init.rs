@@ -3,9 +3,9 @@
 //! `--uwsgi` or `--gunicorn` it prints the fast setup for a real app instead (DESIGN.md, "A real
 //! app, fast") and writes the warm-master helper next to the token.
 
-use crate::UsageError;
 use crate::cli::InitArgs;
-use crate::config::{DEFAULT_TARGET_NAME, FILE_NAME};
+use crate::config::{Config, FILE_NAME, Flags, defaults};
+use crate::error::UsageError;
 use anyhow::{Context, Result};
 use std::fs::{DirBuilder, OpenOptions};
 use std::io::Write;
@@ -51,7 +51,7 @@ pub fn command(args: InitArgs) -> Result<()> {
         return crate::editor::install(editor, &workdir);
     }
     if args.token {
-        return token_only(&repo, &workdir);
+        return token_only(&repo, &workdir, &args.files.flags());
     }
     let config_path = workdir.join(FILE_NAME);
     if config_path.exists() && !args.force {
@@ -65,10 +65,10 @@ pub fn command(args: InitArgs) -> Result<()> {
     let token_setting = portable(&relative_to(&token_path, &workdir));
     let config = serde_json::json!({
         "remote": args.to,
-        "listen": format!("0.0.0.0:{}", crate::protocol::DEFAULT_PORT),
+        "listen": format!("0.0.0.0:{}", defaults::PORT),
         "token_file": token_setting,
-        "targets": { DEFAULT_TARGET_NAME: { "touch": args.touch } },
-        "default_target": DEFAULT_TARGET_NAME,
+        "targets": { defaults::TARGET_NAME: { "touch": args.touch } },
+        "default_target": defaults::TARGET_NAME,
         "extensions": ["py"],
         "debounce_ms": 30,
         "settle_ms": 200,
@@ -88,9 +88,8 @@ pub fn command(args: InitArgs) -> Result<()> {
 
 /// `init --token`: the token file the repository's configuration names, created if missing (a
 /// fresh clone of a repository with a committed `.touchwire.json` has none: it lives in `.git`).
-fn token_only(repo: &git2::Repository, workdir: &Path) -> Result<()> {
-    let locate = crate::config::Locate { config: None, token_file: None, cwd: workdir.to_path_buf() };
-    let config = crate::config::Config::load(&locate)?;
+fn token_only(repo: &git2::Repository, workdir: &Path, flags: &Flags) -> Result<()> {
+    let config = Config::load(flags, workdir)?;
     if config.repo_file.is_none() {
         return Err(UsageError(format!(
             "no {FILE_NAME} in {}: run `touchwire init` (it writes the config and the token); \
@@ -127,8 +126,7 @@ fn token_only(repo: &git2::Repository, workdir: &Path) -> Result<()> {
 /// configuration it runs on built-in defaults (127.0.0.1 only, auth off, no target of the app's),
 /// which the host cannot reach; a configuration that does not load stops it at start.
 fn unit_config_warning(dir: &Path) -> Option<String> {
-    let locate = crate::config::Locate { config: None, token_file: None, cwd: dir.to_path_buf() };
-    match crate::config::Config::load(&locate) {
+    match Config::load(&Flags::default(), dir) {
         // The user's own config file does not count: the service may run as another user.
         Ok(config) if config.repo_file.is_none() => Some(format!(
             "no .touchwire.json in {} or above it: the unit will run `touchwire listen` on built-in \
@@ -166,7 +164,7 @@ pub fn systemd_unit(binary: &Path, dir: &Path, user: Option<&str>) -> String {
 }
 
 /// Writes a new random token unless one exists; returns whether it wrote one.
-fn write_token(path: &Path) -> Result<bool> {
+pub(crate) fn write_token(path: &Path) -> Result<bool> {
     if path.exists() {
         crate::auth::Token::read(path)?;
         return Ok(false);

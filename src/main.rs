@@ -9,7 +9,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("touchwire: {err:#}");
-            ExitCode::from(touchwire::exit_code(&err))
+            ExitCode::from(touchwire::error::exit_code(&err))
         }
     }
 }

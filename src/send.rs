@@ -1,21 +1,21 @@
 //! `touchwire send`: one explicit trigger to every remote in parallel, waiting for each acknowledgement.
 
-use crate::cli::{Global, SendArgs};
-use crate::client::{fan_out, remote_error};
-use crate::config::Config;
+use crate::cli::SendArgs;
+use crate::client::{Credentials, fan_out, remote_error};
+use crate::config::{Config, Source};
 use crate::outcome::{Command, Input, render};
 use crate::output::Log;
 use crate::protocol::{ErrorCode, Op, Request, escape_remote};
-use crate::watch::filter::Filter;
+use crate::relevance::Filter;
 use anyhow::{Context, Result, anyhow};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Sends one reload; fails (exit 1) if any remote did not acknowledge it. As a git hook
 /// (`--hook`) it reports failures but never fails.
-pub fn command(global: &Global, args: SendArgs) -> Result<()> {
+pub fn command(args: SendArgs) -> Result<()> {
     let hook = args.hook;
-    match send(global, args) {
+    match send(args) {
         Err(err) if hook => {
             eprintln!("touchwire: {err:#}");
             Ok(())
@@ -24,14 +24,14 @@ pub fn command(global: &Global, args: SendArgs) -> Result<()> {
     }
 }
 
-fn send(global: &Global, args: SendArgs) -> Result<()> {
-    let log = Log { json: args.json, quiet: global.quiet, verbose: global.verbose };
+fn send(args: SendArgs) -> Result<()> {
+    let log = args.global.log(&args.json);
     // With --path, configuration comes from the file's own repository: an editor may run us from anywhere.
-    let locate = match args.paths.first() {
-        Some(path) => crate::locate_from(global, parent_dir(path)?)?,
-        None => crate::locate(global)?,
+    let cwd = match args.paths.first() {
+        Some(path) => parent_dir(path)?,
+        None => std::env::current_dir().context("cannot read the current directory")?,
     };
-    let mut config = Config::load(&locate)?;
+    let config = Config::load(&args.flags(), &cwd)?;
     let files = match changed_files(&args, &config, log)? {
         Some(files) if files.is_empty() => {
             log.debug("no relevant file changed: nothing to send");
@@ -39,26 +39,18 @@ fn send(global: &Global, args: SendArgs) -> Result<()> {
         }
         files => files.unwrap_or_default(),
     };
-    if !args.to.is_empty() {
-        config.remotes.set_by_flag(args.to.clone());
-    }
     let remotes = config.remotes_required()?;
-    let timeout = args.timeout.unwrap_or(if args.hook { config.hook_timeout_ms.value } else { 1000 });
-    let credentials = crate::credentials(&config)?;
+    let credentials = Credentials::of(&config)?;
+    let timeout = timeout(&config, args.hook);
     let reason = args.reason.clone().unwrap_or_else(|| if files.is_empty() { "manual" } else { "save" }.into());
-    let request = Request {
-        op: Some(Op::Reload),
-        target: args.target.clone(),
-        reason: Some(reason),
-        files,
-        wait: args.wait,
-        ..Request::default()
-    };
+    let target = args.target.target.clone();
+    let request =
+        Request { op: Some(Op::Reload), target, reason: Some(reason), files, wait: args.wait, ..Request::default() };
     let started = std::time::Instant::now();
-    let results = fan_out(&remotes, &credentials, &request, Duration::from_millis(timeout));
+    let results = fan_out(&remotes, &credentials, &request, timeout);
     // An answer that is an error reply arrives without its own round trip: this bounds it.
     let answered = started.elapsed();
-    let root = work_tree(&locate.cwd);
+    let root = work_tree(&config.cwd);
     let mut failures = Vec::new();
     for (remote, result) in remotes.iter().zip(results) {
         // The guest took the trigger and said how it went: a `not_ready` answer is the same
@@ -81,7 +73,7 @@ fn send(global: &Global, args: SendArgs) -> Result<()> {
                 (Ok((reply, rtt)), _) => Ok((reply, *rtt)),
                 (Err(_), error) => Err(error.as_deref().unwrap_or_default()),
             },
-            target: args.target.as_deref(),
+            target: request.target.as_deref(),
             root: root.as_deref(),
         });
         match result {
@@ -112,6 +104,16 @@ fn send(global: &Global, args: SendArgs) -> Result<()> {
             Err(anyhow!("{n} of {} remotes failed", remotes.len()))
         }
     }
+}
+
+/// How long to wait for each guest: `--timeout`, else for a git hook `hook_timeout_ms` (a hook
+/// must not hold git up), else the configured timeout.
+fn timeout(config: &Config, hook: bool) -> Duration {
+    let ms = match (hook, &config.timeout_ms.source) {
+        (true, source) if *source != Source::Flag => config.hook_timeout_ms.value,
+        _ => config.timeout_ms.value,
+    };
+    Duration::from_millis(ms)
 }
 
 /// The work tree holding `dir`, to name a failing file by its path here.
@@ -153,8 +155,7 @@ fn changed_files(args: &SendArgs, config: &Config, log: Log) -> Result<Option<Ve
         (None, true) => read_pairs(std::io::stdin().lock())?,
         (None, false) => return Ok(None),
     };
-    let cwd = std::env::current_dir().context("cannot read the current directory")?;
-    let filter = Filter::open(&cwd, &config.extensions.value, false)?;
+    let filter = Filter::open(&config.cwd, &config.extensions.value, false)?;
     let mut files = Vec::new();
     for (old, new) in pairs {
         files.extend(filter.changed_between(&old, &new)?);
@@ -223,6 +224,22 @@ fn relevant_files(paths: &[PathBuf], extensions: &[String], log: Log) -> Result<
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+    use crate::config::Flags;
+
+    #[test]
+    fn a_hook_waits_hook_timeout_ms_unless_a_flag_says() {
+        let file = Path::new("/p/.touchwire.json");
+        let mut config = Config::from_file_text(r#"{"hook_timeout_ms": 300}"#, file).unwrap();
+        assert_eq!(timeout(&config, false), Duration::from_millis(1000));
+        assert_eq!(timeout(&config, true), Duration::from_millis(300));
+        config.apply_flags(&Flags { timeout_ms: Some(70), ..Flags::default() });
+        assert_eq!(
+            (timeout(&config, false), timeout(&config, true)),
+            (Duration::from_millis(70), Duration::from_millis(70))
+        );
+    }
+
     #[test]
     fn rewrite_pairs_are_read_line_by_line() {
         let input = "aaa bbb\nccc ddd extra\n\nlonely\n";

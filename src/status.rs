@@ -1,23 +1,21 @@
 //! `touchwire status`: the resolved configuration with the source of each value, then a ping of
 //! every remote with its round trip, auth result and targets.
 
-use crate::cli::{Global, StatusArgs};
-use crate::client::Connection;
+use crate::cli::StatusArgs;
+use crate::client::{Connection, Credentials};
 use crate::config::{Config, Setting};
 use crate::hooks;
 use crate::output::millis;
 use crate::protocol::{Health, Op, Reply, Request, escape_remote};
-use anyhow::{Result, anyhow};
+use anyhow::{Context, Result, anyhow};
 use std::fmt::Display;
 use std::time::{Duration, Instant};
 
 /// Prints the configuration and pings every remote; fails (exit 1) if any remote fails or has a
 /// target whose action cannot run now.
-pub fn command(global: &Global, args: StatusArgs) -> Result<()> {
-    let mut config = Config::load(&crate::locate(global)?)?;
-    if !args.to.is_empty() {
-        config.remotes.set_by_flag(args.to.clone());
-    }
+pub fn command(args: StatusArgs) -> Result<()> {
+    let cwd = std::env::current_dir().context("cannot read the current directory")?;
+    let config = Config::load(&args.flags(), &cwd)?;
     println!("touchwire {}", env!("CARGO_PKG_VERSION"));
     let files: Vec<_> = config.files.iter().map(|p| p.display().to_string()).collect();
     println!(
@@ -28,7 +26,7 @@ pub fn command(global: &Global, args: StatusArgs) -> Result<()> {
     let token = match &config.token_file.value {
         None => "none (authentication off)".to_string(),
         Some(path) if path.is_file() => format!("{}", path.display()),
-        Some(path) => format!("{} (missing: run `touchwire init`)", path.display()),
+        Some(path) => format!("{} (missing: `touchwire init --token` creates it)", path.display()),
     };
     row("token_file", &config.token_file, token);
     row("listen", &config.listen, &config.listen.value);
@@ -39,10 +37,16 @@ pub fn command(global: &Global, args: StatusArgs) -> Result<()> {
     row("debounce_ms", &config.debounce_ms, config.debounce_ms.value);
     row("settle_ms", &config.settle_ms, config.settle_ms.value);
     row("hook_timeout_ms", &config.hook_timeout_ms, config.hook_timeout_ms.value);
+    row("timeout_ms", &config.timeout_ms, config.timeout_ms.value);
+    let poll = config.poll_ms.value.map_or("off (the OS's file events)".into(), |ms| format!("every {ms} ms"));
+    row("poll_ms", &config.poll_ms, poll);
+    row("tracked_only", &config.tracked_only, config.tracked_only.value);
+    row("max_connections", &config.max_connections, config.max_connections.value);
+    row("read_timeout_ms", &config.read_timeout_ms, config.read_timeout_ms.value);
 
     hooks_line();
-    let credentials = crate::credentials(&config);
-    let timeout = Duration::from_millis(args.timeout);
+    let credentials = Credentials::of(&config);
+    let timeout = Duration::from_millis(config.timeout_ms.value);
     let mut failed = Vec::new();
     for remote in &config.remotes.value {
         let result = credentials.as_ref().map_err(|e| anyhow!("{remote}: {e}")).and_then(|c| ping(remote, c, timeout));

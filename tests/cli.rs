@@ -135,6 +135,32 @@ fn init_then_listen_then_status_and_send_work_end_to_end() {
 }
 
 #[test]
+fn status_shows_every_setting_with_its_layer_flags_over_files_over_defaults() {
+    let env = Env::new();
+    let config = env.join("t.json");
+    std::fs::write(&config, r#"{"tracked_only": true, "timeout_ms": 300, "max_connections": 4}"#).unwrap();
+    let config = config.to_str().unwrap();
+    let dead = closed_port();
+    let run = env.run(&["status", "--config", config, "--to", &dead, "--timeout", "250"]);
+    run.expect_code(1);
+    let row = |key: &str| {
+        let line = run.stdout.lines().find(|l| l.starts_with(&format!("{key} "))).unwrap_or_else(|| {
+            panic!("status shows no {key}:\n{}", run.stdout);
+        });
+        line.split_whitespace().collect::<Vec<_>>().join(" ")
+    };
+    assert_eq!(row("timeout_ms"), "timeout_ms 250 [command line]", "the flag over the file");
+    assert_eq!(row("tracked_only"), format!("tracked_only true [{config}]"));
+    assert_eq!(row("max_connections"), format!("max_connections 4 [{config}]"));
+    assert_eq!(row("read_timeout_ms"), "read_timeout_ms 10000 [built-in default]");
+    assert_eq!(row("poll_ms"), "poll_ms off (the OS's file events) [built-in default]");
+    std::fs::write(env.join("zero.json"), r#"{"poll_ms": 0}"#).unwrap();
+    env.run(&["status", "--config", env.join("zero.json").to_str().unwrap()])
+        .expect_code(2)
+        .expect_stderr("key `poll_ms`: 0 would not work: give at least 1");
+}
+
+#[test]
 fn status_fails_when_a_remote_is_down() {
     let env = Env::new();
     let dead = closed_port();
@@ -208,9 +234,9 @@ fn the_token_is_never_printed_by_any_command() {
 
     let mut printed = Vec::new();
     for (args, code) in [
-        (vec!["-vv", "send", "--to", &to, "--token-file", token_arg, "--json"], 0),
-        (vec!["-vv", "status", "--to", &to, "--token-file", token_arg], 0),
-        (vec!["-vv", "send", "--to", &to, "--token-file", "/no/such/token"], 2),
+        (vec!["send", "-vv", "--to", &to, "--token-file", token_arg, "--json"], 0),
+        (vec!["status", "-vv", "--to", &to, "--token-file", token_arg], 0),
+        (vec!["send", "-vv", "--to", &to, "--token-file", "/no/such/token"], 2),
     ] {
         let run = env.run_in(&repo.root, &args);
         run.expect_code(code);
@@ -221,7 +247,7 @@ fn the_token_is_never_printed_by_any_command() {
     printed.push(format!("{:?}", raw.request(&format!(r#"{{"op":"reload","mac":"{token}"}}"#))));
     let wrong = env.join("wrong");
     std::fs::write(&wrong, "the-wrong-token-but-long-enough").unwrap();
-    let refused = env.run(&["-vv", "send", "--to", &to, "--token-file", wrong.to_str().unwrap()]);
+    let refused = env.run(&["send", "-vv", "--to", &to, "--token-file", wrong.to_str().unwrap()]);
     refused.expect_code(1).expect_stderr("wrong token");
     printed.push(format!("{}{}", refused.stdout, refused.stderr));
 

@@ -1,14 +1,14 @@
 //! `--help` and the completion scripts, from the real binary: each command's own flags come before
-//! the global ones (under their own heading), defaults are shown, commands that ignore the global
-//! flags do not list them, completion offers no file names for values that are not paths, and a
-//! bad duration asks for milliseconds.
+//! the common ones (under their own heading), defaults are shown, commands that read no
+//! configuration neither list nor complete nor take them, completion offers no file names for
+//! values that are not paths, and a bad duration asks for milliseconds.
 #![cfg(unix)]
 
 mod util;
 
 use util::Env;
 
-const GLOBAL_HEADING: &str = "\nGlobal options:\n";
+const GLOBAL_HEADING: &str = "\nCommon options:\n";
 const GLOBAL_FLAGS: [&str; 4] = ["--config", "--token-file", "--verbose", "--quiet"];
 
 /// The long flags of the flag lines in a piece of help (a line whose text starts with `-`), in order.
@@ -58,21 +58,37 @@ fn each_command_lists_its_own_flags_then_the_global_ones() {
 }
 
 #[test]
-fn demo_and_completions_do_not_list_the_global_flags() {
+fn commands_that_read_no_configuration_neither_list_nor_complete_nor_take_the_common_flags() {
     let env = Env::new();
-    for command in ["demo", "completions"] {
-        let run = env.run(&[command, "--help"]);
+    for command in ["demo", "completions", "hooks", ""] {
+        let run = env.run(&[command, "--help"].into_iter().filter(|arg| !arg.is_empty()).collect::<Vec<_>>());
         run.expect_code(0);
-        assert!(!run.stdout.contains("Global options"), "{command}:\n{}", run.stdout);
+        assert!(!run.stdout.contains("Common options"), "{command}:\n{}", run.stdout);
         let flags = long_flags(&run.stdout);
         for flag in GLOBAL_FLAGS {
             assert!(!flags.contains(&flag.to_string()), "{command} lists {flag}:\n{}", run.stdout);
         }
         assert!(flags.contains(&"--help".to_string()), "{command}: {flags:?}");
     }
-    // The top level still lists them: they are taken before any command.
-    let (_, global) = help_parts(&env, "");
-    assert_eq!(long_flags(&global), GLOBAL_FLAGS);
+    // A flag that would do nothing is refused the way clap refuses any unknown one.
+    env.run(&["hooks", "status", "--config", "x.json"]).expect_code(2).expect_stderr("unexpected argument '--config'");
+    env.run(&["demo", "-q", "--once"]).expect_code(2).expect_stderr("unexpected argument '-q'");
+    // init reads the configuration only for --token, and lists just the files.
+    let (_, common) = help_parts(&env, "init");
+    assert_eq!(long_flags(&common), ["--config", "--token-file"]);
+    env.run(&["init", "--config", "x.json"])
+        .expect_code(2)
+        .expect_stderr("required arguments were not provided:\n  --token");
+    // The zsh script (which offers hidden options too) has no common flag for them.
+    let run = env.run(&["completions", "zsh"]);
+    run.expect_code(0);
+    for command in ["(demo)", "(completions)", "(hooks)"] {
+        let start = run.stdout.find(command).unwrap_or_else(|| panic!("zsh: no case {command}"));
+        let block = &run.stdout[start..start + run.stdout[start..].find(";;").unwrap_or(0)];
+        for flag in GLOBAL_FLAGS {
+            assert!(!block.contains(&format!("'{flag}")), "zsh offers {flag} for {command}:\n{block}");
+        }
+    }
 }
 
 #[test]

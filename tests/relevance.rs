@@ -11,7 +11,7 @@ use std::collections::BTreeSet;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::process::{Command, Stdio};
-use touchwire::watch::filter::Filter;
+use touchwire::relevance::Filter;
 use util::Repo;
 
 const DIRS: [&[u8]; 6] = [b"", b"app/", b"app/sub/", b"venv/lib/", b"build/", b"d\xff/"];

@@ -124,7 +124,7 @@ impl Debouncer {
 
 /// The files of a trigger, as text (see [`Trigger::files`]).
 fn lossy(paths: BTreeSet<Vec<u8>>) -> Vec<String> {
-    paths.iter().map(|p| super::path::lossy(p)).collect()
+    paths.iter().map(|p| crate::relevance::path::lossy(p)).collect()
 }
 
 #[cfg(test)]

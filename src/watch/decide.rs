@@ -4,10 +4,10 @@
 
 use super::backend::Fs;
 use super::debounce::{Change, Debouncer, Trigger};
-use super::path::Rel;
+use crate::relevance::path::Rel;
 use std::time::Instant;
 
-/// What the decisions need to know of relevance (the [`super::filter::Filter`], or a stand-in).
+/// What the decisions need to know of relevance (the [`crate::relevance::Filter`], or a stand-in).
 pub trait Relevance {
     /// Whether the file `rel` (existing or deleted) is relevant.
     fn relevant(&self, rel: &[u8]) -> bool;
@@ -15,7 +15,7 @@ pub trait Relevance {
     fn tracked_under(&self, rel: &[u8]) -> Vec<Rel>;
 }
 
-impl Relevance for super::filter::Filter {
+impl Relevance for crate::relevance::Filter {
     fn relevant(&self, rel: &[u8]) -> bool {
         self.is_relevant(rel)
     }

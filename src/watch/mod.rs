@@ -1,8 +1,9 @@
 //! The host watcher: a [`backend`] turns the OS's file events into classified changes keyed
 //! by the path's bytes; [`decide`] (with [`debounce`]) makes triggers of them, given the
-//! relevance [`filter`] and a snapshot taken once per step. This module glues the two: it scans
-//! the tree, registers directories with the backend, covers those the OS watch limit left
-//! without a watch by polling, and re-reads the index and `.gitignore` rules as they change.
+//! relevance filter ([`crate::relevance`], shared with `send --path`) and a snapshot taken once
+//! per step. This module glues the two: it scans the tree, registers directories with the
+//! backend, covers those the OS watch limit left without a watch by polling, and re-reads the
+//! index and `.gitignore` rules as they change.
 //! Delivery to the guests lives in [`delivery`]; the `watch` command in [`start`].
 
 pub mod backend;
@@ -10,18 +11,16 @@ pub mod cycle;
 pub mod debounce;
 pub mod decide;
 pub mod delivery;
-pub mod filter;
-pub mod path;
 pub mod scan;
 pub mod start;
 
 use crate::output::Log;
+use crate::relevance::Filter;
+use crate::relevance::path::{self, Rel};
 use anyhow::{Context, Result, bail};
 use backend::poll::Poller;
 use backend::{Added, Backend, Choice, Fs, Tree};
 use debounce::{Debouncer, Trigger};
-use filter::Filter;
-use path::Rel;
 use serde_json::json;
 use std::collections::BTreeSet;
 use std::io::ErrorKind;
@@ -109,7 +108,7 @@ impl Watcher {
         let tree = Tree { root: filter.workdir().to_path_buf(), git_dir, extensions: filter.extensions().to_vec() };
         let choice = match options.poll {
             Some(interval) => Choice::Poll(interval),
-            None => Choice::from_env().map_err(crate::UsageError)?,
+            None => Choice::from_env().map_err(crate::error::UsageError)?,
         };
         let backend: Box<dyn Backend> = match choice {
             Choice::Poll(interval) => Box::new(backend::poll::Poll::new(tree.clone(), interval)),
@@ -119,7 +118,9 @@ impl Watcher {
             #[cfg(not(target_os = "linux"))]
             Choice::Default => Box::new(backend::recursive::Recursive::new(tree.clone())?),
             #[cfg(not(target_os = "linux"))]
-            Choice::Inotify => return Err(crate::UsageError("the inotify backend is Linux's alone".into()).into()),
+            Choice::Inotify => {
+                return Err(crate::error::UsageError("the inotify backend is Linux's alone".into()).into());
+            }
         };
         let mut watcher = Watcher {
             fallback: Fallback { poller: Poller::new(&tree.extensions), next: Instant::now(), said: false },

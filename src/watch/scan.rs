@@ -4,8 +4,8 @@
 //! is never followed (git tracks the link, not what it points to), so nothing outside the work
 //! tree is read and no directory is seen under two names.
 
-use super::filter::{Filter, Kind, has_extension, kind_of};
-use super::path::{self, Rel};
+use crate::relevance::path::{self, Rel};
+use crate::relevance::{Filter, Kind, has_extension, kind_of};
 
 /// What a scan found.
 #[derive(Debug, Default)]

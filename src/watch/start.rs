@@ -1,10 +1,10 @@
-//! `touchwire watch`: config and flags into [`Options`], then watch and deliver until stopped.
+//! `touchwire watch`: the configuration into the watcher's and the delivery's settings, then watch and deliver until stopped.
 
 use super::delivery::{Delivery, Settings};
 use super::{Options, Watcher};
-use crate::UsageError;
-use crate::cli::{Global, WatchArgs};
-use crate::config::Config;
+use crate::cli::WatchArgs;
+use crate::client::Credentials;
+use crate::config::{Config, defaults};
 use crate::output::Log;
 use anyhow::{Context, Result};
 use serde_json::json;
@@ -13,49 +13,22 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 /// Watches the work tree holding `args.dir` (or the current directory) and sends triggers, forever.
-pub fn command(global: &Global, args: WatchArgs) -> Result<()> {
+pub fn command(args: WatchArgs) -> Result<()> {
     let dir = match &args.dir {
-        Some(dir) => dir.canonicalize().map_err(|err| UsageError(format!("cannot watch {}: {err}", dir.display())))?,
+        Some(dir) => dir.clone(),
         None => std::env::current_dir().context("cannot read the current directory")?,
     };
-    let mut config = Config::load(&crate::locate_from(global, dir.clone())?)?;
-    if !args.to.is_empty() {
-        config.remotes.set_by_flag(args.to.clone());
-    }
-    if !args.ext.is_empty() {
-        config.extensions.set_by_flag(args.ext.clone());
-    }
-    if let Some(ms) = args.debounce {
-        config.debounce_ms.set_by_flag(ms);
-    }
-    let log = Log { json: args.json, quiet: global.quiet, verbose: global.verbose };
-    let mut live = livereload(&args, Duration::from_millis(config.debounce_ms.value), log)?;
-    let mut options = Options {
-        dir,
-        extensions: config.extensions.value.clone(),
-        tracked_only: args.tracked_only,
-        debounce: Duration::from_millis(config.debounce_ms.value),
-        poll: match args.poll {
-            Some(0) => {
-                return Err(UsageError("--poll=0 would poll without pause: give an interval in ms".into()).into());
-            }
-            ms => ms.map(Duration::from_millis),
-        },
-        log,
-    };
+    let config = Config::load(&args.flags(), &dir)?;
+    let log = args.global.log(&args.json);
+    let live = livereload(&args, &config);
+    let (mut options, settings) = settings(&config, args.target.target.clone(), log)?;
+    let mut live = live.map(|options| crate::livereload::LiveReload::start(&options, log)).transpose()?;
     // The watcher must report the pages' assets too; the LiveReload side keeps them from the guest.
     for ext in live.as_ref().map_or(&[][..], |live| live.assets()) {
         if !options.extensions.contains(ext) {
             options.extensions.push(ext.clone());
         }
     }
-    let settings = Settings {
-        credentials: crate::credentials(&config)?,
-        target: args.target.clone(),
-        timeout: Duration::from_millis(args.timeout),
-        log,
-        root: None,
-    };
     let remotes = config.remotes_required()?;
     let mut watcher = Watcher::start(&options)?;
     log.event(
@@ -110,16 +83,37 @@ pub fn command(global: &Global, args: WatchArgs) -> Result<()> {
     }
 }
 
-/// The LiveReload server `--livereload` asks for, started before the watcher so a taken port fails at once.
-fn livereload(args: &WatchArgs, debounce: Duration, log: Log) -> Result<Option<crate::livereload::LiveReload>> {
-    let Some(port) = args.livereload else { return Ok(None) };
+/// The watcher's and the delivery's settings from `config`, for triggers naming `target` (the
+/// delivery's `root` is the work tree's, known once the watcher has found it).
+pub(crate) fn settings(config: &Config, target: Option<String>, log: Log) -> Result<(Options, Settings)> {
+    let options = Options {
+        dir: config.cwd.clone(),
+        extensions: config.extensions.value.clone(),
+        tracked_only: config.tracked_only.value,
+        debounce: Duration::from_millis(config.debounce_ms.value),
+        poll: config.poll_ms.value.map(Duration::from_millis),
+        log,
+    };
+    let settings = Settings {
+        credentials: Credentials::of(config)?,
+        target,
+        timeout: Duration::from_millis(config.timeout_ms.value),
+        log,
+        root: None,
+    };
+    Ok((options, settings))
+}
+
+/// The LiveReload server `--livereload` asks for; started before the watcher so a taken port fails at once.
+fn livereload(args: &WatchArgs, config: &Config) -> Option<crate::livereload::Options> {
+    let port = args.livereload?;
     let assets = match args.livereload_assets.is_empty() {
-        true => vec!["css".to_string()],
+        true => defaults::LIVERELOAD_ASSETS.iter().map(|e| e.to_string()).collect(),
         false => args.livereload_assets.clone(),
     };
     let origins = crate::livereload::origin::Origins::new(&args.livereload_origin);
-    let options = crate::livereload::Options { bind: args.livereload_bind.clone(), port, assets, debounce, origins };
-    crate::livereload::LiveReload::start(&options, log).map(Some)
+    let debounce = Duration::from_millis(config.debounce_ms.value);
+    Some(crate::livereload::Options { bind: args.livereload_bind.clone(), port, assets, debounce, origins })
 }
 
 /// Longest sleep of the watch loop while nothing happens.

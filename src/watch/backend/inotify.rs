@@ -8,7 +8,7 @@
 //! the waker writes to, so no thread of its own is needed.
 
 use super::{Added, Backend, Classifier, Fs, Raw, Tree, Waker};
-use crate::watch::path::{self, Rel};
+use crate::relevance::path::{self, Rel};
 use anyhow::{Context, Result};
 use inotify::{EventMask, Inotify as Fd, WatchDescriptor, WatchMask};
 use std::collections::{BTreeMap, HashMap};

@@ -14,8 +14,8 @@ pub mod inotify;
 pub mod poll;
 pub mod recursive;
 
-use super::filter::{Kind, kind_of};
-use super::path::{self, Rel};
+use crate::relevance::path::{self, Rel};
+use crate::relevance::{Kind, kind_of};
 use std::collections::HashSet;
 use std::path::PathBuf;
 use std::time::Duration;

@@ -8,7 +8,7 @@
 //! nothing. Contents are hashed because an mtime alone cannot tell a save from a `touch`.
 
 use super::{Added, Backend, Fs, Tree, Waker};
-use crate::watch::path::{self, Rel};
+use crate::relevance::path::{self, Rel};
 use std::collections::{BTreeMap, HashMap};
 use std::hash::Hasher;
 use std::io::Read;

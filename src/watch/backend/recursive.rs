@@ -4,7 +4,7 @@
 //! is relevant is decided downstream, by path.
 
 use super::{Added, Backend, Classifier, Fs, Raw, Tree, Waker};
-use crate::watch::path::{self, Rel};
+use crate::relevance::path::{self, Rel};
 use anyhow::{Context, Result};
 use notify::event::{AccessKind, AccessMode, CreateKind, EventKind, ModifyKind, RemoveKind, RenameMode};
 use notify::{Event, RecursiveMode, Watcher};

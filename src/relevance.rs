@@ -1,12 +1,15 @@
-//! Which files matter (DESIGN.md, "Relevant file"): inside the work tree, not under `.git/`, a
-//! watched extension, and tracked in the index or untracked but not ignored. Decided with git2.
+//! Which files matter, for `watch` and `send --path` alike (DESIGN.md, "Relevant file"): inside
+//! the work tree, not under `.git/`, a watched extension, and tracked in the index or untracked
+//! but not ignored. Decided with git2; [`path`] has the byte-path helpers both use.
 
-use super::path::{self, Rel};
+use self::path::Rel;
 use anyhow::{Context, Result};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-pub use super::path::{has_extension, in_git_dir};
+pub mod path;
+
+pub use path::{has_extension, in_git_dir};
 
 /// The relevance filter of one git work tree.
 pub struct Filter {
@@ -95,11 +98,15 @@ impl Filter {
     /// Opens the repository holding `dir` (a linked worktree, or a `.git` file, work too).
     pub fn open(dir: &Path, extensions: &[String], tracked_only: bool) -> Result<Filter> {
         let repo = git2::Repository::discover(dir).map_err(|err| match err.code() {
-            git2::ErrorCode::NotFound => crate::UsageError(format!(
+            git2::ErrorCode::NotFound => crate::error::UsageError(format!(
                 "{} is not inside a git repository (there is none in it or above it)",
                 dir.display()
             )),
-            _ => crate::UsageError(format!("{}: cannot open its git repository: {}", dir.display(), err.message())),
+            _ => crate::error::UsageError(format!(
+                "{}: cannot open its git repository: {}",
+                dir.display(),
+                err.message()
+            )),
         })?;
         let workdir = repo.workdir().with_context(|| {
             format!("{} is a bare repository: there is no work tree to watch", repo.path().display())
