@@ -12,6 +12,7 @@
 //! line that ends a round). The wording is stable: editor/vscode/tasks.json matches it.
 
 use super::delivery::Outcome;
+use crate::outcome::Kind;
 use crate::output::Log;
 use serde_json::json;
 use std::sync::Mutex;
@@ -41,13 +42,12 @@ pub fn round(log: Log, target: Option<&str>, outcome: &Outcome, report: impl FnO
 }
 
 /// The line that ends the cycle after `outcome`'s own line, or `None` when that line ends it.
+/// It follows the outcome's kind as its line does, so that no failure line goes without it.
 pub fn end_line(outcome: &Outcome) -> Option<&'static str> {
-    match &outcome.result {
-        Err(_) => Some("touchwire: not delivered"),
-        Ok((reply, _)) if !reply.ok || reply.ready.as_ref().is_some_and(|ready| !ready.ok) => {
-            Some("touchwire: reload failed")
-        }
-        Ok(_) => None,
+    match crate::outcome::kind(outcome.result.as_ref().map(|(reply, _)| reply).map_err(String::as_str)) {
+        Kind::Undelivered => Some("touchwire: not delivered"),
+        kind if kind.failed() => Some("touchwire: reload failed"),
+        _ => None,
     }
 }
 
@@ -86,5 +86,8 @@ mod tests {
         let action = Reply { ok: false, code: Some(ErrorCode::ActionFailed), ..Reply::default() };
         assert_eq!(end_line(&outcome(Ok(action))), Some("touchwire: reload failed"));
         assert_eq!(end_line(&outcome(Err("refused"))), Some("touchwire: not delivered"));
+        // A receiver that says ok with a not_ready code: its line is a failure, so it ends one.
+        let mixed = Reply { ok: true, code: Some(ErrorCode::NotReady), error: Some("down".into()), ..Reply::default() };
+        assert_eq!(end_line(&outcome(Ok(mixed))), Some("touchwire: reload failed"));
     }
 }
