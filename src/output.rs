@@ -1,6 +1,7 @@
 //! Output for people and tools: one human line per event on stderr, the same event as a JSON line on stdout with `--json`.
 
 use serde_json::{Map, Value};
+use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -16,9 +17,10 @@ pub struct Log {
 }
 
 impl Log {
-    /// An event: `human` on stderr (unless quiet), `fields` plus `event` and `time` on stdout with `--json`.
+    /// An event: `human` on stderr (unless quiet, outside [`heard`]), `fields` plus `event` and
+    /// `time` on stdout with `--json`.
     pub fn event(&self, event: &str, human: &str, fields: Value) {
-        if !self.quiet {
+        if self.shows() {
             line(Stream::Stderr, &format!("{} {human}", clock()));
         }
         self.json_line(event, fields);
@@ -30,16 +32,17 @@ impl Log {
         self.json_line(event, fields);
     }
 
-    /// A line for people only (unless quiet), for what the JSON output already has as an event.
+    /// A line for people only (unless quiet, outside [`heard`]), for what the JSON output already
+    /// has as an event.
     pub fn say(&self, human: &str) {
-        if !self.quiet {
+        if self.shows() {
             line(Stream::Stderr, &format!("{} {human}", clock()));
         }
     }
 
     /// Detail shown only with `-v`.
     pub fn debug(&self, human: &str) {
-        if self.verbose > 0 && !self.quiet {
+        if self.verbose > 0 && self.shows() {
             line(Stream::Stderr, &format!("{} {human}", clock()));
         }
     }
@@ -47,6 +50,11 @@ impl Log {
     /// The event as a JSON line only (with `--json`), for results already told to people some other way.
     pub fn record(&self, event: &str, fields: Value) {
         self.json_line(event, fields);
+    }
+
+    /// Whether a line that `--quiet` hides is shown now.
+    fn shows(&self) -> bool {
+        !self.quiet || HEARD.get()
     }
 
     fn json_line(&self, event: &str, fields: Value) {
@@ -61,6 +69,27 @@ impl Log {
         map.insert("time".into(), unix_seconds().into());
         line(Stream::Stdout, &Value::Object(map).to_string());
     }
+}
+
+thread_local! {
+    /// Set while [`heard`] runs on this thread.
+    static HEARD: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `f` with `--quiet` lifted for every line it logs on this thread, whichever [`Log`] it
+/// logs with: a reload round that editors must see even from a quiet watcher is printed by
+/// code that holds its own copy of the log.
+pub fn heard<T>(f: impl FnOnce() -> T) -> T {
+    /// Puts back what was there, even if `f` panics (a poisoned round must not make a later
+    /// one loud).
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            HEARD.set(self.0);
+        }
+    }
+    let _restore = Restore(HEARD.replace(true));
+    f()
 }
 
 /// Lines lost because stdout or stderr was closed or full, since the process started.

@@ -30,14 +30,27 @@ pub fn begin_line(target: Option<&str>, files: usize) -> String {
 /// line where one is needed. One round at a time in the whole process: triggers waiting for a
 /// ready check end on threads of their own, and a round must never open inside another (VS
 /// Code would then end the wrong one and keep a problem a later save fixed).
+///
+/// With `--quiet` a round is printed whole when it failed, and when it is the first success
+/// after a failure: that round is what clears the failure's problems in an editor. Other
+/// successful rounds print nothing, and leave nothing an editor would have cleared.
 pub fn round(log: Log, target: Option<&str>, outcome: &Outcome, report: impl FnOnce()) {
-    static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
-    let _round = ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    let line = begin_line(target, outcome.files.len());
-    log.event("reloading", &line, json!({"files": outcome.files, "target": target}));
-    report();
-    if let Some(line) = end_line(outcome) {
-        log.say(line);
+    // Held for the whole round; it says whether the last round ended on a failure.
+    static LAST_FAILED: Mutex<bool> = Mutex::new(false);
+    let mut last_failed = LAST_FAILED.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let end = end_line(outcome);
+    let after_failure = std::mem::replace(&mut *last_failed, end.is_some());
+    let print = || {
+        let line = begin_line(target, outcome.files.len());
+        log.event("reloading", &line, json!({"files": outcome.files, "target": target}));
+        report();
+        if let Some(line) = end {
+            log.say(line);
+        }
+    };
+    match end.is_some() || after_failure {
+        true => crate::output::heard(print),
+        false => print(),
     }
 }
 
