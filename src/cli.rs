@@ -49,7 +49,7 @@ pub struct Global {
     /// Say more (repeat for even more)
     #[arg(short, long, action = clap::ArgAction::Count)]
     pub verbose: u8,
-    /// Say nothing but errors
+    /// Say nothing but errors (watch also prints the reload after one: editors clear its problem then)
     #[arg(short, long, conflicts_with = "verbose")]
     pub quiet: bool,
 }

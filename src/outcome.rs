@@ -64,6 +64,31 @@ impl Kind {
     }
 }
 
+/// The outcome of a trigger the guest answered: a [`Kind`] but `Undelivered`, with what its
+/// line tells, so that rendering an answer has no case it cannot be and no value to make up.
+#[derive(Debug, Clone, PartialEq)]
+enum Answered {
+    ActionFailed,
+    /// How the ready check failed.
+    NotBack(Ready),
+    /// How long the app took to come back, in ms.
+    Back(u64),
+    Merged,
+    Reloaded,
+}
+
+impl From<&Answered> for Kind {
+    fn from(answered: &Answered) -> Kind {
+        match answered {
+            Answered::ActionFailed => Kind::ActionFailed,
+            Answered::NotBack(_) => Kind::NotBack,
+            Answered::Back(_) => Kind::Back,
+            Answered::Merged => Kind::Merged,
+            Answered::Reloaded => Kind::Reloaded,
+        }
+    }
+}
+
 /// An outcome, rendered.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Rendered {
@@ -100,52 +125,42 @@ pub fn render(input: &Input<'_>) -> Rendered {
         }
     };
     let ms = rtt.as_secs_f64() * 1000.0;
-    let not_ready = reply.not_ready();
-    let kind = match (&not_ready, &reply.ready) {
-        _ if !reply.ok && not_ready.is_none() => Kind::ActionFailed,
-        (Some(_), _) => Kind::NotBack,
-        (None, Some(_)) => Kind::Back,
-        (None, None) if reply.merged == Some(true) => Kind::Merged,
-        (None, None) => Kind::Reloaded,
-    };
+    // How the ready check failed, else what the guest said of it.
+    let ready: Option<Ready> = reply.not_ready().or_else(|| reply.ready.clone());
+    let answered = answered(&reply);
+    let kind = Kind::from(&answered);
     let fallback = if kind == Kind::ActionFailed { "app" } else { "?" };
     let target = reply.target.clone().or_else(|| input.target.map(escape_remote)).unwrap_or_else(|| fallback.into());
-    let ready: Option<Ready> = not_ready.clone().or_else(|| reply.ready.clone());
     let mut excerpt = Vec::new();
-    let line = match kind {
-        Kind::Undelivered => unreachable!("returned above"),
-        Kind::ActionFailed => {
+    let line = match answered {
+        Answered::ActionFailed => {
             let error = reply.error.as_deref().unwrap_or("failed without saying why");
             match send {
                 true => format!("{remote}: {error}"),
                 false => format!("{target}: reload failed: {error} ({files} -> {remote})"),
             }
         }
-        Kind::NotBack => {
-            let ready = not_ready.unwrap_or(Ready { ok: false, ms: 0, error: None });
-            let error = ready.error.unwrap_or_default();
+        Answered::NotBack(failed) => {
+            let error = failed.error.unwrap_or_default();
             let (place, last) = failure_place(&error, input.root);
             excerpt = error.lines().map(|line| format!("  {line}")).collect();
             match send {
                 true => {
                     let why = if last.is_empty() { String::new() } else { format!(": {last}") };
-                    format!("{remote}: {target} did not come back{place} after {} ms{why}", ready.ms)
+                    format!("{remote}: {target} did not come back{place} after {} ms{why}", failed.ms)
                 }
-                false => format!("{target}: reload failed{place} after {} ms: {last} ({files} -> {remote})", ready.ms),
+                false => format!("{target}: reload failed{place} after {} ms: {last} ({files} -> {remote})", failed.ms),
             }
         }
-        Kind::Back => {
-            let ms = ready.as_ref().map_or(0, |r| r.ms);
-            match send {
-                true => format!("reloaded {target} on {remote} in {ms} ms"),
-                false => format!("{target}: {files} -> {remote} reloaded in {ms} ms"),
-            }
-        }
-        Kind::Merged => match send {
+        Answered::Back(ms) => match send {
+            true => format!("reloaded {target} on {remote} in {ms} ms"),
+            false => format!("{target}: {files} -> {remote} reloaded in {ms} ms"),
+        },
+        Answered::Merged => match send {
             true => format!("{target} on {remote}: merged into a reload under way in {}", millis(rtt)),
             false => format!("{target}: {files} -> {remote} merged into a reload under way in {}", millis(rtt)),
         },
-        Kind::Reloaded => {
+        Answered::Reloaded => {
             let action = reply.action.as_deref().unwrap_or("?");
             match input.command {
                 // Asked to wait, and the guest had nothing to wait on: say so, or the person
@@ -184,6 +199,27 @@ pub fn render(input: &Input<'_>) -> Rendered {
         fields["reply"] = json!(reply);
     }
     Rendered { kind, event, line, excerpt, fields }
+}
+
+/// What kind of outcome `result` is (the guest's reply, or why there is none): what [`render`]
+/// says of it, for code that needs only the kind.
+pub fn kind(result: Result<&Reply, &str>) -> Kind {
+    match result {
+        Ok(reply) => Kind::from(&answered(reply)),
+        Err(_) => Kind::Undelivered,
+    }
+}
+
+/// What the guest's answer says. A failed ready check wins over `ok`, whatever the receiver
+/// set it to: the app is not back.
+fn answered(reply: &Reply) -> Answered {
+    match (reply.not_ready(), &reply.ready) {
+        (None, _) if !reply.ok => Answered::ActionFailed,
+        (Some(failed), _) => Answered::NotBack(failed),
+        (None, Some(back)) => Answered::Back(back.ms),
+        (None, None) if reply.merged == Some(true) => Answered::Merged,
+        (None, None) => Answered::Reloaded,
+    }
 }
 
 /// Where a Python traceback says the failure is (" at FILE:LINE", from its last `File "…", line N`)
@@ -443,6 +479,30 @@ mod tests {
         for success in [back(), merged(), reloaded()] {
             let printed = format!("12:00:00.000 {}", line(WATCH, Ok(&success)));
             assert!(ends.is_match(&printed), "{printed}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_answer_renders_as_its_kind_and_names_the_remote(
+            ok: bool,
+            code in proptest::option::of(0..ErrorCode::SENT.len()),
+            merged: Option<bool>,
+            ready in proptest::option::of((proptest::bool::ANY, proptest::num::u64::ANY, proptest::option::of("(.|\n){0,200}"))),
+            error in proptest::option::of("(.|\n){0,200}"),
+            target in proptest::option::of(".{0,20}"),
+        ) {
+            let ready = ready.map(|(ok, ms, error)| Ready { ok, ms, error });
+            let code = code.map(|i| ErrorCode::SENT[i]);
+            let reply = Reply { ok, code, merged, ready, error, target, ..Reply::default() };
+            for command in [WATCH, SEND, SEND_WAIT] {
+                let got = rendered(command, Ok(&reply));
+                proptest::prop_assert_eq!(got.kind, kind(Ok(&reply)));
+                proptest::prop_assert!(got.kind != Kind::Undelivered);
+                proptest::prop_assert_eq!(&got.fields["ok"], &json!(!got.kind.failed()));
+                proptest::prop_assert!(got.line.contains(REMOTE), "{:?}", got.line);
+                proptest::prop_assert!(!got.line.contains('\u{1b}'), "{:?}", got.line);
+            }
         }
     }
 

@@ -214,9 +214,11 @@ pub struct Health {
     /// Probed: what was checked, for a person.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
-    /// Whether the target has a ready check (so `wait` is worth asking for).
-    #[serde(default)]
-    pub ready_check: bool,
+    /// Whether the target has a ready check (so `wait` is worth asking for). touchwire's
+    /// receiver always says; `None` from one that does not (older, or another implementation):
+    /// then nobody here knows, and nothing may say there is none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_check: Option<bool>,
     /// With a ready check: the longest a `wait` request to this target can take, in ms.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wait_ms: Option<u64>,
@@ -814,7 +816,7 @@ mod tests {
             .iter()
             .map(|n| {
                 let detail = format!("{n}: fifo /run/{n}.fifo has no reader\x1b[0m {}", "x".repeat(300));
-                (n.clone(), Health { ok: Some(false), detail: Some(detail), ready_check: true, wait_ms: Some(1) })
+                (n.clone(), Health { ok: Some(false), detail: Some(detail), ready_check: Some(true), wait_ms: Some(1) })
             })
             .collect();
         let reply = Reply {
@@ -857,7 +859,7 @@ mod tests {
                     .map(|i| {
                         (
                             format!("{i}{long}"),
-                            Health { ok: None, detail: Some(long.clone()), ready_check: false, wait_ms: None },
+                            Health { ok: None, detail: Some(long.clone()), ready_check: Some(false), wait_ms: None },
                         )
                     })
                     .collect(),
@@ -897,6 +899,14 @@ mod tests {
     }
 
     #[test]
+    fn a_ready_check_goes_out_as_a_boolean_and_an_absent_one_reads_as_unknown() {
+        let health = |ready_check| Health { ok: None, detail: None, ready_check, wait_ms: None };
+        assert_eq!(serde_json::to_string(&health(Some(true))).unwrap(), r#"{"ready_check":true}"#);
+        assert_eq!(serde_json::to_string(&health(Some(false))).unwrap(), r#"{"ready_check":false}"#);
+        assert_eq!(serde_json::from_str::<Health>(r#"{"ok":true}"#).unwrap().ready_check, None);
+    }
+
+    #[test]
     fn an_escaped_reply_has_no_control_characters_left() {
         let reply = Reply {
             ok: false,
@@ -921,7 +931,7 @@ mod tests {
         ) {
             let error: String = error.into_iter().collect();
             let health = names.iter().map(|n| {
-                (n.clone(), Health { ok: Some(false), detail: Some(detail.clone()), ready_check: true, wait_ms: None })
+                (n.clone(), Health { ok: Some(false), detail: Some(detail.clone()), ready_check: Some(true), wait_ms: None })
             }).collect();
             let reply = Reply {
                 ok: false,

@@ -126,7 +126,7 @@ fn ping(remote: &str, credentials: &crate::client::Credentials, timeout: Duratio
 
 /// One target's probe, for people: whether its action can run now (not whether the app is
 /// ready: that is the ready check's word), and whether it has a ready check, which decides what
-/// `send --wait` waits for.
+/// `send --wait` waits for (or that the receiver did not say).
 fn target_line(name: &str, health: &Health) -> String {
     let state = match health.ok {
         Some(true) => "action ok",
@@ -134,8 +134,10 @@ fn target_line(name: &str, health: &Health) -> String {
         None => "action not probed",
     };
     let check = match health.ready_check {
-        true => "has a ready check",
-        false => "no ready check (send --wait answers when the action is done)",
+        Some(true) => "has a ready check",
+        Some(false) => "no ready check (send --wait answers when the action is done)",
+        // An older or another receiver: it may well have one.
+        None => "ready check: not reported by the receiver",
     };
     format!("target {name}: {state}: {}; {check}", health.detail.as_deref().unwrap_or(""))
 }
@@ -143,10 +145,10 @@ fn target_line(name: &str, health: &Health) -> String {
 #[cfg(test)]
 mod tests {
     use super::target_line;
-    use crate::protocol::Health;
+    use crate::protocol::{Health, Reply};
 
     fn health(ok: Option<bool>, ready_check: bool) -> Health {
-        Health { ok, detail: Some("uWSGI is attached".into()), ready_check, wait_ms: None }
+        Health { ok, detail: Some("uWSGI is attached".into()), ready_check: Some(ready_check), wait_ms: None }
     }
 
     #[test]
@@ -156,5 +158,15 @@ mod tests {
         let line = target_line("app", &health(Some(false), false));
         assert!(line.starts_with("target app: CANNOT ACT: uWSGI is attached; no ready check"), "{line}");
         assert!(!target_line("app", &health(None, false)).contains(" ready:"));
+    }
+
+    #[test]
+    fn a_receiver_that_does_not_report_a_ready_check_is_not_said_to_have_none() {
+        // As from an older or another receiver: its health has no `ready_check`.
+        let json = r#"{"ok":true,"op":"ping","targets":["app"],"health":{"app":{"ok":true,"detail":"d"}}}"#;
+        let reply: Reply = serde_json::from_str(json).unwrap();
+        let health = reply.health.unwrap_or_default();
+        let line = target_line("app", &health["app"]);
+        assert_eq!(line, "target app: action ok: d; ready check: not reported by the receiver");
     }
 }

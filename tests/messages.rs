@@ -203,3 +203,74 @@ fn init_token_without_a_config_says_to_run_init() {
     env.run_in(&repo.root, &["init", "--token"]).expect_code(2).expect_stderr("run `touchwire init`");
     assert!(!repo.root.join(".git/touchwire/token").exists(), "nothing written");
 }
+
+#[test]
+fn a_quiet_watcher_prints_the_rounds_an_editor_needs_and_nothing_else() {
+    let env = Env::new();
+    let repo = repo(&env);
+    // The action fails while this file exists.
+    let broken = env.join("broken");
+    std::fs::write(&broken, "").unwrap();
+    let check = format!("test ! -e '{}'", broken.display());
+    // No settle window: each save runs the action, none is merged into the one before.
+    let config =
+        serde_json::json!({"settle_ms": 0, "targets": {"app": {"exec": ["sh", "-c", check], "timeout_ms": 5000}}});
+    std::fs::write(env.join("guest.json"), config.to_string()).unwrap();
+    let receiver = env.listen(&["--config", env.join("guest.json").to_str().unwrap()]);
+    let (watcher, _) = env.watch_in(&repo.root, &["-q", "--to", &receiver.addr]);
+    // What the watcher printed, without the clock, from line `skip` on.
+    let lines = |skip: usize| -> Vec<String> {
+        let said = watcher.stderr();
+        said.lines().skip(skip).map(|l| l.split_once(' ').map_or(l, |(_, rest)| rest).to_string()).collect()
+    };
+    // A save, and its action run on the guest.
+    let save = |n: usize, outcome: &str| {
+        repo.write("app.py", &format!("X = {n}\n"));
+        let event = watcher.wait_event(outcome);
+        let ran = match outcome {
+            "trigger" => event["merged"] == false && receiver.wait_event("reload")["target"] == "app",
+            _ => receiver.wait_event("reload_failed")["target"] == "app",
+        };
+        assert!(ran, "the action ran for this save: {event}");
+    };
+    let (begin, end) = ("touchwire: reloading (1 file)", "touchwire: reload failed");
+    let problem = format!("(app.py -> {})", receiver.addr);
+    let a_failed_round = |round: &[String]| {
+        round.len() == 3
+            && round[0] == begin
+            && round[1].starts_with("app: reload failed: ")
+            && round[1].ends_with(&problem)
+            && round[2] == end
+    };
+
+    save(2, "reload_failed");
+    eventually("the failed round's end line", || lines(0).last().is_some_and(|l| l == end));
+    assert!(a_failed_round(&lines(0)), "begin, problem, end: {:#?}", lines(0));
+
+    // Fixed: this round ends on its success line, which clears the problem in an editor.
+    std::fs::remove_file(&broken).unwrap();
+    save(3, "trigger");
+    watcher.wait_stderr(" reloaded (exec) in ");
+    let fixed = lines(3);
+    assert_eq!(fixed.len(), 2, "begin, success: {fixed:#?}");
+    assert_eq!(fixed[0], begin);
+    assert!(fixed[1].starts_with(&format!("app: app.py -> {} reloaded (exec) in ", receiver.addr)), "{fixed:#?}");
+
+    // Another success prints nothing: the next failure's round follows the fixed one directly.
+    save(4, "trigger");
+    std::fs::write(&broken, "").unwrap();
+    save(5, "reload_failed");
+    eventually("the second failed round's end line", || lines(5).last().is_some_and(|l| l == end));
+    assert!(a_failed_round(&lines(5)), "nothing between the fixed round and the next failure: {:#?}", lines(0));
+
+    // VS Code's matcher opens and closes each of these rounds, and reads no end from a problem.
+    let tasks = touchwire::editor::parse_jsonc(touchwire::editor::VSCODE_TASKS).unwrap();
+    let watch = tasks["tasks"].as_array().unwrap().iter().find(|t| t["label"] == "touchwire: watch").unwrap();
+    let background = &watch["problemMatcher"][0]["background"];
+    let pattern = |name: &str| regex::Regex::new(background[name].as_str().unwrap()).unwrap();
+    let (begins, ends) = (pattern("beginsPattern"), pattern("endsPattern"));
+    let printed = watcher.stderr();
+    let kinds: Vec<(bool, bool)> = printed.lines().map(|l| (begins.is_match(l), ends.is_match(l))).collect();
+    let (open, close, neither) = ((true, false), (false, true), (false, false));
+    assert_eq!(kinds, [open, neither, close, open, close, open, neither, close], "{printed}");
+}

@@ -52,7 +52,7 @@ fn fields() -> Vec<String> {
         probe: true,
     };
     let ready = Ready { ok: false, ms: 1, error: Some("e".into()) };
-    let health = Health { ok: Some(true), detail: Some("d".into()), ready_check: true, wait_ms: Some(1) };
+    let health = Health { ok: Some(true), detail: Some("d".into()), ready_check: Some(true), wait_ms: Some(1) };
     let reply = Reply {
         ok: false,
         code: Some(ErrorCode::Busy),

@@ -104,7 +104,7 @@ impl State {
             .map(|(name, t)| {
                 let (ok, detail) = probe.then(|| super::actions::probe(&t.spec.action)).unzip();
                 let wait_ms = t.executor.wait_bound().map(|bound| bound.as_millis() as u64);
-                (name.clone(), Health { ok, detail, ready_check: t.spec.ready.is_some(), wait_ms })
+                (name.clone(), Health { ok, detail, ready_check: Some(t.spec.ready.is_some()), wait_ms })
             })
             .collect();
         Reply {

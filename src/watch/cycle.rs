@@ -12,6 +12,7 @@
 //! line that ends a round). The wording is stable: editor/vscode/tasks.json matches it.
 
 use super::delivery::Outcome;
+use crate::outcome::Kind;
 use crate::output::Log;
 use serde_json::json;
 use std::sync::Mutex;
@@ -29,25 +30,36 @@ pub fn begin_line(target: Option<&str>, files: usize) -> String {
 /// line where one is needed. One round at a time in the whole process: triggers waiting for a
 /// ready check end on threads of their own, and a round must never open inside another (VS
 /// Code would then end the wrong one and keep a problem a later save fixed).
-pub fn round(log: Log, target: Option<&str>, outcome: &Outcome, report: impl FnOnce()) {
-    static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
-    let _round = ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+///
+/// With `--quiet` a round is printed whole when it failed, and when it is the first success
+/// after a failure: that round is what clears the failure's problems in an editor. Other
+/// successful rounds print nothing, and leave nothing an editor would have cleared.
+pub fn round(log: Log, target: Option<&str>, outcome: &Outcome, report: impl FnOnce(Log)) {
+    // Held for the whole round; it says whether the last round ended on a failure.
+    static LAST_FAILED: Mutex<bool> = Mutex::new(false);
+    let mut last_failed = LAST_FAILED.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let end = end_line(outcome);
+    let after_failure = std::mem::replace(&mut *last_failed, end.is_some());
+    // The round's lines, and `report`'s outcome line, are printed with this log.
+    let log = match end.is_some() || after_failure {
+        true => Log { quiet: false, ..log },
+        false => log,
+    };
     let line = begin_line(target, outcome.files.len());
     log.event("reloading", &line, json!({"files": outcome.files, "target": target}));
-    report();
-    if let Some(line) = end_line(outcome) {
+    report(log);
+    if let Some(line) = end {
         log.say(line);
     }
 }
 
 /// The line that ends the cycle after `outcome`'s own line, or `None` when that line ends it.
+/// It follows the outcome's kind as its line does, so that no failure line goes without it.
 pub fn end_line(outcome: &Outcome) -> Option<&'static str> {
-    match &outcome.result {
-        Err(_) => Some("touchwire: not delivered"),
-        Ok((reply, _)) if !reply.ok || reply.ready.as_ref().is_some_and(|ready| !ready.ok) => {
-            Some("touchwire: reload failed")
-        }
-        Ok(_) => None,
+    match crate::outcome::kind(outcome.result.as_ref().map(|(reply, _)| reply).map_err(String::as_str)) {
+        Kind::Undelivered => Some("touchwire: not delivered"),
+        kind if kind.failed() => Some("touchwire: reload failed"),
+        _ => None,
     }
 }
 
@@ -86,5 +98,8 @@ mod tests {
         let action = Reply { ok: false, code: Some(ErrorCode::ActionFailed), ..Reply::default() };
         assert_eq!(end_line(&outcome(Ok(action))), Some("touchwire: reload failed"));
         assert_eq!(end_line(&outcome(Err("refused"))), Some("touchwire: not delivered"));
+        // A receiver that says ok with a not_ready code: its line is a failure, so it ends one.
+        let mixed = Reply { ok: true, code: Some(ErrorCode::NotReady), error: Some("down".into()), ..Reply::default() };
+        assert_eq!(end_line(&outcome(Ok(mixed))), Some("touchwire: reload failed"));
     }
 }

@@ -247,7 +247,7 @@ impl Link {
             Ok((connection, pong)) => {
                 let target = self.settings.target.clone().or(pong.default_target);
                 let health = pong.health.unwrap_or_default();
-                self.waits = target.and_then(|t| health.get(&t).map(|h| h.ready_check)).unwrap_or(false);
+                self.waits = target.and_then(|t| health.get(&t).and_then(|h| h.ready_check)).unwrap_or(false);
                 self.connection = Some(connection);
                 let remote = &self.remote;
                 log.event("connected", &format!("connected to {remote}"), json!({"remote": remote}));
@@ -325,7 +325,7 @@ impl Link {
             let result =
                 wait_for_ready(&remote, &settings, &request).map_err(|failure| settle(failure, &trigger.files, &owed));
             let outcome = Outcome { remote, files: trigger.files, result, triggers: covers };
-            super::cycle::round(settings.log, settings.target.as_deref(), &outcome, || report(&settings, &outcome));
+            super::cycle::round(settings.log, settings.target.as_deref(), &outcome, |log| report(log, &settings, &outcome));
             if let Some(tx) = outcomes {
                 let _ = tx.send(outcome);
             }
@@ -343,7 +343,7 @@ impl Link {
         let result = self.attempt(&request).map_err(|failure| settle(failure, &trigger.files, &self.owed));
         let outcome = Outcome { remote: self.remote.clone(), files: trigger.files, result, triggers: covers };
         let settings = &self.settings;
-        super::cycle::round(settings.log, settings.target.as_deref(), &outcome, || report(settings, &outcome));
+        super::cycle::round(settings.log, settings.target.as_deref(), &outcome, |log| report(log, settings, &outcome));
         if let Some(tx) = outcomes {
             let _ = tx.send(outcome);
         }
@@ -471,8 +471,7 @@ fn settle(failure: Undelivered, files: &[String], owed: &Owed) -> String {
 
 /// One line per trigger and remote: delivered (and, with a ready check, whether the app came
 /// back), or why not; the guest's log excerpt of a failed ready check follows with `-v`.
-fn report(settings: &Settings, outcome: &Outcome) {
-    let log = settings.log;
+fn report(log: Log, settings: &Settings, outcome: &Outcome) {
     let rendered = crate::outcome::render(&crate::outcome::Input {
         command: crate::outcome::Command::Watch,
         remote: &outcome.remote,
