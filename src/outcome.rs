@@ -105,6 +105,15 @@ pub struct Rendered {
     pub fields: Value,
 }
 
+/// `line` on one line: a receiver's text may hold a newline (the excerpt keeps them), and a line
+/// of its own after the outcome could pass for one of ours (an editor's "reload failed").
+fn one_line(line: String) -> String {
+    match line.contains('\n') {
+        true => line.replace('\n', "\\n"),
+        false => line,
+    }
+}
+
 /// Renders one outcome. What came from the receiver is escaped, whatever the receiver did.
 pub fn render(input: &Input<'_>) -> Rendered {
     let remote = input.remote;
@@ -121,7 +130,7 @@ pub fn render(input: &Input<'_>) -> Rendered {
             let fields = json!({"remote": remote, "files": input.files, "ok": false, "delivered": false,
                                 "error": error});
             let event = if send { "failed" } else { "undelivered" };
-            return Rendered { kind: Kind::Undelivered, event, line, excerpt: Vec::new(), fields };
+            return Rendered { kind: Kind::Undelivered, event, line: one_line(line), excerpt: Vec::new(), fields };
         }
     };
     let ms = rtt.as_secs_f64() * 1000.0;
@@ -198,7 +207,7 @@ pub fn render(input: &Input<'_>) -> Rendered {
         fields["waited"] = json!(reply.ready.is_some() || kind == Kind::NotBack);
         fields["reply"] = json!(reply);
     }
-    Rendered { kind, event, line, excerpt, fields }
+    Rendered { kind, event, line: one_line(line), excerpt, fields }
 }
 
 /// What kind of outcome `result` is (the guest's reply, or why there is none): what [`render`]
@@ -502,6 +511,7 @@ mod tests {
                 proptest::prop_assert_eq!(&got.fields["ok"], &json!(!got.kind.failed()));
                 proptest::prop_assert!(got.line.contains(REMOTE), "{:?}", got.line);
                 proptest::prop_assert!(!got.line.contains('\u{1b}'), "{:?}", got.line);
+                proptest::prop_assert!(!got.line.contains('\n'), "one line: {:?}", got.line);
             }
         }
     }

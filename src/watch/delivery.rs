@@ -325,7 +325,9 @@ impl Link {
             let result =
                 wait_for_ready(&remote, &settings, &request).map_err(|failure| settle(failure, &trigger.files, &owed));
             let outcome = Outcome { remote, files: trigger.files, result, triggers: covers };
-            super::cycle::round(settings.log, settings.target.as_deref(), &outcome, |log| report(log, &settings, &outcome));
+            super::cycle::round(settings.log, settings.target.as_deref(), &outcome, |log| {
+                report(log, &settings, &outcome)
+            });
             if let Some(tx) = outcomes {
                 let _ = tx.send(outcome);
             }
