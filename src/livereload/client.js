@@ -1,6 +1,8 @@
 // touchwire's LiveReload client (protocol 7), served by `touchwire watch --livereload` at
 // /livereload.js. It reloads the page when touchwire says the app is back, re-links a changed
 // stylesheet in place, and shows a failed reload (file:line and the excerpt) as an overlay.
+// With `livereload.js?swap` it swaps in the new page's body instead of navigating, where that is
+// the same as a reload (see swap below).
 (function () {
   "use strict";
   if (window.__touchwire) return;
@@ -11,7 +13,8 @@
   var origin = script && script.src ? new URL(script.src) : new URL("http://localhost:35729/");
   var url = (origin.protocol === "https:" ? "wss://" : "ws://") + origin.host + "/livereload";
   // State the tests and curious users can read.
-  var state = (window.__touchwire = { connected: false, reloads: 0, sheets: 0, errors: 0 });
+  var state = (window.__touchwire = { connected: false, reloads: 0, sheets: 0, errors: 0, swaps: 0 });
+  var SWAP = origin.searchParams.has("swap");
   var tries = 0;
   var delay = 100;
 
@@ -77,7 +80,58 @@
       return relink(path);
     }
     state.reloads++;
+    if (SWAP) return swap();
     location.reload();
+  }
+
+  // A reload without a navigation: the page is fetched and its body replaces this one, so the
+  // new text shows as soon as the app answers (a navigation costs a browser tens of ms more).
+  // Only where that is what a reload would show: an HTML answer (an error status, a redirect or
+  // anything else is left to a real reload, which shows it as the browser would), the same
+  // scripts and stylesheets in the head, and no script in the body but this one (a swapped-in
+  // script does not run). Page state in `window` stays; the scroll position is kept.
+  function swap() {
+    fetch(location.href, { cache: "no-store", credentials: "same-origin" })
+      .then(function (response) {
+        var type = response.headers.get("content-type") || "";
+        if (!response.ok || response.redirected || type.indexOf("text/html") < 0) throw new Error("not the page");
+        return response.text();
+      })
+      .then(function (html) {
+        var next = new DOMParser().parseFromString(html, "text/html");
+        if (!next.body || assets(next) !== assets(document) || foreignScript(next.body)) {
+          throw new Error("a reload would differ");
+        }
+        var x = window.scrollX;
+        var y = window.scrollY;
+        document.title = next.title;
+        document.body.replaceWith(document.adoptNode(next.body));
+        window.scrollTo(x, y);
+        state.swaps++;
+      })
+      .catch(function () {
+        location.reload();
+      });
+  }
+
+  // The head's scripts and stylesheets, in order, as one string.
+  function assets(doc) {
+    var found = doc.head ? doc.head.querySelectorAll('script, link[rel~="stylesheet"]') : [];
+    return Array.prototype.map
+      .call(found, function (node) {
+        return node.tagName + " " + (node.getAttribute("src") || node.getAttribute("href") || node.textContent);
+      })
+      .join("\n");
+  }
+
+  // Whether `body` has a script that is neither this one nor data.
+  function foreignScript(body) {
+    var mine = script && script.src ? script.src.split("?")[0] : null;
+    return Array.prototype.some.call(body.querySelectorAll("script"), function (node) {
+      if (/json/i.test(node.type || "")) return false;
+      var src = node.getAttribute("src");
+      return !(src && mine && new URL(src, location.href).href.split("?")[0] === mine);
+    });
   }
 
   function baseName(path) {
