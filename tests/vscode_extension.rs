@@ -178,6 +178,17 @@ fn the_extension_shows_reloads_and_failures_in_real_vscode() {
     assert_eq!(reload["reason"], "vscode", "{reload}");
     browser.wait_for(&page, "the command's reload", &format!("{RELOADED}.test({STATUS})"), STATUS);
 
+    // With the guest gone, a save is not delivered, and stays so: VS Code may tell the
+    // extension of the save after the watcher's answer came.
+    drop(receiver);
+    key(&mut browser, &page, "1", "Digit1", 49, CTRL);
+    type_and_save(&mut browser, &page, "MESSAGE = 4\n");
+    let undelivered = format!("{STATUS} === 'touchwire: not delivered'");
+    browser.wait_for(&page, "the save not delivered", &undelivered, STATUS);
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(browser.eval(&page, STATUS), Ok(json!("touchwire: not delivered")), "the status after a second");
+    shot(&mut browser, "extension-undelivered.png");
+
     // Reloading the window deactivates the extension in the extension host: its watcher stops,
     // and the new window's host starts one of its own.
     key(&mut browser, &page, "F1", "F1", 112, 0);

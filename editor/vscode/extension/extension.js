@@ -25,6 +25,8 @@ let diagnostics;
 const watchers = new Map();
 /** Remote -> the problems its last failed reload left ([{ uri, diagnostic }]). */
 const problems = new Map();
+/** File (real path) -> when the watcher last reported an outcome naming it (ms since the epoch). */
+const answered = new Map();
 /** The status shown before a spinner, put back if no outcome comes. */
 let settled = { text: 'touchwire', tooltip: undefined, colour: undefined };
 let spinTimer;
@@ -181,6 +183,9 @@ function watchEvent(watcher, event) {
     case 'not_ready':
     case 'reload_failed':
     case 'undelivered':
+      for (const file of event.files || []) {
+        answered.set(path.join(watcher.root, file), event.time * 1000);
+      }
       outcome(event, watcher.root);
       break;
     default:
@@ -189,7 +194,9 @@ function watchEvent(watcher, event) {
   }
 }
 
-/** A save of a file the watcher may send: the spinner shows until the outcome. */
+/** A save of a file the watcher may send: the spinner shows until the outcome. VS Code may
+ * say the file was saved after the watcher has answered (a guest that refused at once): then
+ * the outcome, newer than the file, stays. */
 function saved(document) {
   if (document.uri.scheme !== 'file') {
     return;
@@ -197,7 +204,17 @@ function saved(document) {
   const file = document.uri.fsPath;
   for (const [dir, watcher] of watchers) {
     if (!watcher.exited && inside(file, dir) && extensions(dir).includes(path.extname(file).slice(1))) {
-      spin();
+      let real = file;
+      let written = 0;
+      try {
+        real = fs.realpathSync(file);
+        written = fs.statSync(real).mtimeMs;
+      } catch (_) {
+        // Gone already: its deletion is a change of its own.
+      }
+      if (!(answered.get(real) >= written)) {
+        spin();
+      }
       return;
     }
   }
