@@ -88,10 +88,11 @@ fn the_extension_shows_reloads_and_failures_in_real_vscode() {
     let settings = json!({"touchwire.path": env!("CARGO_BIN_EXE_touchwire"),
                           "security.workspace.trust.enabled": false, "workbench.startupEditor": "none",
                           "files.autoSave": "off", "extensions.autoUpdate": false,
-                          "extensions.autoCheckUpdates": false,
+                          "extensions.autoCheckUpdates": false, "telemetry.telemetryLevel": "off",
                           "editor.autoClosingBrackets": "never", "editor.autoClosingQuotes": "never"});
     let dirs = code_server::Dirs::new(&env, &settings);
     dirs.install_extension(&program, &env, &vsix);
+    let _logs = dirs.logs_on_failure("touchwire");
     let server = code_server::CodeServer::start(&program, &env, &dirs);
     let mut browser = cdp::Chromium::start(&[]);
     let page = browser.open(&server.url(&root));

@@ -70,6 +70,44 @@ impl Dirs {
     }
 }
 
+impl Dirs {
+    /// What a failing test needs to see: on drop during a panic, prints the logs code-server
+    /// kept of the extension host (an extension that failed to activate says why there) and of
+    /// the output channels whose name holds `channel` (which code-server writes out late: their
+    /// last lines may be missing).
+    pub fn logs_on_failure(&self, channel: &str) -> Logs {
+        Logs { dir: self.data.join("logs"), channel: channel.to_string() }
+    }
+}
+
+/// Prints code-server's logs if the test fails (see [`Dirs::logs_on_failure`]).
+pub struct Logs {
+    dir: PathBuf,
+    channel: String,
+}
+
+impl Drop for Logs {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        // Bounded: logs/DATE/exthostN/output_logging_DATE/N-NAME.log, a few levels deep.
+        let mut dirs = vec![(self.dir.clone(), 0)];
+        while let Some((dir, depth)) = dirs.pop() {
+            for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                let path = entry.path();
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if path.is_dir() && depth < 6 {
+                    dirs.push((path, depth + 1));
+                } else if name.ends_with("exthost.log") || (name.ends_with(".log") && name.contains(&self.channel)) {
+                    let text = std::fs::read_to_string(&path).unwrap_or_default();
+                    eprintln!("\n===== {}:\n{text}=====", path.display());
+                }
+            }
+        }
+    }
+}
+
 /// A code-server child, killed by its PID's process group (it starts helpers: the extension
 /// host and what it runs) on drop.
 pub struct CodeServer {
