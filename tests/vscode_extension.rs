@@ -1,0 +1,213 @@
+//! The VS Code extension (editor/vscode/extension) in real VS Code: packaged by
+//! scripts/package-vscode, installed into a fresh code-server, driven by headless chromium over
+//! the DevTools protocol on a work tree whose guest is a real `touchwire listen`. Its target's
+//! action loads the saved module with python3, as an app server would, and writes the app's log
+//! the way uWSGI does: its ready line, or the traceback of a module that does not import.
+#![cfg(target_os = "linux")] // /proc, to find the watcher the extension runs
+
+mod util;
+
+#[path = "util/cdp.rs"]
+mod cdp;
+#[path = "util/code_server.rs"]
+mod code_server;
+
+use code_server::{CTRL, SHIFT, key, type_and_save, type_text};
+use serde_json::json;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+
+/// scripts/package-vscode into `out`; panics with what it printed if it fails.
+fn package(out: &Path) -> PathBuf {
+    let output = Command::new(format!("{ROOT}/scripts/package-vscode")).arg(out).output().expect("cannot run bash");
+    assert!(
+        output.status.success(),
+        "scripts/package-vscode {}: {}\nstdout:\n{}\nstderr:\n{}",
+        out.display(),
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(out.is_file(), "no {} after scripts/package-vscode", out.display());
+    out.to_path_buf()
+}
+
+/// The guest: a receiver whose target `app` runs `python3 GUEST/app/views.py` (GUEST is the
+/// work tree seen through a link, as a VM sees it through its mount), writes the app's log as
+/// uWSGI would, and waits for that log (preset uwsgi).
+fn guest(env: &util::Env, repo: &util::Repo) -> util::Listener {
+    let log = env.join("app.log");
+    std::fs::write(&log, "").unwrap();
+    std::os::unix::fs::symlink(&repo.root, env.join("guest")).unwrap();
+    let module = env.join("guest/app/views.py");
+    let errors = env.join("app.err");
+    // A second's boot, then the import; a traceback reaches the log in one write, as uWSGI's does.
+    let script = format!(
+        "sleep 1; if python3 '{module}' 2>'{errors}'; then \
+         echo \"WSGI app 0 (mountpoint='') ready in 1 seconds on interpreter 0x1 pid: $$ (default app)\" >>'{log}'; \
+         else cat '{errors}' >>'{log}'; fi",
+        module = module.display(),
+        errors = errors.display(),
+        log = log.display()
+    );
+    let target = json!({"exec": ["sh", "-c", script], "ready": {"log": log, "preset": "uwsgi", "timeout_ms": 10000}});
+    std::fs::write(env.join("guest.json"), json!({"targets": {"app": target}}).to_string()).unwrap();
+    env.listen(&["--settle", "0", "--config", env.join("guest.json").to_str().unwrap()])
+}
+
+/// The text of the extension's status bar item ("" while there is none).
+const STATUS: &str = "(Array.from(document.querySelectorAll('.statusbar-item')).map(e => e.textContent.trim()).find(t => t.startsWith('touchwire')) || '')";
+/// Whether that item has the error background.
+const STATUS_IS_ERROR: &str = "Array.from(document.querySelectorAll('.statusbar-item.error-kind')).some(e => e.textContent.trim().startsWith('touchwire'))";
+/// The Problems count in the status bar.
+const PROBLEMS: &str = "((document.querySelector('[id=\"status.problems\"]') || {getAttribute: () => ''}).getAttribute('aria-label') || '')";
+/// The rows of the Problems panel.
+const ROWS: &str = "Array.from(document.querySelectorAll('.markers-panel .monaco-list-row')).map(r => r.getAttribute('aria-label') || r.textContent).join('\\n')";
+/// The status after a good reload.
+const RELOADED: &str = "/^touchwire: reloaded app in \\d+ ms$/";
+
+#[test]
+fn the_extension_shows_reloads_and_failures_in_real_vscode() {
+    let started = Instant::now();
+    let Some(program) = code_server::program() else { return };
+    if !(util::require("chromium") && util::require("npm") && util::require("python3")) {
+        return;
+    }
+    let env = util::Env::new();
+    let vsix = package(&env.join("touchwire.vsix"));
+    let repo = util::Repo::init(env.join("repo"));
+    let receiver = guest(&env, &repo);
+    repo.write(".touchwire.json", &json!({"remote": receiver.addr}).to_string());
+    repo.write("app/views.py", "MESSAGE = 1\n");
+    repo.commit_all("init");
+    let root = repo.root.canonicalize().unwrap();
+
+    let settings = json!({"touchwire.path": env!("CARGO_BIN_EXE_touchwire"),
+                          "security.workspace.trust.enabled": false, "workbench.startupEditor": "none",
+                          "files.autoSave": "off", "extensions.autoUpdate": false,
+                          "extensions.autoCheckUpdates": false, "telemetry.telemetryLevel": "off",
+                          "editor.autoClosingBrackets": "never", "editor.autoClosingQuotes": "never"});
+    let dirs = code_server::Dirs::new(&env, &settings);
+    dirs.install_extension(&program, &env, &vsix);
+    let _logs = dirs.logs_on_failure("touchwire");
+    let server = code_server::CodeServer::start(&program, &env, &dirs);
+    let mut browser = cdp::Chromium::start(&[]);
+    let page = browser.open(&server.url(&root));
+    let shot = |browser: &mut cdp::Chromium, name: &str| {
+        if let Ok(dir) = std::env::var("TOUCHWIRE_SCREENSHOTS") {
+            let _ = browser.screenshot(&page, &Path::new(&dir).join(name));
+        }
+    };
+    browser.wait_for(&page, "the workbench", "!!document.querySelector('.monaco-workbench')", "document.title");
+
+    // The extension starts `touchwire watch --json` in the folder, as a child of VS Code's
+    // extension host, and says when it watches.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let watcher = loop {
+        if let [pid] = code_server::touchwire_in(&root, &["watch", "--json"])[..] {
+            break pid;
+        }
+        if Instant::now() > deadline {
+            shot(&mut browser, "extension-no-watcher.png");
+            panic!("the extension did not start touchwire watch within 60 s: status {:?}", browser.eval(&page, STATUS));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let parent = code_server::parent_command(watcher);
+    assert!(parent.contains("extensionHost"), "the watcher's parent is {parent:?}");
+    browser.wait_for(&page, "the watcher to be ready", &format!("{STATUS} === 'touchwire: watching'"), STATUS);
+
+    // Open app/views.py with Quick Open.
+    let opened =
+        "!!document.querySelector('.tab.active[aria-label^=\"views.py\"]') || document.title.startsWith('views.py')";
+    let deadline = Instant::now() + util::WAIT;
+    while browser.eval(&page, opened) != Ok(json!(true)) {
+        assert!(Instant::now() < deadline, "views.py did not open: title {:?}", browser.eval(&page, "document.title"));
+        key(&mut browser, &page, "p", "KeyP", 80, CTRL);
+        std::thread::sleep(Duration::from_millis(500));
+        type_text(&mut browser, &page, "app/views.py");
+        std::thread::sleep(Duration::from_millis(500));
+        key(&mut browser, &page, "Enter", "Enter", 13, 0);
+        std::thread::sleep(Duration::from_millis(500));
+    }
+
+    // A good save: the spinner while the app boots (a second), then the reload and its time.
+    type_and_save(&mut browser, &page, "MESSAGE = 2\n");
+    browser.wait_for(&page, "the spinner", &format!("{STATUS} === 'touchwire: reloading'"), STATUS);
+    let reload = receiver.wait_event("reload");
+    assert_eq!(reload["files"], json!(["app/views.py"]), "{reload}");
+    browser.wait_for(&page, "the reload in the status bar", &format!("{RELOADED}.test({STATUS})"), STATUS);
+    shot(&mut browser, "extension-reloaded.png");
+
+    // A broken save: the app's traceback becomes a problem at app/views.py line 2.
+    type_and_save(&mut browser, &page, "MESSAGE = 2\nimport no_such_module\n");
+    assert_eq!(receiver.wait_event("not_ready")["ok"], false);
+    browser.wait_for(&page, "the failure", &format!("{STATUS} === 'touchwire: reload failed'"), STATUS);
+    assert_eq!(browser.eval(&page, STATUS_IS_ERROR), Ok(json!(true)), "the failure has the error colour");
+    browser.wait_for(&page, "a problem in the status bar", &format!("/Errors: 1/.test({PROBLEMS})"), PROBLEMS);
+    key(&mut browser, &page, "M", "KeyM", 77, CTRL | SHIFT);
+    browser.wait_for(&page, "the problem in the Problems panel", &format!("/no_such_module/.test({ROWS})"), ROWS);
+    shot(&mut browser, "extension-problem.png");
+    let listed = browser.eval(&page, ROWS).unwrap();
+    let listed = listed.as_str().unwrap_or_default();
+    assert!(listed.contains("views.py"), "{listed}");
+    assert!(listed.contains("ModuleNotFoundError: No module named 'no_such_module'"), "{listed}");
+    assert!(listed.contains("line 2") || listed.contains("Ln 2"), "{listed}");
+
+    // The fixed save clears it.
+    key(&mut browser, &page, "1", "Digit1", 49, CTRL);
+    type_and_save(&mut browser, &page, "MESSAGE = 3\n");
+    receiver.wait_event("reload");
+    browser.wait_for(&page, "the reload after the fix", &format!("{RELOADED}.test({STATUS})"), STATUS);
+    let cleared = format!("(l => l !== '' && !/Errors: [1-9]/.test(l))({PROBLEMS})");
+    browser.wait_for(&page, "the problem cleared after the fixed save", &cleared, PROBLEMS);
+    browser.wait_for(&page, "the Problems panel emptied", &format!("!/no_such_module/.test({ROWS})"), ROWS);
+    shot(&mut browser, "extension-cleared.png");
+
+    // "touchwire: Reload guest" from the command palette: `touchwire send --wait`, shown the same way.
+    key(&mut browser, &page, "F1", "F1", 112, 0);
+    std::thread::sleep(Duration::from_millis(300));
+    type_text(&mut browser, &page, "touchwire: Reload guest");
+    let first = "((document.querySelector('.quick-input-list .monaco-list-row') || {}).textContent || '')";
+    browser.wait_for(&page, "the command in the palette", &format!("/touchwire: Reload guest/.test({first})"), first);
+    key(&mut browser, &page, "Enter", "Enter", 13, 0);
+    browser.wait_for(&page, "the command's spinner", &format!("{STATUS} === 'touchwire: reloading'"), STATUS);
+    let reload = receiver.wait_event("reload");
+    assert_eq!(reload["reason"], "vscode", "{reload}");
+    browser.wait_for(&page, "the command's reload", &format!("{RELOADED}.test({STATUS})"), STATUS);
+
+    // With the guest gone, a save is not delivered, and stays so: VS Code may tell the
+    // extension of the save after the watcher's answer came.
+    drop(receiver);
+    key(&mut browser, &page, "1", "Digit1", 49, CTRL);
+    type_and_save(&mut browser, &page, "MESSAGE = 4\n");
+    let undelivered = format!("{STATUS} === 'touchwire: not delivered'");
+    browser.wait_for(&page, "the save not delivered", &undelivered, STATUS);
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(browser.eval(&page, STATUS), Ok(json!("touchwire: not delivered")), "the status after a second");
+    shot(&mut browser, "extension-undelivered.png");
+
+    // Reloading the window deactivates the extension in the extension host: its watcher stops,
+    // and the new window's host starts one of its own.
+    key(&mut browser, &page, "F1", "F1", 112, 0);
+    std::thread::sleep(Duration::from_millis(300));
+    type_text(&mut browser, &page, "Developer: Reload Window");
+    browser.wait_for(&page, "the reload command", &format!("/Developer: Reload Window/.test({first})"), first);
+    key(&mut browser, &page, "Enter", "Enter", 13, 0);
+    let gone = || !Path::new(&format!("/proc/{watcher}")).exists() || is_zombie(watcher);
+    util::eventually("the first watcher to stop on deactivate", gone);
+    util::eventually("a new watcher", || {
+        code_server::touchwire_in(&root, &["watch", "--json"]).iter().any(|pid| *pid != watcher)
+    });
+    drop(server);
+    eprintln!("the extension test took {:.1} s", started.elapsed().as_secs_f64());
+}
+
+/// Whether `pid` has exited and waits for its parent to reap it.
+fn is_zombie(pid: u32) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+}
