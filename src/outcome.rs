@@ -141,6 +141,7 @@ pub fn render(input: &Input<'_>) -> Rendered {
     let fallback = if kind == Kind::ActionFailed { "app" } else { "?" };
     let target = reply.target.clone().or_else(|| input.target.map(escape_remote)).unwrap_or_else(|| fallback.into());
     let mut excerpt = Vec::new();
+    let mut failure = None;
     let line = match answered {
         Answered::ActionFailed => {
             let error = reply.error.as_deref().unwrap_or("failed without saying why");
@@ -151,7 +152,14 @@ pub fn render(input: &Input<'_>) -> Rendered {
         }
         Answered::NotBack(failed) => {
             let error = failed.error.unwrap_or_default();
-            let (place, last) = failure_place(&error, input.root);
+            let (at, last) = failure_at(&error, input.root);
+            // For tools (an editor's problem): where, and what, as the line says it.
+            if let Some((file, line)) = &at {
+                failure = Some(json!({"file": file, "line": line, "message": last}));
+            } else if !last.is_empty() {
+                failure = Some(json!({"message": last}));
+            }
+            let place = at.map_or_else(String::new, |(file, line)| format!(" at {file}:{line}"));
             excerpt = error.lines().map(|line| format!("  {line}")).collect();
             match send {
                 true => {
@@ -199,6 +207,9 @@ pub fn render(input: &Input<'_>) -> Rendered {
     if let Some(ready) = ready {
         fields["ready"] = json!(ready);
     }
+    if let Some(failure) = failure {
+        fields["failure"] = failure;
+    }
     if kind == Kind::ActionFailed {
         fields["code"] = json!(reply.code);
         fields["error"] = json!(reply.error.as_deref().unwrap_or("failed without saying why"));
@@ -236,20 +247,25 @@ fn answered(reply: &Reply) -> Answered {
 /// The guest's path becomes the path in `root` that it ends with (`/vagrant/app/views.py` is
 /// `app/views.py`), when there is one.
 pub fn failure_place<'a>(excerpt: &'a str, root: Option<&Path>) -> (String, &'a str) {
+    let (at, last) = failure_at(excerpt, root);
+    (at.map_or_else(String::new, |(file, line)| format!(" at {file}:{line}")), last)
+}
+
+/// [`failure_place`]'s parts: the file (by its path on the host where `root` has it) and line
+/// of the last frame, if the excerpt has one, and the exception's line.
+pub fn failure_at<'a>(excerpt: &'a str, root: Option<&Path>) -> (Option<(String, u64)>, &'a str) {
     let lines: Vec<&str> = excerpt.lines().collect();
     let frame = lines.iter().rposition(|line| line.trim_start().starts_with("File \""));
-    let place = frame
-        .and_then(|i| {
-            let rest = lines[i].trim().strip_prefix("File \"")?;
-            let (file, rest) = rest.split_once('"')?;
-            let number: String = rest.strip_prefix(", line ")?.chars().take_while(char::is_ascii_digit).collect();
-            (!number.is_empty()).then(|| format!(" at {}:{number}", host_path(file, root)))
-        })
-        .unwrap_or_default();
+    let at = frame.and_then(|i| {
+        let rest = lines[i].trim().strip_prefix("File \"")?;
+        let (file, rest) = rest.split_once('"')?;
+        let number: String = rest.strip_prefix(", line ")?.chars().take_while(char::is_ascii_digit).collect();
+        Some((host_path(file, root), number.parse().ok()?))
+    });
     // After the last frame come its indented source lines, then the exception.
     let exception = frame.and_then(|i| lines[i + 1..].iter().find(|l| !l.starts_with(' ') && !l.trim().is_empty()));
     let last = exception.or_else(|| lines.iter().rev().find(|l| !l.trim().is_empty())).map_or("", |l| l.trim());
-    (place, last)
+    (at, last)
 }
 
 /// The longest tail of the guest's `file` path that names a file in `root`, or `file` itself
@@ -514,6 +530,19 @@ mod tests {
                 proptest::prop_assert!(!got.line.contains('\n'), "one line: {:?}", got.line);
             }
         }
+    }
+
+    #[test]
+    fn the_json_says_where_a_reload_failed_as_the_line_does() {
+        for command in [WATCH, SEND_WAIT] {
+            let got = rendered(command, Ok(&not_back(TRACEBACK)));
+            let message = "ModuleNotFoundError: No module named 'foo'";
+            assert_eq!(got.fields["failure"], json!({"file": "/srv/app/views.py", "line": 3, "message": message}));
+            assert!(got.line.contains("at /srv/app/views.py:3") && got.line.contains(message), "{}", got.line);
+        }
+        let got = rendered(WATCH, Ok(&not_back("not ready after 100 ms")));
+        assert_eq!(got.fields["failure"], json!({"message": "not ready after 100 ms"}));
+        assert_eq!(rendered(WATCH, Ok(&reloaded())).fields.get("failure"), None);
     }
 
     #[test]

@@ -39,7 +39,14 @@ pub fn command(args: WatchArgs) -> Result<()> {
     let settings = Settings { root: Some(watcher.root().to_path_buf()), ..settings };
     let outcomes = live.as_mut().map(|live| live.outcomes(settings.root.clone())).transpose()?;
     let delivery = Delivery::start(&remotes, &settings, outcomes)?;
-    let route = |trigger| crate::livereload::route(live.as_ref(), trigger, remotes.len());
+    // Each trigger that goes to the guests, as it goes (for tools: an editor's "reloading"
+    // before the round's lines, which come with its outcome).
+    let target = settings.target.clone();
+    let route = |trigger| {
+        let trigger = crate::livereload::route(live.as_ref(), trigger, remotes.len())?;
+        log.record("triggered", json!({"files": trigger.files, "reason": trigger.reason, "target": target}));
+        Some(trigger)
+    };
     // SIGINT/SIGTERM: wake the loop, which sends what the open burst holds before exiting. A
     // second one exits at once, for whoever will not wait for a guest that does not answer.
     let stop = Arc::new(AtomicBool::new(false));
