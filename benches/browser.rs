@@ -6,7 +6,9 @@
 //! it measures from the save to the new text in the page (read over the DevTools protocol every
 //! ~2 ms) and from the save to the first HTTP answer with the new text (a poller every 2 ms: the
 //! app is back); the difference is what the browser side adds. It counts the times the page
-//! showed anything but the app (an error page, a refused connection) during a reload. Only
+//! showed anything but the app (an error page, a refused connection) during a reload. The Django
+//! app is measured three ways: touchwire's page reload, touchwire's swap (`livereload.js?swap`),
+//! and runserver with django-browser-reload. Only
 //! 127.0.0.1 is contacted; children are killed by their PID (chromium by the process group it
 //! was started in) at the end.
 
@@ -50,7 +52,10 @@ fn main() {
     run.row("plain WSGI app: touchwire watch --livereload, fifo + ready check");
     match django::venv() {
         Ok(venv) => {
-            django::touchwire(&venv, edits).row("Django app: touchwire watch --livereload, uWSGI fifo + ready check");
+            django::touchwire(&venv, edits, "")
+                .row("Django app: touchwire watch --livereload, uWSGI fifo + ready check");
+            django::touchwire(&venv, edits, "?swap")
+                .row("Django app: the same, livereload.js?swap (the body swapped in, no navigation)");
             django::peer(&venv, edits).row("Django app: runserver + django-browser-reload");
         }
         Err(why) => println!("| Django app | not measured: {why} |"),

@@ -226,6 +226,50 @@ fn across_network_namespaces_the_guest_serves_and_the_host_browser_follows() {
     });
 }
 
+#[test]
+fn with_swap_the_page_changes_without_a_navigation_where_a_reload_would_show_the_same() {
+    if !(util::require("chromium") && site::uwsgi_installed()) {
+        return;
+    }
+    let site = site::Site::start_swapping(&[]);
+    let mut browser = cdp::Chromium::start(&[]);
+    let tab = browser.open(&site.url);
+    browser.wait_for(&tab, "the page to connect", "!!(window.__touchwire && window.__touchwire.connected)", TEXT);
+    // State that a navigation would lose, and a scrolled page.
+    browser
+        .eval(&tab, "window.kept = 7; document.documentElement.style.height = '5000px'; window.scrollTo(0, 300); true")
+        .unwrap();
+    let swaps = "window.__touchwire.swaps";
+
+    site.save_views("MESSAGE = 'two'\n");
+    browser.wait_for(&tab, "the new text", &format!("{TEXT} === 'two'"), TEXT);
+    assert_eq!(browser.eval(&tab, "window.kept"), Ok(json!(7)), "a navigation: the page's state is gone");
+    assert_eq!(browser.eval(&tab, swaps), Ok(json!(1)));
+    assert_eq!(browser.eval(&tab, "window.scrollY"), Ok(json!(300)), "the scroll position is kept");
+
+    // A failure shows the overlay; the fix swaps it away with the old body.
+    site.save_views("MESSAGE = 'three'\nimport no_such_module\n");
+    browser.wait_for(&tab, "the overlay", &format!("!!{OVERLAY}"), TEXT);
+    site.save_views("MESSAGE = 'fixed'\n");
+    browser.wait_for(&tab, "the fixed text", &format!("{TEXT} === 'fixed'"), TEXT);
+    assert_eq!(browser.eval(&tab, &format!("!!{OVERLAY}")), Ok(json!(false)));
+    assert_eq!(browser.eval(&tab, "window.kept"), Ok(json!(7)));
+    assert_eq!(browser.eval(&tab, swaps), Ok(json!(2)));
+
+    // A new stylesheet in the head: a swap would not load it, so the page is reloaded.
+    let wsgi = site::WSGI.replace(
+        r#"<link rel="stylesheet" href="/static/site.css">"#,
+        r#"<link rel="stylesheet" href="/static/site.css"><link rel="stylesheet" href="/static/more.css">"#,
+    );
+    site.repo.write("static/more.css", "h1 { font-style: italic; }\n");
+    site.repo.write("wsgi.py", &wsgi.replace("{message}", "{message}!"));
+    browser.wait_for(&tab, "the reloaded page", &format!("{TEXT} === 'fixed!'"), TEXT);
+    browser.wait_for(&tab, "the page to connect again", "!!(window.__touchwire && window.__touchwire.connected)", TEXT);
+    assert_eq!(browser.eval(&tab, "window.kept"), Ok(Value::Null), "reloaded, so the state is gone");
+    let italic = "getComputedStyle(document.getElementById('msg')).fontStyle";
+    assert_eq!(browser.eval(&tab, italic), Ok(json!("italic")));
+}
+
 /// Two tabs on the site's page: a save, a broken save, the fix, a stylesheet.
 fn story(site: &site::Site, browser: &mut cdp::Chromium) {
     let tabs = [browser.open(&site.url), browser.open(&site.url)];

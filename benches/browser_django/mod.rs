@@ -141,8 +141,9 @@ fn saves(repo: &util::Repo, url: &str, edits: usize, pause: Duration, mut told: 
     run
 }
 
-/// touchwire: uWSGI (the venv as its home), master FIFO, ready check; `watch --livereload`.
-pub fn touchwire(venv: &Path, edits: usize) -> Run {
+/// touchwire: uWSGI (the venv as its home), master FIFO, ready check; `watch --livereload`, the
+/// script tag's URL ending in `query` (`?swap`: no navigation).
+pub fn touchwire(venv: &Path, edits: usize, query: &str) -> Run {
     let env = util::Env::new();
     let repo = project(&env);
     let (fifo, log) = (env.join("master.fifo"), env.join("uwsgi.log"));
@@ -178,7 +179,7 @@ pub fn touchwire(venv: &Path, edits: usize) -> Run {
                 "shop.wsgi:application",
             ])
             .args(["--master-fifo", fifo.to_str().unwrap(), "--logto", log.to_str().unwrap()])
-            .args(["--env", &format!("LIVERELOAD_JS=http://{livereload}/livereload.js")]),
+            .args(["--env", &format!("LIVERELOAD_JS=http://{livereload}/livereload.js{query}")]),
     );
     let url = format!("http://127.0.0.1:{port}/");
     let run = saves(&repo, &url, edits, Duration::from_millis(300), |saved| {

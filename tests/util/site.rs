@@ -131,17 +131,22 @@ impl Site {
     /// Starts it all on loopback; `watch_args` are added to `touchwire watch` (`None`: no
     /// watcher, as when an editor starts it).
     pub fn start(watch_args: Option<&[&str]>) -> Site {
-        Site::build(watch_args, None)
+        Site::build(watch_args, None, "")
+    }
+
+    /// As [`Site::start`], with the script tag asking for swaps (`livereload.js?swap`).
+    pub fn start_swapping(watch_args: &[&str]) -> Site {
+        Site::build(Some(watch_args), None, "?swap")
     }
 
     /// Starts uWSGI and the receiver in `net`'s guest namespace; the watcher (with the token, as
     /// a non-loopback receiver demands) where the calling thread is: call it from a thread that
     /// entered the host namespace.
     pub fn start_across(net: &Net, watch_args: &[&str]) -> Site {
-        Site::build(Some(watch_args), Some(net))
+        Site::build(Some(watch_args), Some(net), "")
     }
 
-    fn build(watch_args: Option<&[&str]>, net: Option<&Net>) -> Site {
+    fn build(watch_args: Option<&[&str]>, net: Option<&Net>, query: &str) -> Site {
         let env = Env::new();
         let repo = Repo::init(env.join("repo"));
         repo.write("app/__init__.py", "");
@@ -199,7 +204,7 @@ impl Site {
             .args(["--http-socket", &format!("{host}:{port}")])
             .args(["--chdir", root, "--pythonpath", root, "--wsgi-file", "wsgi.py"])
             .args(["--master-fifo", fifo.to_str().unwrap()])
-            .args(["--env", &format!("LIVERELOAD_JS=http://{livereload}/livereload.js")])
+            .args(["--env", &format!("LIVERELOAD_JS=http://{livereload}/livereload.js{query}")])
             .args(["--logto", log.to_str().unwrap()])
             .stdin(Stdio::null());
         let uwsgi = std::thread::scope(|scope| {
