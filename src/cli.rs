@@ -88,12 +88,34 @@ impl Guests {
     }
 }
 
-/// The target a trigger names (`send`, `watch`).
+/// What the commands that send triggers (`send`, `watch`) take besides their own options, in
+/// this order in their help.
 #[derive(Debug, Args)]
-pub struct TargetName {
+pub struct Sending {
+    /// The guests and how long to wait for them.
+    #[command(flatten)]
+    pub guests: Guests,
     /// Target to reload [default: the guest's default target]
     #[arg(long, value_name = "NAME", value_hint = ValueHint::Other)]
     pub target: Option<String>,
+    /// Machine-readable output.
+    #[command(flatten)]
+    pub json: Json,
+    /// The configuration and how much to say.
+    #[command(flatten)]
+    pub global: Global,
+}
+
+impl Sending {
+    /// Adds these options to `flags`.
+    fn onto(&self, flags: Flags) -> Flags {
+        self.guests.onto(flags)
+    }
+
+    /// Where the command's events go.
+    pub fn log(&self) -> crate::output::Log {
+        self.global.log(&self.json)
+    }
 }
 
 /// Machine-readable output (`listen`, `send`, `watch`).
@@ -238,24 +260,15 @@ pub struct SendArgs {
     /// Changed file: send only if it is relevant (git-tracked or not ignored, watched extension); repeatable
     #[arg(long = "path", value_name = "FILE")]
     pub paths: Vec<PathBuf>,
-    /// The guests and how long to wait for them.
+    /// The guests, the target, the output, the configuration.
     #[command(flatten)]
-    pub guests: Guests,
-    /// The target.
-    #[command(flatten)]
-    pub target: TargetName,
-    /// Machine-readable output.
-    #[command(flatten)]
-    pub json: Json,
-    /// The configuration and how much to say.
-    #[command(flatten)]
-    pub global: Global,
+    pub sending: Sending,
 }
 
 impl SendArgs {
     /// The layer these options make.
     pub fn flags(&self) -> Flags {
-        self.guests.onto(self.global.flags())
+        self.sending.onto(self.sending.global.flags())
     }
 }
 
@@ -295,18 +308,9 @@ pub struct WatchArgs {
     /// from a file), "*" (any)
     #[arg(long, value_name = "HOST", value_hint = ValueHint::Other, value_delimiter = ',', requires = "livereload")]
     pub livereload_origin: Vec<String>,
-    /// The guests and how long to wait for them.
+    /// The guests, the target, the output, the configuration.
     #[command(flatten)]
-    pub guests: Guests,
-    /// The target.
-    #[command(flatten)]
-    pub target: TargetName,
-    /// Machine-readable output.
-    #[command(flatten)]
-    pub json: Json,
-    /// The configuration and how much to say.
-    #[command(flatten)]
-    pub global: Global,
+    pub sending: Sending,
 }
 
 impl WatchArgs {
@@ -317,9 +321,9 @@ impl WatchArgs {
             debounce_ms: self.debounce,
             poll_ms: self.poll,
             tracked_only: self.tracked_only,
-            ..self.global.flags()
+            ..self.sending.global.flags()
         };
-        self.guests.onto(flags)
+        self.sending.onto(flags)
     }
 }
 
@@ -541,7 +545,7 @@ mod tests {
     fn addresses_are_checked_and_completed_by_the_parser() {
         let cli = Cli::try_parse_from(["touchwire", "send", "--to", "::1", "--to", "guest:7000"]).unwrap();
         let Command::Send(args) = cli.command else { panic!() };
-        assert_eq!(args.guests.to, vec!["[::1]:9001", "guest:7000"]);
+        assert_eq!(args.sending.guests.to, vec!["[::1]:9001", "guest:7000"]);
         let cli = Cli::try_parse_from(["touchwire", "listen", "--addr", "127.0.0.1"]).unwrap();
         let Command::Listen(args) = cli.command else { panic!() };
         assert_eq!(args.addr.as_deref(), Some("127.0.0.1:9001"));
@@ -559,7 +563,7 @@ mod tests {
         }
         let cli = Cli::try_parse_from(["touchwire", "send", "-vv", "--config", "c.json"]).unwrap();
         let Command::Send(args) = cli.command else { panic!() };
-        assert_eq!((args.global.verbose, args.flags().config), (2, Some(PathBuf::from("c.json"))));
+        assert_eq!((args.sending.global.verbose, args.flags().config), (2, Some(PathBuf::from("c.json"))));
         let cli = Cli::try_parse_from(["touchwire", "init", "--token", "--config", "c.json"]).unwrap();
         let Command::Init(args) = cli.command else { panic!() };
         assert_eq!(args.files.flags().config, Some(PathBuf::from("c.json")));
@@ -636,7 +640,7 @@ mod tests {
         assert_eq!(flags.remotes, vec!["g:9001"]);
         assert_eq!((flags.timeout_ms, flags.poll_ms, flags.tracked_only), (Some(70), Some(5), true));
         assert_eq!(flags.config, Some(PathBuf::from("c.json")));
-        assert_eq!(args.target.target.as_deref(), Some("web"));
+        assert_eq!(args.sending.target.as_deref(), Some("web"));
         let cli = Cli::try_parse_from([
             "touchwire",
             "listen",

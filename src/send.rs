@@ -25,7 +25,7 @@ pub fn command(args: SendArgs) -> Result<()> {
 }
 
 fn send(args: SendArgs) -> Result<()> {
-    let log = args.global.log(&args.json);
+    let log = args.sending.log();
     // With --path, configuration comes from the file's own repository: an editor may run us from anywhere.
     let cwd = match args.paths.first() {
         Some(path) => parent_dir(path)?,
@@ -43,7 +43,7 @@ fn send(args: SendArgs) -> Result<()> {
     let credentials = Credentials::of(&config)?;
     let timeout = timeout(&config, args.hook);
     let reason = args.reason.clone().unwrap_or_else(|| if files.is_empty() { "manual" } else { "save" }.into());
-    let target = args.target.target.clone();
+    let target = args.sending.target.clone();
     let request =
         Request { op: Some(Op::Reload), target, reason: Some(reason), files, wait: args.wait, ..Request::default() };
     let started = std::time::Instant::now();

@@ -78,7 +78,14 @@ fn config_line(config: &Config, auth: bool) -> ConfigLine {
         return ConfigLine::Found(format!("config: {}", files.join(", ")));
     }
     let mut from: Vec<String> = files.iter().map(|f| format!("user config {f}")).collect();
-    let sources = [&config.listen.source, &config.token_file.source, &config.targets.source, &config.settle_ms.source];
+    let sources = [
+        &config.listen.source,
+        &config.token_file.source,
+        &config.targets.source,
+        &config.settle_ms.source,
+        &config.max_connections.source,
+        &config.read_timeout_ms.source,
+    ];
     if sources.iter().any(|s| **s == Source::Flag) {
         from.push("the command line".into());
     }

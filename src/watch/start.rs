@@ -19,9 +19,9 @@ pub fn command(args: WatchArgs) -> Result<()> {
         None => std::env::current_dir().context("cannot read the current directory")?,
     };
     let config = Config::load(&args.flags(), &dir)?;
-    let log = args.global.log(&args.json);
+    let log = args.sending.log();
     let live = livereload(&args, &config);
-    let (mut options, settings) = settings(&config, args.target.target.clone(), log)?;
+    let (mut options, settings) = settings(&config, args.sending.target.clone(), log)?;
     let mut live = live.map(|options| crate::livereload::LiveReload::start(&options, log)).transpose()?;
     // The watcher must report the pages' assets too; the LiveReload side keeps them from the guest.
     for ext in live.as_ref().map_or(&[][..], |live| live.assets()) {
