@@ -9,10 +9,6 @@ const childProcess = require('child_process');
 const fs = require('fs');
 const path = require('path');
 
-/** How long a save's spinner waits for an outcome before the status goes back to what it was:
- * a save the watcher finds irrelevant (ignored by git) has none, and touchwire's default ready
- * check gives up after 30 s. */
-const SPIN_FALLBACK_MS = 35000;
 /** How long `touchwire send --wait` may take before it is stopped (its own timeouts come first). */
 const SEND_LIMIT_MS = 120000;
 /** How long a watcher has to send what it holds and exit when asked to stop. */
@@ -21,15 +17,15 @@ const STOP_GRACE_MS = 3000;
 let output;
 let status;
 let diagnostics;
-/** Folder path -> its watcher ({ child, root, stopping }). */
+/** Folder path -> its watcher ({ child, dir, root, remotes, pending, stopping, exited }). */
 const watchers = new Map();
 /** Remote -> the problems its last failed reload left ([{ uri, diagnostic }]). */
 const problems = new Map();
-/** File (real path) -> when the watcher last reported an outcome naming it (ms since the epoch). */
-const answered = new Map();
-/** The status shown before a spinner, put back if no outcome comes. */
+/** How many `touchwire send` the Reload guest command runs: the spinner shows while one does
+ * (no watcher event tells of them: the command itself is the trigger). */
+let sends = 0;
+/** The last settled status: shown once no reload is under way. */
 let settled = { text: 'touchwire', tooltip: undefined, colour: undefined };
-let spinTimer;
 
 /** Called by VS Code on the first folder with a .touchwire.json, or on a touchwire command. */
 function activate(context) {
@@ -43,10 +39,11 @@ function activate(context) {
     vscode.commands.registerCommand('touchwire.showOutput', () => output.show(true)),
     vscode.commands.registerCommand('touchwire.reload', reloadGuest),
     vscode.commands.registerCommand('touchwire.restart', restartAll),
-    vscode.workspace.onDidSaveTextDocument(saved),
     vscode.workspace.onDidChangeWorkspaceFolders((change) => {
       change.removed.forEach((folder) => stop(folder.uri.fsPath));
       change.added.forEach((folder) => start(folder.uri.fsPath));
+      // A removed folder's reloads under way are no longer awaited.
+      show(settled);
     }),
     vscode.workspace.onDidChangeConfiguration((change) => {
       if (change.affectsConfiguration('touchwire.path')) {
@@ -81,7 +78,8 @@ function start(dir) {
   const bin = program();
   output.appendLine(`$ ${bin} watch --json   (in ${dir})`);
   const child = childProcess.spawn(bin, ['watch', '--json'], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
-  const watcher = { child, root: dir, stopping: false, exited: false };
+  // pending: remote -> each trigger sent to it and not answered yet ([{ files: Set, time }]).
+  const watcher = { child, dir, root: dir, remotes: [], pending: new Map(), stopping: false, exited: false };
   watchers.set(dir, watcher);
   show({ text: '$(sync~spin) touchwire: starting', tooltip: `${bin} watch --json in ${dir}` });
   lines(child.stdout, (line) => {
@@ -95,24 +93,27 @@ function start(dir) {
   lines(child.stderr, (line) => output.appendLine(line));
   child.on('error', (err) => {
     // Spawning failed (ENOENT: not installed, or not on the PATH VS Code has).
-    watcher.exited = true;
-    if (watchers.get(dir) === watcher) {
-      watchers.delete(dir);
-    }
+    gone(watcher);
     output.appendLine(`cannot run ${bin}: ${err.message}; set touchwire.path to the program's full path`);
     show({ text: 'touchwire: not running', tooltip: `cannot run ${bin}: ${err.message}`, colour: 'error' });
   });
   child.on('exit', (code, signal) => {
-    watcher.exited = true;
-    if (watchers.get(dir) === watcher) {
-      watchers.delete(dir);
-    }
+    gone(watcher);
     if (!watcher.stopping) {
       const why = signal ? `killed by ${signal}` : `exited with status ${code}`;
       output.appendLine(`touchwire watch ${why} (touchwire: Restart Watcher starts it again)`);
       show({ text: 'touchwire: watch stopped', tooltip: `touchwire watch ${why}: see the output`, colour: 'error' });
     }
   });
+}
+
+/** A watcher that exited: it is no longer one of the folder's, and waits for no outcome. */
+function gone(watcher) {
+  watcher.exited = true;
+  watcher.pending.clear();
+  if (watchers.get(watcher.dir) === watcher) {
+    watchers.delete(watcher.dir);
+  }
 }
 
 /** Stops the watcher of `dir`: SIGTERM (it sends what it still holds, then exits), then SIGKILL
@@ -166,76 +167,72 @@ function parse(line) {
   }
 }
 
-/** One event of `touchwire watch --json` (src/outcome.rs and src/watch/cycle.rs name them). */
+/** One event of `touchwire watch --json` (src/watch/start.rs, src/outcome.rs and
+ * src/watch/cycle.rs name them). */
 function watchEvent(watcher, event) {
   switch (event.event) {
     case 'sending':
-      // The work tree's root: the guest's traceback paths are found in it.
+      // The work tree's root (the failures' files are relative to it) and the remotes each
+      // trigger goes to (each answers it with an outcome of its own).
       watcher.root = event.root || watcher.root;
+      watcher.remotes = Array.isArray(event.remotes) ? event.remotes : [];
       break;
     case 'ready':
       show({ text: 'touchwire: watching', tooltip: `watching ${event.dirs} directories in ${event.root}` });
       break;
-    case 'reloading':
-      spin();
+    case 'triggered':
+      // A trigger going out to the guests, whoever changed the files (not the ignored ones:
+      // the watcher sends none for them). The spinner shows until every remote answered it.
+      for (const remote of watcher.remotes) {
+        const list = watcher.pending.get(remote) || [];
+        list.push({ files: new Set(event.files || []), time: seconds(event, 0) });
+        watcher.pending.set(remote, list);
+      }
+      show(settled);
       break;
     case 'trigger':
     case 'not_ready':
     case 'reload_failed':
     case 'undelivered':
-      for (const file of event.files || []) {
-        answered.set(path.join(watcher.root, file), event.time * 1000);
-      }
+      answered(watcher, event);
       outcome(event, watcher.root);
       break;
     default:
-      // connected, disconnected, catching_up, error...: their human lines are in the output.
+      // connected, disconnected, catching_up, reloading (the round's first line, printed with
+      // its outcome), error...: their human lines are in the output.
       break;
   }
 }
 
-/** A save of a file the watcher may send: the spinner shows until the outcome. VS Code may
- * say the file was saved after the watcher has answered (a guest that refused at once): then
- * the outcome, newer than the file, stays. */
-function saved(document) {
-  if (document.uri.scheme !== 'file') {
-    return;
-  }
-  const file = document.uri.fsPath;
-  for (const [dir, watcher] of watchers) {
-    if (!watcher.exited && inside(file, dir) && extensions(dir).includes(path.extname(file).slice(1))) {
-      let real = file;
-      let written = 0;
-      try {
-        real = fs.realpathSync(file);
-        written = fs.statSync(real).mtimeMs;
-      } catch (_) {
-        // Gone already: its deletion is a change of its own.
-      }
-      if (!(answered.get(real) >= written)) {
-        spin();
-      }
-      return;
-    }
+/** Forgets the triggers that `event`, an outcome at one remote, answers there: those that went
+ * out before it was sent (its time less its round trip) and whose files it names. Not one per
+ * outcome: triggers that queued while the guest was slow go out as one, with all their files,
+ * and the outcome says not how many it answers. So a trigger is never waited for in vain; but
+ * one that waits for a ready check while a later one of the same files is answered first (the
+ * third of three quick saves) counts as answered with it. */
+function answered(watcher, event) {
+  const files = new Set(event.files || []);
+  // 1 ms of slack for the clock's rounding (a later trigger taken with it only ends the
+  // spinner early; the next one is a debounce later). Without a time, the oldest trigger and
+  // the newest outcome: none is waited for in vain.
+  const sent = seconds(event, Infinity) - (typeof event.ms === 'number' ? event.ms / 1000 : 0) + 0.001;
+  const answers = (trigger) => trigger.time <= sent && [...trigger.files].every((file) => files.has(file));
+  const list = (watcher.pending.get(event.remote) || []).filter((trigger) => !answers(trigger));
+  if (list.length > 0) {
+    watcher.pending.set(event.remote, list);
+  } else {
+    watcher.pending.delete(event.remote);
   }
 }
 
-function inside(file, dir) {
-  const rel = path.relative(dir, file);
-  return rel !== '' && !rel.startsWith('..') && !path.isAbsolute(rel);
+/** When touchwire printed `event` (seconds since the epoch), else `missing`. */
+function seconds(event, missing) {
+  return typeof event.time === 'number' ? event.time : missing;
 }
 
-/** The extensions the folder's .touchwire.json names (touchwire's default: py). */
-function extensions(dir) {
-  try {
-    const config = JSON.parse(fs.readFileSync(path.join(dir, '.touchwire.json'), 'utf8'));
-    if (Array.isArray(config.extensions)) {
-      return config.extensions;
-    }
-  } catch (_) {
-    // Unreadable here: touchwire itself reports what is wrong with it.
-  }
-  return ['py'];
+/** Whether a reload is under way: a trigger some remote has not answered, or a Reload guest. */
+function busy() {
+  return sends > 0 || [...watchers.values()].some((watcher) => watcher.pending.size > 0);
 }
 
 /** Shows one outcome at one remote (watch's trigger/not_ready/reload_failed/undelivered, send's
@@ -248,8 +245,9 @@ function outcome(event, root) {
     return;
   }
   if (event.ok) {
-    if (event.merged) {
-      // Folded into a reload under way, whose own outcome says how it went.
+    if (event.merged && !event.ready) {
+      // Folded into a reload under way, whose own outcome says how it went. (A merged trigger
+      // that waited has the ready check of that reload: it is back, as touchwire says.)
       show({ text: `touchwire: merged into a reload of ${target} under way`, tooltip: remote });
       return;
     }
@@ -275,64 +273,32 @@ function outcome(event, root) {
   show({ text: 'touchwire: reload failed', tooltip: `${target} on ${remote}: ${failure.message}`, colour: 'error' });
 }
 
-/** What failed and where: a failed ready check's traceback names the file and line; an action
- * that failed says why. */
+/** What failed and where, as touchwire says it: a failed ready check's `failure` has the
+ * exception and, when the guest's traceback names one, the file and line of its last frame; an
+ * action that failed says why in `error`. */
 function describe(event, root) {
-  if (event.ready && event.ready.ok === false) {
-    const excerpt = event.ready.error || '';
-    const place = failurePlace(excerpt, root);
-    let message = place.last || `not back after ${event.ready.ms} ms`;
-    if (place.guest && !place.file) {
-      // A file not in this work tree (a library on the guest): said, on the first file saved.
-      message += ` (at ${place.guest} on the guest)`;
-    }
-    return { file: place.file, line: place.line, message };
+  const failure = event.failure || {};
+  const notBack = event.ready && event.ready.ok === false ? `not back after ${event.ready.ms} ms` : undefined;
+  const message = failure.message || event.error || notBack || 'the reload failed without saying why';
+  if (typeof failure.file !== 'string') {
+    return { message };
   }
-  return { message: event.error || 'the reload failed without saying why' };
+  // A file of the work tree is named relative to it; any other path is the guest's own (a
+  // library there, or a name such as "<frozen ...>"), which may be relative too: only a file
+  // that is here gets the problem.
+  const here = path.resolve(root, failure.file);
+  if (!path.isAbsolute(failure.file) && isFile(here)) {
+    return { file: here, line: failure.line, message };
+  }
+  return { message: `${message} (at ${failure.file}:${failure.line} on the guest)` };
 }
 
-/** Where a Python traceback says the failure is (its last `File "…", line N`) and what failed
- * (the exception line after that frame's source lines, else the excerpt's last line), as
- * touchwire's own lines say it (src/outcome.rs, failure_place). */
-function failurePlace(excerpt, root) {
-  const lines = excerpt.split('\n');
-  let frame = -1;
-  for (let i = lines.length - 1; i >= 0; i -= 1) {
-    if (lines[i].trimStart().startsWith('File "')) {
-      frame = i;
-      break;
-    }
+function isFile(file) {
+  try {
+    return fs.statSync(file).isFile();
+  } catch (_) {
+    return false;
   }
-  const place = {};
-  if (frame >= 0) {
-    const match = /^File "([^"]+)", line (\d+)/.exec(lines[frame].trim());
-    if (match) {
-      place.guest = `${match[1]}:${match[2]}`;
-      place.file = hostPath(match[1], root);
-      place.line = place.file ? Number(match[2]) : undefined;
-    }
-  }
-  const after = frame >= 0 ? lines.slice(frame + 1).find((l) => !l.startsWith(' ') && l.trim() !== '') : undefined;
-  const last = after || lines.slice().reverse().find((l) => l.trim() !== '') || '';
-  place.last = last.trim();
-  return place;
-}
-
-/** The guest's path as a path here: the longest tail of it that names a file in `root`
- * (/vagrant/app/views.py is ROOT/app/views.py), else undefined (a file of the guest's only). */
-function hostPath(file, root) {
-  const parts = file.split('/').filter((part) => part !== '');
-  for (let start = 0; start < parts.length; start += 1) {
-    const candidate = path.join(root, ...parts.slice(start));
-    try {
-      if (fs.statSync(candidate).isFile()) {
-        return candidate;
-      }
-    } catch (_) {
-      // Not here; try a shorter tail.
-    }
-  }
-  return undefined;
 }
 
 /** Replaces `remote`'s problems with `found`, and shows every remote's. */
@@ -353,19 +319,15 @@ function setProblems(remote, found) {
   }
 }
 
-/** Shows a settled status: `colour` is 'error', 'warning' or undefined. */
+/** Shows a settled status (`colour` is 'error', 'warning' or undefined): at once, or once the
+ * reloads under way are answered, the spinner showing until then. */
 function show(state) {
-  clearTimeout(spinTimer);
-  spinTimer = undefined;
   settled = state;
-  paint(state);
-}
-
-/** The spinner while a reload is under way; the settled status comes back if no outcome does. */
-function spin() {
-  clearTimeout(spinTimer);
-  paint({ text: '$(sync~spin) touchwire: reloading', tooltip: 'waiting for the guest to answer' });
-  spinTimer = setTimeout(() => paint(settled), SPIN_FALLBACK_MS);
+  if (busy()) {
+    paint({ text: '$(sync~spin) touchwire: reloading', tooltip: 'waiting for the guest to answer' });
+  } else {
+    paint(state);
+  }
 }
 
 function paint({ text, tooltip, colour }) {
@@ -390,7 +352,8 @@ function reloadGuest() {
   const bin = program();
   const args = ['send', '--wait', '--json', '--reason', 'vscode'];
   output.appendLine(`$ ${bin} ${args.join(' ')}   (in ${dir})`);
-  spin();
+  sends += 1;
+  show(settled);
   return new Promise((resolve) => {
     const child = childProcess.spawn(bin, args, { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
     const limit = setTimeout(() => child.kill('SIGKILL'), SEND_LIMIT_MS);
@@ -411,8 +374,16 @@ function reloadGuest() {
         lastError = line.trim();
       }
     });
+    let finished = false;
     const done = (why) => {
+      // Once: a program that cannot be spawned may report both an error and a close.
+      if (finished) {
+        return;
+      }
+      finished = true;
       clearTimeout(limit);
+      sends -= 1;
+      show(settled);
       if (why) {
         // No outcome at all: touchwire could not run, or refused (a bad .touchwire.json).
         show({ text: 'touchwire: reload failed', tooltip: why, colour: 'error' });
