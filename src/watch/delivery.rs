@@ -482,9 +482,12 @@ fn report(log: Log, settings: &Settings, outcome: &Outcome) {
         target: settings.target.as_deref(),
         root: settings.root.as_deref(),
     });
+    // For tools that follow the `triggered` events: how many of them this answers, in order.
+    let mut fields = rendered.fields;
+    fields["triggers"] = json!(outcome.triggers);
     match rendered.kind.failed() {
-        true => log.warn(rendered.event, &rendered.line, rendered.fields),
-        false => log.event(rendered.event, &rendered.line, rendered.fields),
+        true => log.warn(rendered.event, &rendered.line, fields),
+        false => log.event(rendered.event, &rendered.line, fields),
     }
     for excerpt in &rendered.excerpt {
         log.debug(excerpt);

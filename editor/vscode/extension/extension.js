@@ -204,20 +204,22 @@ function watchEvent(watcher, event) {
   }
 }
 
-/** Forgets the triggers that `event`, an outcome at one remote, answers there: those that went
- * out before it was sent (its time less its round trip) and whose files it names. Not one per
- * outcome: triggers that queued while the guest was slow go out as one, with all their files,
- * and the outcome says not how many it answers. So a trigger is never waited for in vain; but
- * one that waits for a ready check while a later one of the same files is answered first (the
- * third of three quick saves) counts as answered with it. */
+/** Forgets the triggers that `event`, an outcome at one remote, answers there. touchwire says
+ * how many (`triggers`: those that queued while the guest was slow go out as one; a catch-up of
+ * owed files answers none), and a remote answers its triggers in the order they went out. */
 function answered(watcher, event) {
-  const files = new Set(event.files || []);
-  // 1 ms of slack for the clock's rounding (a later trigger taken with it only ends the
-  // spinner early; the next one is a debounce later). Without a time, the oldest trigger and
-  // the newest outcome: none is waited for in vain.
-  const sent = seconds(event, Infinity) - (typeof event.ms === 'number' ? event.ms / 1000 : 0) + 0.001;
-  const answers = (trigger) => trigger.time <= sent && [...trigger.files].every((file) => files.has(file));
-  const list = (watcher.pending.get(event.remote) || []).filter((trigger) => !answers(trigger));
+  const list = watcher.pending.get(event.remote) || [];
+  if (typeof event.triggers === 'number') {
+    list.splice(0, event.triggers);
+  } else {
+    // An older touchwire does not say: forget those sent before this outcome (its time less its
+    // round trip, 1 ms of slack for rounding) whose files it names. Never waited for in vain,
+    // though a trigger still waiting for its ready check may end early with a later one.
+    const files = new Set(event.files || []);
+    const sent = seconds(event, Infinity) - (typeof event.ms === 'number' ? event.ms / 1000 : 0) + 0.001;
+    const answers = (trigger) => trigger.time <= sent && [...trigger.files].every((file) => files.has(file));
+    list.splice(0, list.length, ...list.filter((trigger) => !answers(trigger)));
+  }
   if (list.length > 0) {
     watcher.pending.set(event.remote, list);
   } else {
