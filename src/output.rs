@@ -92,6 +92,13 @@ pub fn line(stream: Stream, text: &str) {
     }
 }
 
+/// Whether stdout's reader is gone for good (a pipe whose reading end was closed, a terminal
+/// hung up): a program that reads `--json` events and went away, such as an editor's extension
+/// host that crashed, would otherwise leave its watcher running with nobody to read it.
+pub fn stdout_gone() -> bool {
+    sink::gone(Stream::Stdout)
+}
+
 #[cfg(unix)]
 mod sink {
     //! Writes that cannot block: a pipe is reopened through /proc as a private, non-blocking
@@ -133,6 +140,18 @@ mod sink {
         None
     }
 
+    /// Whether `stream`'s other end is gone: poll(2) says error or hang-up (never for a file).
+    pub fn gone(stream: Stream) -> bool {
+        let fd = match stream {
+            Stream::Stdout => 1,
+            Stream::Stderr => 2,
+        };
+        let mut poll = libc::pollfd { fd, events: libc::POLLOUT, revents: 0 };
+        // SAFETY: one valid pollfd, a zero timeout: poll(2) only reads and writes `poll`.
+        let ready = unsafe { libc::poll(&mut poll, 1, 0) };
+        ready == 1 && poll.revents & (libc::POLLERR | libc::POLLHUP) != 0
+    }
+
     /// Whether the whole line went out.
     pub fn write(stream: Stream, bytes: &[u8]) -> bool {
         let _guard = LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -169,6 +188,11 @@ mod sink {
 mod sink {
     use super::Stream;
     use std::io::Write;
+
+    /// Not told here: a Windows pipe's closed end shows as a failed write, which drops the line.
+    pub fn gone(_stream: Stream) -> bool {
+        false
+    }
 
     /// Whether the whole line went out (a closed console is an error, never a panic).
     pub fn write(stream: Stream, bytes: &[u8]) -> bool {

@@ -590,3 +590,48 @@ fn every_test_here_passes_with_the_recursive_backend_too() {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+#[test]
+fn a_json_watcher_whose_reader_went_away_stops() {
+    use std::io::BufRead;
+    let s = setup();
+    let mut child = s
+        .env
+        .command(&s.repo.root, &["watch", "--json", "--to", &s.receiver.addr])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    // Bounded: the watcher says "ready" within its first few lines.
+    for _ in 0..20 {
+        line.clear();
+        if stdout.read_line(&mut line).unwrap() == 0 || line.contains("\"event\":\"ready\"") {
+            break;
+        }
+    }
+    assert!(line.contains("\"event\":\"ready\""), "no ready event: {line}");
+    // The reader (an editor's extension host, say) is gone.
+    drop(stdout);
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if started.elapsed() > Duration::from_secs(10) {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let Some(status) = status else {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("the watcher kept running with nobody reading its --json output");
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("stopping: the reader of --json output is gone"), "{stderr}");
+}

@@ -60,8 +60,14 @@ pub fn command(args: WatchArgs) -> Result<()> {
     .map_err(|err| anyhow::anyhow!("cannot handle SIGINT/SIGTERM: {err}"))?;
     // A stop request wakes the step; otherwise it returns on events, and every half minute to
     // see that the work tree is still where it was (a parent directory's move sends no event).
+    // With --json, a reader that went away ends the watch too (checked at least every second).
+    let wake = if log.json { READER_CHECK } else { TREE_CHECK };
     let ended = loop {
-        match watcher.step(TREE_CHECK) {
+        if log.json && crate::output::stdout_gone() {
+            log.warn("stopping", "stopping: the reader of --json output is gone", json!({"reason": "stdout closed"}));
+            break Ok(());
+        }
+        match watcher.step(wake) {
             Ok(triggers) => triggers.into_iter().filter_map(route).for_each(|trigger| delivery.send(&trigger)),
             Err(err) => break Err(err),
         }
@@ -125,3 +131,5 @@ fn livereload(args: &WatchArgs, config: &Config) -> Option<crate::livereload::Op
 
 /// Longest sleep of the watch loop while nothing happens.
 const TREE_CHECK: Duration = Duration::from_secs(30);
+/// Longest sleep with `--json`, whose reader may go away.
+const READER_CHECK: Duration = Duration::from_secs(1);
