@@ -77,7 +77,7 @@ pub struct Guests {
     /// Give up on a guest that has not answered within this time (a ready check that `send
     /// --wait` waits for takes the time it needs) [default: "timeout_ms" in the config, else
     /// 1000; with `send --hook`: "hook_timeout_ms" in the config, else 500]
-    #[arg(long, value_name = "MS", value_parser = ms, value_hint = ValueHint::Other)]
+    #[arg(long, value_name = "MS", value_parser = nonzero_ms, value_hint = ValueHint::Other)]
     pub timeout: Option<u64>,
 }
 
@@ -290,8 +290,11 @@ pub struct WatchArgs {
     pub poll: Option<u64>,
     /// Only files git tracks are relevant, not untracked ones [default: "tracked_only" in the
     /// config, else untracked ones too]
-    #[arg(long)]
+    #[arg(long, overrides_with = "no_tracked_only")]
     pub tracked_only: bool,
+    /// Untracked files that git does not ignore are relevant too, whatever the config says
+    #[arg(long, overrides_with = "tracked_only")]
+    pub no_tracked_only: bool,
     /// Serve LiveReload (protocol 7) and /livereload.js on PORT (35729 when given alone): browser
     /// pages reload once the app is back, or show the failure
     #[arg(long, value_name = "PORT", value_hint = ValueHint::Other, num_args = 0..=1, default_missing_value = "35729", require_equals = true)]
@@ -320,7 +323,11 @@ impl WatchArgs {
             extensions: self.ext.clone(),
             debounce_ms: self.debounce,
             poll_ms: self.poll,
-            tracked_only: self.tracked_only,
+            tracked_only: match (self.tracked_only, self.no_tracked_only) {
+                (true, _) => Some(true),
+                (_, true) => Some(false),
+                _ => None,
+            },
             ..self.sending.global.flags()
         };
         self.sending.onto(flags)
@@ -491,7 +498,10 @@ fn work_tree_dir(text: &str) -> Result<PathBuf, String> {
         Err(err) => err.to_string(),
         Ok(meta) if !meta.is_dir() => "it is not a directory".to_string(),
         Ok(_) => match git2::Repository::discover(dir) {
-            Err(_) => "it is not inside a git repository (touchwire watches a git work tree)".to_string(),
+            Err(err) if err.code() == git2::ErrorCode::NotFound => {
+                "it is not inside a git repository (touchwire watches a git work tree)".to_string()
+            }
+            Err(err) => format!("cannot open its git repository: {}", err.message()),
             Ok(repo) if repo.workdir().is_none() => "it is in a bare repository, which has no work tree".to_string(),
             Ok(_) => return dir.canonicalize().map_err(|err| format!("cannot watch {text}: {err}")),
         },
@@ -638,7 +648,7 @@ mod tests {
         let Command::Watch(args) = cli.command else { panic!() };
         let flags = args.flags();
         assert_eq!(flags.remotes, vec!["g:9001"]);
-        assert_eq!((flags.timeout_ms, flags.poll_ms, flags.tracked_only), (Some(70), Some(5), true));
+        assert_eq!((flags.timeout_ms, flags.poll_ms, flags.tracked_only), (Some(70), Some(5), Some(true)));
         assert_eq!(flags.config, Some(PathBuf::from("c.json")));
         assert_eq!(args.sending.target.as_deref(), Some("web"));
         let cli = Cli::try_parse_from([

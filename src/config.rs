@@ -95,8 +95,8 @@ pub struct Flags {
     pub timeout_ms: Option<u64>,
     /// `watch --poll[=MS]`.
     pub poll_ms: Option<u64>,
-    /// `watch --tracked-only`.
-    pub tracked_only: bool,
+    /// `watch --tracked-only` (true) or `--no-tracked-only` (false).
+    pub tracked_only: Option<bool>,
     /// `listen --max-connections`.
     pub max_connections: Option<usize>,
     /// `listen --read-timeout`.
@@ -247,7 +247,7 @@ impl Config {
         self.settle_ms.set(flags.settle_ms, flag);
         self.timeout_ms.set(flags.timeout_ms, flag);
         self.poll_ms.set(flags.poll_ms.map(Some), flag);
-        self.tracked_only.set(flags.tracked_only.then_some(true), flag);
+        self.tracked_only.set(flags.tracked_only, flag);
         self.max_connections.set(flags.max_connections, flag);
         self.read_timeout_ms.set(flags.read_timeout_ms, flag);
     }

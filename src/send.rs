@@ -148,14 +148,14 @@ fn existing_ancestor(dir: &Path) -> &Path {
 /// `--changed-between`, `--rewritten`); `None` when it does not, and the trigger goes regardless.
 fn changed_files(args: &SendArgs, config: &Config, log: Log) -> Result<Option<Vec<String>>> {
     if !args.paths.is_empty() {
-        return relevant_files(&args.paths, &config.extensions.value, log).map(Some);
+        return relevant_files(&args.paths, config, log).map(Some);
     }
     let pairs = match (&args.changed_between, args.rewritten) {
         (Some(pair), _) => vec![(pair[0].clone(), pair[1].clone())],
         (None, true) => read_pairs(std::io::stdin().lock())?,
         (None, false) => return Ok(None),
     };
-    let filter = Filter::open(&config.cwd, &config.extensions.value, false)?;
+    let filter = Filter::open(&config.cwd, &config.extensions.value, config.tracked_only.value)?;
     let mut files = Vec::new();
     for (old, new) in pairs {
         files.extend(filter.changed_between(&old, &new)?);
@@ -180,11 +180,11 @@ fn read_pairs(input: impl std::io::BufRead) -> Result<Vec<(String, String)>> {
 }
 
 /// The relevant ones among `paths`, relative to their work tree; says why each other one is left out (with -v).
-fn relevant_files(paths: &[PathBuf], extensions: &[String], log: Log) -> Result<Vec<String>> {
+fn relevant_files(paths: &[PathBuf], config: &Config, log: Log) -> Result<Vec<String>> {
     let Some(first) = paths.first() else { return Ok(Vec::new()) };
     let first_dir = parent_dir(first)?;
     let start = existing_ancestor(&first_dir);
-    let filter = match Filter::open(start, extensions, false) {
+    let filter = match Filter::open(start, &config.extensions.value, config.tracked_only.value) {
         Ok(filter) => filter,
         Err(err) => {
             // An editor hook fires on every save, in a repository or not: outside one, nothing is relevant.

@@ -236,9 +236,11 @@ fn with_swap_the_page_changes_without_a_navigation_where_a_reload_would_show_the
     let tab = browser.open(&site.url);
     browser.wait_for(&tab, "the page to connect", "!!(window.__touchwire && window.__touchwire.connected)", TEXT);
     // State that a navigation would lose, and a scrolled page.
-    browser
-        .eval(&tab, "window.kept = 7; document.documentElement.style.height = '5000px'; window.scrollTo(0, 300); true")
-        .unwrap();
+    // (The tall element is outside the body, which the swap replaces; <html>'s own attributes
+    // must stay as the page has them, or a reload would differ.)
+    let tall = "var tall = document.createElement('div'); tall.style.height = '5000px'; \
+                document.documentElement.appendChild(tall)";
+    browser.eval(&tab, &format!("window.kept = 7; {tall}; window.scrollTo(0, 300); true")).unwrap();
     let swaps = "window.__touchwire.swaps";
 
     site.save_views("MESSAGE = 'two'\n");
@@ -256,14 +258,25 @@ fn with_swap_the_page_changes_without_a_navigation_where_a_reload_would_show_the
     assert_eq!(browser.eval(&tab, "window.kept"), Ok(json!(7)));
     assert_eq!(browser.eval(&tab, swaps), Ok(json!(2)));
 
+    // A stylesheet re-linked in place is still the page's own: the next save swaps again.
+    let color = "getComputedStyle(document.getElementById('msg')).color";
+    site.repo.write("static/site.css", "h1 { color: rgb(255, 0, 0); }\n");
+    browser.wait_for(&tab, "the new stylesheet", &format!("{color} === 'rgb(255, 0, 0)'"), color);
+    site.save_views("MESSAGE = 'after css'\n");
+    browser.wait_for(&tab, "the text after the stylesheet", &format!("{TEXT} === 'after css'"), TEXT);
+    assert_eq!(browser.eval(&tab, "[window.kept, window.__touchwire.swaps]"), Ok(json!([7, 3])));
+
     // A new stylesheet in the head: a swap would not load it, so the page is reloaded.
     let wsgi = site::WSGI.replace(
         r#"<link rel="stylesheet" href="/static/site.css">"#,
         r#"<link rel="stylesheet" href="/static/site.css"><link rel="stylesheet" href="/static/more.css">"#,
     );
+    // The stylesheet first, on its own (an asset with the code would make it a reload anyway):
+    // the page's own check must tell that the new head differs.
     site.repo.write("static/more.css", "h1 { font-style: italic; }\n");
+    std::thread::sleep(Duration::from_millis(300));
     site.repo.write("wsgi.py", &wsgi.replace("{message}", "{message}!"));
-    browser.wait_for(&tab, "the reloaded page", &format!("{TEXT} === 'fixed!'"), TEXT);
+    browser.wait_for(&tab, "the reloaded page", &format!("{TEXT} === 'after css!'"), TEXT);
     browser.wait_for(&tab, "the page to connect again", "!!(window.__touchwire && window.__touchwire.connected)", TEXT);
     assert_eq!(browser.eval(&tab, "window.kept"), Ok(Value::Null), "reloaded, so the state is gone");
     let italic = "getComputedStyle(document.getElementById('msg')).fontStyle";

@@ -557,11 +557,12 @@ fn directories_beyond_the_watch_limit_are_polled_and_said_once() {
     for i in 0..20 {
         s.repo.write(&format!("new/n{i:02}/x.py"), "X = 1\n");
     }
-    // The first saves lead, the rest come in the burst; then a late edit in the last directory,
-    // which has no watch, is seen by polling.
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    // The first saves lead, the rest come in the burst (those in directories without a watch
+    // with the next poll, 500 ms on: the quiet that ends the wait is longer than that); then a
+    // late edit in the last directory, which has no watch, is seen by polling.
+    let deadline = std::time::Instant::now() + Duration::from_secs(8);
     while std::time::Instant::now() < deadline
-        && !s.receiver.named_within("reload", Duration::from_millis(300)).is_empty()
+        && !s.receiver.named_within("reload", Duration::from_millis(800)).is_empty()
     {}
     s.repo.write("new/n19/x.py", "X = 2\n");
     assert_eq!(s.next_trigger(), ["new/n19/x.py"]);
@@ -634,4 +635,24 @@ fn a_json_watcher_whose_reader_went_away_stops() {
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
     assert_eq!(status.code(), Some(0), "{stderr}");
     assert!(stderr.contains("stopping: the reader of --json output is gone"), "{stderr}");
+}
+
+#[test]
+fn send_path_follows_tracked_only_from_the_config() {
+    let s = setup();
+    s.repo.write("app/draft.py", "DRAFT = 1\n");
+    s.repo.write(".touchwire.json", r#"{"tracked_only": true}"#);
+    let draft = s.repo.root.join("app/draft.py");
+    let send = |extra: &[&str]| {
+        let mut args = vec!["send", "-v", "--to", &s.receiver.addr, "--path", draft.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        s.env.run_in(s.env.path(), &args)
+    };
+    send(&[]).expect_code(0).expect_stderr("not sending for");
+    s.no_trigger("an untracked file with tracked_only", QUIET);
+    // The file says tracked only; a watcher's flag says otherwise for its run.
+    let (watcher, _) = s.watch(&["--no-tracked-only"]);
+    s.repo.write("app/draft.py", "DRAFT = 2\n");
+    assert_eq!(s.next_trigger(), ["app/draft.py"]);
+    drop(watcher);
 }

@@ -285,7 +285,8 @@ impl Config {
             self.hook_timeout_ms = Setting { value: ms, source: source.clone() };
         }
         self.timeout_ms.set(file.timeout_ms, &source);
-        let counts = [("poll_ms", file.poll_ms), ("read_timeout_ms", file.read_timeout_ms)];
+        let counts =
+            [("poll_ms", file.poll_ms), ("read_timeout_ms", file.read_timeout_ms), ("timeout_ms", file.timeout_ms)];
         let max_connections = ("max_connections", file.max_connections.map(|n| n as u64));
         if let Some((key, _)) = counts.into_iter().chain([max_connections]).find(|(_, n)| *n == Some(0)) {
             return Err(UsageError(format!("{}: key `{key}`: 0 would not work: give at least 1", path.display())));

@@ -17,6 +17,8 @@
   var SWAP = origin.searchParams.has("swap");
   var tries = 0;
   var delay = 100;
+  // Counts what the server said: a swap whose page arrives after a later word is dropped.
+  var generation = 0;
 
   function connect() {
     var socket;
@@ -58,9 +60,11 @@
         socket.send(JSON.stringify({ command: "info", plugins: {}, url: location.href }));
         break;
       case "reload":
-        reload(String(message.path || ""), message.liveCSS !== false);
+        generation++;
+        reload(String(message.path || ""), message.liveCSS !== false, message.swap === true);
         break;
       case "touchwire-error":
+        generation++;
         state.errors++;
         showError(message);
         break;
@@ -74,13 +78,14 @@
     return /\.css$/i.test(path);
   }
 
-  function reload(path, liveCSS) {
+  // `swappable`: touchwire says only code changed (an asset that changed with it must load).
+  function reload(path, liveCSS, swappable) {
     if (liveCSS && isStylesheet(path)) {
       state.sheets++;
       return relink(path);
     }
     state.reloads++;
-    if (SWAP) return swap();
+    if (SWAP && swappable) return swap(generation);
     location.reload();
   }
 
@@ -88,9 +93,10 @@
   // new text shows as soon as the app answers (a navigation costs a browser tens of ms more).
   // Only where that is what a reload would show: an HTML answer (an error status, a redirect or
   // anything else is left to a real reload, which shows it as the browser would), the same
-  // scripts and stylesheets in the head, and no script in the body but this one (a swapped-in
-  // script does not run). Page state in `window` stays; the scroll position is kept.
-  function swap() {
+  // head (but its title) and the same attributes on <html>, and no script in either body but
+  // this one (a swapped-in script does not run, an old one would keep running). Page state in
+  // `window` stays; the scroll position is kept. `asked` is the generation that asked for it.
+  function swap(asked) {
     fetch(location.href, { cache: "no-store", credentials: "same-origin" })
       .then(function (response) {
         var type = response.headers.get("content-type") || "";
@@ -98,10 +104,16 @@
         return response.text();
       })
       .then(function (html) {
+        // A later reload or failure came meanwhile: its own word stands.
+        if (asked !== generation) return;
         var next = new DOMParser().parseFromString(html, "text/html");
-        if (!next.body || assets(next) !== assets(document) || foreignScript(next.body)) {
-          throw new Error("a reload would differ");
-        }
+        var same =
+          next.body &&
+          head(next) === head(document) &&
+          attributes(next.documentElement) === attributes(document.documentElement) &&
+          !foreignScript(next.body) &&
+          !foreignScript(document.body);
+        if (!same) throw new Error("a reload would differ");
         var x = window.scrollX;
         var y = window.scrollY;
         document.title = next.title;
@@ -110,18 +122,33 @@
         state.swaps++;
       })
       .catch(function () {
-        location.reload();
+        if (asked === generation) location.reload();
       });
   }
 
-  // The head's scripts and stylesheets, in order, as one string.
-  function assets(doc) {
-    var found = doc.head ? doc.head.querySelectorAll('script, link[rel~="stylesheet"]') : [];
+  // The head as a string, but its title, with the stylesheet links this script re-linked
+  // (`?livereload=`) as the page wrote them.
+  function head(doc) {
+    if (!doc.head) return "";
     return Array.prototype.map
-      .call(found, function (node) {
-        return node.tagName + " " + (node.getAttribute("src") || node.getAttribute("href") || node.textContent);
+      .call(doc.head.children, function (node) {
+        if (node.tagName === "TITLE") return "";
+        if (node.tagName === "LINK" && node.getAttribute("href")) {
+          var href = new URL(node.getAttribute("href"), location.href);
+          href.searchParams.delete("livereload");
+          return "LINK " + node.getAttribute("rel") + " " + href.href;
+        }
+        return node.outerHTML;
       })
       .join("\n");
+  }
+
+  function attributes(element) {
+    return Array.prototype.map
+      .call(element.attributes, function (a) {
+        return a.name + "=" + a.value;
+      })
+      .join(" ");
   }
 
   // Whether `body` has a script that is neither this one nor data.

@@ -117,8 +117,9 @@ impl LiveReload {
             trigger.files.drain(..).partition(|file| !has_extension(file, &self.assets));
         let mut batch = lock(&self.batch);
         if !code.is_empty() && remotes > 0 {
-            // The page reload that follows the app's covers these assets too.
+            // The page reload that follows the app's covers these assets too (a real one).
             batch.sent(code[0].as_str(), remotes);
+            batch.assets |= !assets.is_empty();
             return Some(Trigger { files: code, reason: trigger.reason });
         }
         let (sheets, others): (Vec<&String>, Vec<&String>) = assets.iter().partition(|f| has_extension(f, &["css"]));
@@ -129,8 +130,8 @@ impl LiveReload {
         };
         if let Some(other) = others.first() {
             match batch.expected > 0 {
-                // A reload is coming once the app is back: it will load this too.
-                true => {}
+                // A reload is coming once the app is back: it will load this too (a real one).
+                true => batch.assets = true,
                 false => messages = vec![reload_command(other)],
             }
         }
@@ -205,6 +206,13 @@ pub fn reload_command(path: &str) -> String {
     json!({"command": "reload", "path": path, "liveCSS": true, "liveImg": true}).to_string()
 }
 
+/// The page reload once the app is back: [`reload_command`] and touchwire's own `swap`, true
+/// when only code changed, so that a page that asked for it (`livereload.js?swap`) may swap its
+/// body in; LiveReload clients ignore the field.
+fn app_reload_command(path: &str, swap: bool) -> String {
+    json!({"command": "reload", "path": path, "liveCSS": true, "liveImg": true, "swap": swap}).to_string()
+}
+
 /// The code triggers sent and not yet answered, and what their answers said.
 #[derive(Debug, Default)]
 struct Batch {
@@ -216,6 +224,8 @@ struct Batch {
     verdicts: BTreeMap<String, Verdict>,
     /// When the last code trigger went out.
     last_sent: Option<Instant>,
+    /// An asset changed with the batch's code: its page reload must load it (no swap).
+    assets: bool,
 }
 
 /// What one remote said about the app.
@@ -242,7 +252,9 @@ struct Failure {
 /// What the pages are told once a batch is answered.
 #[derive(Debug, Clone, PartialEq)]
 enum Decision {
-    Reload(String),
+    /// Reload the page, for the change of the path; `true`: only code changed, so a page that
+    /// asked for swaps may swap its body in instead.
+    Reload(String, bool),
     Show(Failure),
 }
 
@@ -270,7 +282,8 @@ impl Batch {
             Verdict::Failed(failure) => Some(failure),
             Verdict::Back => None,
         });
-        Some(failed.map_or(Decision::Reload(path), Decision::Show))
+        let swap = !std::mem::take(&mut self.assets);
+        Some(failed.map_or(Decision::Reload(path, swap), Decision::Show))
     }
 }
 
@@ -369,9 +382,9 @@ fn notify(
 /// Tells every page what a batch's answer means.
 fn tell(hub: &Hub, decision: Decision, log: Log) {
     match decision {
-        Decision::Reload(path) => {
+        Decision::Reload(path, swap) => {
             hub.stand(None);
-            let pages = hub.broadcast(&reload_command(&path));
+            let pages = hub.broadcast(&app_reload_command(&path, swap));
             let line = format!("browser: reloaded {}", count(pages, "page", "pages"));
             log.event("browser", &line, json!({"pages": pages, "path": path}));
         }
@@ -429,13 +442,23 @@ mod tests {
         batch.sent("app/views.py", 1);
         batch.sent("app/models.py", 1);
         assert_eq!(batch.answered(&outcome("g", back(), 1), None), None, "the trailing trigger is still out");
-        assert_eq!(batch.answered(&outcome("g", back(), 1), None), Some(Decision::Reload("app/views.py".into())));
+        assert_eq!(batch.answered(&outcome("g", back(), 1), None), Some(Decision::Reload("app/views.py".into(), true)));
         // Triggers merged by delivery answer for several at once.
         batch.sent("a.py", 1);
         batch.sent("b.py", 1);
-        assert_eq!(batch.answered(&outcome("g", back(), 2), None), Some(Decision::Reload("a.py".into())));
+        assert_eq!(batch.answered(&outcome("g", back(), 2), None), Some(Decision::Reload("a.py".into(), true)));
         // A catch-up of owed files answers none, yet tells the pages.
-        assert!(matches!(batch.answered(&outcome("g", back(), 0), None), Some(Decision::Reload(_))));
+        assert!(matches!(batch.answered(&outcome("g", back(), 0), None), Some(Decision::Reload(..))));
+        // An asset that changed with the code: the reload must load it, so no swap; the next
+        // batch of code alone may swap again.
+        batch.sent("app/views.py", 1);
+        batch.assets = true;
+        assert_eq!(
+            batch.answered(&outcome("g", back(), 1), None),
+            Some(Decision::Reload("app/views.py".into(), false))
+        );
+        batch.sent("app/views.py", 1);
+        assert_eq!(batch.answered(&outcome("g", back(), 1), None), Some(Decision::Reload("app/views.py".into(), true)));
     }
 
     #[test]
@@ -447,12 +470,12 @@ mod tests {
         assert_eq!(failure.message, "ModuleNotFoundError: No module named 'foo'");
         assert!(failure.excerpt.contains("import foo"));
         batch.sent("app/views.py", 1);
-        assert_eq!(batch.answered(&outcome("g", back(), 1), None), Some(Decision::Reload("app/views.py".into())));
+        assert_eq!(batch.answered(&outcome("g", back(), 1), None), Some(Decision::Reload("app/views.py".into(), true)));
         // The last word of each remote counts: a burst whose trailing reload fixed it reloads.
         batch.sent("app/views.py", 1);
         batch.sent("app/views.py", 1);
         assert_eq!(batch.answered(&outcome("g", broken(), 1), None), None);
-        assert!(matches!(batch.answered(&outcome("g", back(), 1), None), Some(Decision::Reload(_))));
+        assert!(matches!(batch.answered(&outcome("g", back(), 1), None), Some(Decision::Reload(..))));
         // With two guests, one that failed is shown.
         batch.sent("app/views.py", 2);
         assert_eq!(batch.answered(&outcome("a", back(), 1), None), None);

@@ -324,6 +324,7 @@ impl Watcher {
         }
         if self.fallback.poller.is_empty() {
             self.fallback.said = false;
+            self.backend.caught_up();
         }
     }
 
@@ -368,6 +369,7 @@ impl Watcher {
         self.fallback.poller.poll(&root, out);
         if self.fallback.poller.is_empty() {
             self.fallback.said = false;
+            self.backend.caught_up();
             let line = "every directory has its watch again: polling stopped";
             self.log.event("watch_limit_over", line, json!({}));
         }
@@ -429,6 +431,10 @@ fn say_limit(fallback: &mut Fallback, log: Log) {
         return;
     }
     fallback.said = true;
+    // A new episode: the first try to watch again waits a poll interval. Tried at once, it could
+    // win a watch that a directory given up a moment before had freed, end the episode and
+    // start another one within the same burst: the limit said twice in a millisecond.
+    fallback.next = Instant::now() + FALLBACK_POLL;
     let ms = FALLBACK_POLL.as_millis();
     let line = format!(
         "{}; meanwhile the directories without a watch are polled every {ms} ms, and watched again once there is room",

@@ -11,6 +11,8 @@ const path = require('path');
 
 /** How long `touchwire send --wait` may take before it is stopped (its own timeouts come first). */
 const SEND_LIMIT_MS = 120000;
+/** Longer than any reload with its ready check takes (a check's timeout is at most minutes). */
+const STALE_S = 300;
 /** How long a watcher has to send what it holds and exit when asked to stop. */
 const STOP_GRACE_MS = 3000;
 
@@ -185,7 +187,7 @@ function watchEvent(watcher, event) {
       // the watcher sends none for them). The spinner shows until every remote answered it.
       for (const remote of watcher.remotes) {
         const list = watcher.pending.get(remote) || [];
-        list.push({ files: new Set(event.files || []), time: seconds(event, 0) });
+        list.push({ files: new Set(event.files || []), time: seconds(event, Date.now() / 1000) });
         watcher.pending.set(remote, list);
       }
       show(settled);
@@ -234,6 +236,19 @@ function seconds(event, missing) {
 
 /** Whether a reload is under way: a trigger some remote has not answered, or a Reload guest. */
 function busy() {
+  // A trigger older than any reload can take is not waited for: its outcome's line was lost
+  // (touchwire drops a line it cannot write at once rather than block a reload).
+  const oldest = Date.now() / 1000 - STALE_S;
+  for (const watcher of watchers.values()) {
+    for (const [remote, list] of watcher.pending) {
+      const fresh = list.filter((trigger) => trigger.time >= oldest);
+      if (fresh.length > 0) {
+        watcher.pending.set(remote, fresh);
+      } else {
+        watcher.pending.delete(remote);
+      }
+    }
+  }
   return sends > 0 || [...watchers.values()].some((watcher) => watcher.pending.size > 0);
 }
 

@@ -76,6 +76,9 @@ pub trait Backend: Send {
     fn waker(&self) -> Waker;
     /// How many OS watches (or polled directories) it holds.
     fn watches(&self) -> usize;
+    /// Every directory it refused has a watch again (the watcher polls none): a backend that
+    /// checked each new directory since a refusal may stop checking.
+    fn caught_up(&mut self) {}
 }
 
 /// Which backend `touchwire watch` uses.

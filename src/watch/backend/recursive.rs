@@ -33,8 +33,9 @@ pub struct Recursive {
     classifier: Classifier,
     /// Whether the root's recursive watch is registered.
     rooted: bool,
-    /// The OS refused a watch for a new directory: until a retry succeeds, new directories may
-    /// lack one (the OS watches each on Linux) and are polled.
+    /// The OS refused a watch for a new directory: until every refused one has a watch again
+    /// ([`Backend::caught_up`]), a new directory may lack one (the OS watches each on Linux,
+    /// and notify stops a batch at its first refusal), so each is watched for itself.
     limited: bool,
 }
 
@@ -146,18 +147,18 @@ impl Backend for Recursive {
             let dir = path::join(&self.tree.root, rel);
             // The root once; then, after the OS refused a watch, a directory that may lack one.
             match self.fs.watch(&dir, RecursiveMode::Recursive) {
-                Ok(()) => {
-                    self.rooted = true;
-                    if !rel.is_empty() {
-                        self.limited = false;
-                    }
-                }
+                // Not the end of the limit: other directories may still lack their watch.
+                Ok(()) => self.rooted = true,
                 Err(notify::Error { kind: notify::ErrorKind::MaxFilesWatch, .. }) => return Added::Limit,
                 Err(notify::Error { kind: notify::ErrorKind::PathNotFound, .. }) => return Added::Gone,
                 Err(err) => return Added::Failed(format!("cannot watch {}: {err}", dir.display())),
             }
         }
         Added::Watched
+    }
+
+    fn caught_up(&mut self) {
+        self.limited = false;
     }
 
     fn forget_under(&mut self, _rel: &[u8]) {
