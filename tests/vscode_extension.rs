@@ -24,15 +24,8 @@ const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
 /// scripts/package-vscode into `out`; panics with what it printed if it fails.
 fn package(out: &Path) -> PathBuf {
-    let output = Command::new(format!("{ROOT}/scripts/package-vscode")).arg(out).output().expect("cannot run bash");
-    assert!(
-        output.status.success(),
-        "scripts/package-vscode {}: {}\nstdout:\n{}\nstderr:\n{}",
-        out.display(),
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let what = format!("scripts/package-vscode {}", out.display());
+    util::succeed(Command::new(format!("{ROOT}/scripts/package-vscode")).arg(out), &what);
     assert!(out.is_file(), "no {} after scripts/package-vscode", out.display());
     out.to_path_buf()
 }

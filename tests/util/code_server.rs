@@ -58,15 +58,8 @@ impl Dirs {
     /// `code-server --install-extension VSIX`; panics with what it printed if it fails.
     pub fn install_extension(&self, program: &Path, env: &util::Env, vsix: &Path) {
         let mut command = self.command(program, env);
-        let output = command.arg("--install-extension").arg(vsix).output().expect("cannot run code-server");
-        assert!(
-            output.status.success(),
-            "code-server --install-extension {}: {}\nstdout:\n{}\nstderr:\n{}",
-            vsix.display(),
-            output.status,
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
+        let what = format!("code-server --install-extension {}", vsix.display());
+        util::succeed(command.arg("--install-extension").arg(vsix), &what);
     }
 }
 

@@ -188,6 +188,21 @@ impl Env {
     }
 }
 
+/// Runs `command` (`what` names it in the failure) to completion; panics with its status,
+/// stdout and stderr unless it succeeded.
+#[track_caller]
+pub fn succeed(command: &mut Command, what: &str) -> std::process::Output {
+    let output = command.output().unwrap_or_else(|err| panic!("cannot run {what}: {err}"));
+    assert!(
+        output.status.success(),
+        "{what}: {}\nstdout:\n{}\nstderr:\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
 /// A finished `touchwire` run.
 #[derive(Debug)]
 pub struct Run {
